@@ -1,0 +1,218 @@
+"""A cohort: a long patient table (one row per patient per step) and the schema it obeys."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .schema import Schema, infer_schema
+
+
+class Cohort:
+    """A validated long table plus its schema.
+
+    Construction checks the table (see `Schema.validate`) and normalises it: columns in
+    schema order, integer steps, float reals, categorical cells holding their level values.
+    `check_static=False` admits synthetic tables whose static variables drift (faithful v1).
+    """
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        schema: Schema | None = None,
+        *,
+        id: str | None = None,
+        time: str | None = None,
+        check_static: bool = True,
+        **infer_options: Any,
+    ) -> None:
+        if schema is None:
+            if id is None or time is None:
+                raise ValueError("give a schema, or the id and time column names to infer one")
+            schema = infer_schema(table, id, time, **infer_options)
+        elif (id is not None and id != schema.id) or (time is not None and time != schema.time):
+            raise ValueError(
+                f"id/time ({id!r}, {time!r}) disagree with the schema's "
+                f"({schema.id!r}, {schema.time!r})"
+            )
+        table = schema.apply_bins(table)
+        schema.validate(table, check_static=check_static)
+        self.schema = schema
+        self.table = _normalise(table, schema)
+
+    # ---- IO --------------------------------------------------------------------------------
+    @classmethod
+    def from_csv(
+        cls,
+        path: str | Path,
+        schema: Schema | str | Path | None = None,
+        *,
+        id: str | None = None,
+        time: str | None = None,
+        **infer_options: Any,
+    ) -> Cohort:
+        return cls(_read(path, pd.read_csv), _as_schema(schema), id=id, time=time, **infer_options)
+
+    @classmethod
+    def from_parquet(
+        cls,
+        path: str | Path,
+        schema: Schema | str | Path | None = None,
+        *,
+        id: str | None = None,
+        time: str | None = None,
+        **infer_options: Any,
+    ) -> Cohort:
+        return cls(
+            _read(path, pd.read_parquet), _as_schema(schema), id=id, time=time, **infer_options
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path, schema: Schema | str | Path | None = None, **kw: Any) -> Cohort:
+        """CSV or Parquet by file extension."""
+        suffixes = Path(path).suffixes
+        if ".parquet" in suffixes or ".pq" in suffixes:
+            return cls.from_parquet(path, schema, **kw)
+        return cls.from_csv(path, schema, **kw)
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write atomically (temp file, then rename)."""
+        return _write_atomic(Path(path), lambda p: self.table.to_csv(p, index=False))
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """Write atomically (temp file, then rename)."""
+        return _write_atomic(Path(path), lambda p: _to_arrow_friendly(self.table, self.schema).to_parquet(p, index=False))
+
+    def to_file(self, path: str | Path) -> Path:
+        """CSV or Parquet by file extension."""
+        if Path(path).suffix in (".parquet", ".pq"):
+            return self.to_parquet(path)
+        return self.to_csv(path)
+
+    # ---- views -----------------------------------------------------------------------------
+    @property
+    def ids(self) -> np.ndarray:
+        return pd.unique(self.table[self.schema.id])
+
+    @property
+    def lengths(self) -> pd.Series:
+        """Number of steps per patient, indexed by patient id (table order)."""
+        return self.table.groupby(self.schema.id, sort=False).size().rename("length")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        lengths = self.lengths
+        lo, hi = int(lengths.min()), int(lengths.max())
+        steps = f"{lo}" if lo == hi else f"{lo}..{hi}"
+        return (
+            f"Cohort({len(lengths)} patients x {steps} steps, "
+            f"{len(self.schema.static)} static + {len(self.schema.dynamic)} dynamic variables)"
+        )
+
+    def static_table(self) -> pd.DataFrame:
+        """One row per patient: id and the static variables (first step's value)."""
+        cols = [self.schema.id, *[v.name for v in self.schema.static]]
+        return self.table[cols].groupby(self.schema.id, sort=False).first().reset_index()
+
+    def subset(self, ids: Any) -> Cohort:
+        """The cohort restricted to these patient ids (schema unchanged)."""
+        keep = self.table[self.schema.id].isin(set(ids))
+        out = object.__new__(Cohort)
+        out.schema, out.table = self.schema, self.table[keep].reset_index(drop=True)
+        if len(out.table) == 0:
+            raise ValueError("subset selects no patients")
+        return out
+
+    def split(self, holdout: float = 0.2, seed: int = 0) -> tuple[Cohort, Cohort]:
+        """Split by patient into (train, holdout); `holdout` is a fraction in (0, 1)."""
+        if not 0 < holdout < 1:
+            raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
+        ids = self.ids
+        n_hold = int(round(holdout * len(ids)))
+        if n_hold < 1 or n_hold >= len(ids):
+            raise ValueError(f"cannot split {len(ids)} patients with holdout={holdout}")
+        perm = np.random.default_rng(seed).permutation(len(ids))
+        hold = set(ids[perm[:n_hold]].tolist())
+        return self.subset([i for i in ids if i not in hold]), self.subset(hold)
+
+    def summary(self) -> pd.DataFrame:
+        """Per variable: kind, role, missing rate, and mean/sd or the most common level."""
+        rows = []
+        for v in self.schema.variables:
+            col = self.table[v.name]
+            row = {"variable": v.name, "kind": v.kind, "role": v.role, "missing": col.isna().mean()}
+            if v.kind == "real":
+                row |= {"mean": col.mean(), "sd": col.std(), "min": col.min(), "max": col.max()}
+            else:
+                freq = col.value_counts(normalize=True)
+                row |= {"levels": len(v.levels), "top": freq.index[0], "top_share": freq.iloc[0]}
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("variable")
+
+
+def _as_schema(schema: Schema | str | Path | None) -> Schema | None:
+    if schema is None or isinstance(schema, Schema):
+        return schema
+    return Schema.from_yaml(schema)
+
+
+def _read(path: str | Path, reader: Any) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: file not found")
+    try:
+        return reader(path)
+    except Exception as e:  # pandas/pyarrow raise many types for unreadable files
+        raise ValueError(f"{path}: cannot read as a table ({type(e).__name__}: {e})") from None
+
+
+def _write_atomic(path: Path, write: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _normalise(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    out = {schema.id: table[schema.id].to_numpy(), schema.time: table[schema.time].to_numpy().astype(np.int64)}
+    for v in schema.variables:
+        col = table[v.name]
+        if v.kind == "real":
+            out[v.name] = col.to_numpy(dtype=float)
+        else:
+            out[v.name] = _as_levels(col, v.levels)
+    return pd.DataFrame(out)
+
+
+def _as_levels(col: pd.Series, levels: list[Any]) -> np.ndarray:
+    """Cells as the schema's own level values (object array, None where missing).
+
+    Index lookup matches 1.0 read from a CSV to the level 1, keeping the level's own type.
+    """
+    codes = level_codes(col, levels)
+    values = np.asarray(levels + [None], dtype=object)
+    return values[codes]
+
+
+def level_codes(col: pd.Series | np.ndarray, levels: list[Any]) -> np.ndarray:
+    """Position of each cell in `levels`; -1 for missing (cells must be known levels)."""
+    return pd.Index(levels, dtype=object).get_indexer(pd.Series(col).astype(object))
+
+
+def _to_arrow_friendly(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Parquet needs one type per column: integer-level categoricals become nullable Int64."""
+    out = table.copy()
+    for v in schema.variables:
+        if v.kind != "real" and all(isinstance(lv, int) and not isinstance(lv, bool) for lv in v.levels):
+            out[v.name] = pd.array(out[v.name].tolist(), dtype="Int64")
+    return out

@@ -1,0 +1,428 @@
+"""What each column of a long patient table is: kind, role, levels, transform, missing policy.
+
+The schema is the contract between a real table, the encoder and every synthetic table. It is
+inferred from data (with documented, overridable thresholds), saved as YAML a person can
+edit, and checked against any table with errors that name the column and the bad values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+KINDS = ("real", "binary", "categorical")
+ROLES = ("static", "dynamic")
+TRANSFORMS = ("boxcox", "log1p", "minmax", "none")
+MISSING = ("none", "flag")
+
+# Inference thresholds (documented in README, overridable via infer_schema keywords).
+MAX_INTEGER_LEVELS = 10  # an integer column with at most this many distinct values is categorical
+MAX_STRING_LEVELS = 100  # a text column with more distinct values is rejected (id or free text)
+BOXCOX_MIN_SKEW = 1.0  # a non-negative real with |skewness| above this gets Box-Cox
+
+
+@dataclass
+class Variable:
+    """One column: how it is encoded and generated."""
+
+    name: str
+    kind: str
+    role: str = "dynamic"
+    levels: list[Any] | None = None
+    transform: str = "minmax"
+    bins: list[float] | None = None
+    missing: str = "none"
+
+    def __post_init__(self) -> None:
+        where = f"variable {self.name!r}"
+        if self.kind not in KINDS:
+            raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.role not in ROLES:
+            raise ValueError(f"{where}: role must be one of {ROLES}, got {self.role!r}")
+        if self.missing not in MISSING:
+            raise ValueError(f"{where}: missing must be one of {MISSING}, got {self.missing!r}")
+        if self.bins is not None:
+            edges = [float(e) for e in self.bins]
+            if self.kind != "categorical" or len(edges) < 3 or np.any(np.diff(edges) <= 0):
+                raise ValueError(
+                    f"{where}: bins must be >= 3 increasing edges on a categorical, got {self.bins}"
+                )
+            self.bins = edges
+            self.levels = bin_labels(edges)
+        if self.kind == "real":
+            if self.transform not in TRANSFORMS:
+                raise ValueError(
+                    f"{where}: transform must be one of {TRANSFORMS}, got {self.transform!r}"
+                )
+            self.levels = None
+        else:
+            self.transform = "none"
+            if not self.levels:
+                raise ValueError(f"{where}: a {self.kind} variable needs its levels")
+            self.levels = [_plain(v) for v in self.levels]
+            if len(set(self.levels)) != len(self.levels):
+                raise ValueError(f"{where}: duplicate levels in {self.levels}")
+            if self.kind == "binary" and len(self.levels) != 2:
+                raise ValueError(f"{where}: binary needs exactly 2 levels, got {self.levels}")
+            if self.kind == "categorical" and len(self.levels) < 2:
+                raise ValueError(f"{where}: categorical needs >= 2 levels, got {self.levels}")
+
+    @property
+    def is_static(self) -> bool:
+        return self.role == "static"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.bins is not None:
+            d.pop("levels")  # derived from the edges
+        if self.kind != "real":
+            d.pop("transform")
+        return d
+
+
+def bin_labels(edges: list[float]) -> list[str]:
+    """Readable interval labels `[a, b)` for bin edges (last bin closed on the right)."""
+    fmt = [("inf" if math.isinf(e) else f"{e:g}") for e in edges]
+    labels = [f"[{a}, {b})" for a, b in zip(fmt[:-1], fmt[1:], strict=True)]
+    labels[-1] = labels[-1][:-1] + "]"
+    return labels
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so levels round-trip through YAML."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclass
+class Schema:
+    """The id and time columns and the variables, in table order."""
+
+    id: str
+    time: str
+    variables: list[Variable] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variables]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"schema lists these variables twice: {dupes}")
+        clash = {self.id, self.time} & set(names)
+        if clash or self.id == self.time:
+            raise ValueError(f"id/time columns must differ from each other and the variables: {clash}")
+
+    def __getitem__(self, name: str) -> Variable:
+        for v in self.variables:
+            if v.name == name:
+                return v
+        raise KeyError(f"no variable {name!r} in the schema; it has {self.names}")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.variables]
+
+    @property
+    def static(self) -> list[Variable]:
+        return [v for v in self.variables if v.role == "static"]
+
+    @property
+    def dynamic(self) -> list[Variable]:
+        return [v for v in self.variables if v.role == "dynamic"]
+
+    def with_overrides(self, **overrides: dict[str, Any]) -> Schema:
+        """A copy with some variables' fields replaced, e.g. `GCS={"kind": "categorical"}`."""
+        unknown = set(overrides) - set(self.names)
+        if unknown:
+            raise ValueError(f"cannot override unknown variables {sorted(unknown)}")
+        return replace(
+            self,
+            variables=[replace(v, **overrides.get(v.name, {})) for v in self.variables],
+        )
+
+    # ---- YAML ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.time,
+            "variables": [v.to_dict() for v in self.variables],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Schema:
+        try:
+            variables = [Variable(**v) for v in d["variables"]]
+            return cls(id=d["id"], time=d["time"], variables=variables)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a healthgym schema ({e})") from None
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """The schema as YAML text; written atomically to `path` when given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        if path is not None:
+            write_text_atomic(Path(path), text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Schema:
+        path = Path(path)
+        try:
+            d = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path}: schema file not found") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a healthgym schema (expected a mapping)")
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    # ---- checking a table ------------------------------------------------------------------
+    def validate(self, table: pd.DataFrame, *, check_static: bool = True) -> None:
+        """Raise ValueError naming the column and values where `table` breaks this schema.
+
+        Expects bins already applied (see `apply_bins`). `check_static=False` admits tables
+        whose static variables drift within a patient (e.g. faithful Health Gym v1 output).
+        """
+        validate_table(table, self, check_static=check_static)
+
+    def apply_bins(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Map numeric columns of binned variables to their interval labels."""
+        out = table
+        for v in self.variables:
+            if v.bins is None or v.name not in table or not _is_numeric(table[v.name]):
+                continue
+            if out is table:
+                out = table.copy()
+            x = table[v.name].to_numpy(dtype=float)
+            outside = (x < v.bins[0]) | (x > v.bins[-1])
+            if np.any(outside):
+                bad = np.unique(x[outside])[:5].tolist()
+                raise ValueError(f"column {v.name!r}: values {bad} fall outside bins {v.bins}")
+            idx = np.clip(np.searchsorted(v.bins, x, side="right") - 1, 0, len(v.levels) - 1)
+            labels = np.asarray(v.levels, dtype=object)[idx]
+            labels[np.isnan(x)] = None
+            out[v.name] = pd.Series(labels, index=table.index, dtype=object)
+        return out
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _is_numeric(col: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+
+
+def _describe(values: Any, k: int = 5) -> str:
+    vals = list(values)
+    head = ", ".join(repr(_plain(v)) for v in vals[:k])
+    return f"[{head}{', ...' if len(vals) > k else ''}] ({len(vals)} in all)"
+
+
+def validate_table(table: pd.DataFrame, schema: Schema, *, check_static: bool = True) -> None:
+    """Every check a long table must pass before it is encoded; see `Schema.validate`."""
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"expected a pandas DataFrame, got {type(table).__name__}")
+    if len(table) == 0:
+        raise ValueError("the table is empty (no rows)")
+    missing_cols = [c for c in [schema.id, schema.time, *schema.names] if c not in table.columns]
+    if missing_cols:
+        raise ValueError(f"columns missing from the table: {missing_cols}")
+    extra = [c for c in table.columns if c not in {schema.id, schema.time, *schema.names}]
+    if extra:
+        raise ValueError(f"columns not in the schema: {extra} (drop them or add them to the schema)")
+    ids = table[schema.id]
+    if ids.isna().any():
+        raise ValueError(f"id column {schema.id!r} has {int(ids.isna().sum())} missing values")
+    _check_steps(table, schema)
+    for v in schema.variables:
+        _check_variable(table, schema, v, check_static)
+
+
+def _check_steps(table: pd.DataFrame, schema: Schema) -> None:
+    t = table[schema.time]
+    name = schema.time
+    if not _is_numeric(t):
+        raise ValueError(f"time column {name!r} must hold integer steps, got dtype {t.dtype}")
+    tv = t.to_numpy(dtype=float)
+    bad = ~np.isfinite(tv) | (tv != np.round(tv))
+    if bad.any():
+        raise ValueError(
+            f"time column {name!r} must hold integer steps; non-integer values "
+            f"{_describe(pd.unique(t[bad]))}"
+        )
+    ids = table[schema.id].to_numpy()
+    keys = pd.DataFrame({"id": ids, "t": tv})
+    dup = keys.duplicated()
+    if dup.any():
+        first = keys[dup].iloc[0]
+        raise ValueError(
+            f"duplicate ({schema.id}, {name}) pairs: {int(dup.sum())} rows, "
+            f"first ({_plain(first['id'])!r}, {int(first['t'])})"
+        )
+    # Rows of a patient must be contiguous and in increasing step order, without gaps.
+    same = ids[1:] == ids[:-1]
+    step = np.diff(tv)
+    unsorted = same & (step < 0)
+    if unsorted.any():
+        pid = ids[1:][unsorted][0]
+        raise ValueError(
+            f"time column {name!r} is not sorted within patient {_plain(pid)!r} "
+            "(sort the table by id, then time)"
+        )
+    starts = np.r_[True, ~same]
+    seen_ids = ids[starts]
+    if len(pd.unique(seen_ids)) != len(seen_ids):
+        raise ValueError(f"rows of a patient are not contiguous in column {schema.id!r} (sort by id, then time)")
+    gaps = same & (step != 1)
+    if gaps.any():
+        pid = ids[1:][gaps][0]
+        raise ValueError(
+            f"time column {name!r} skips steps within patient {_plain(pid)!r}: steps must be "
+            "consecutive integers (resample to a regular grid; missing values may be NaN)"
+        )
+
+
+def _check_variable(table: pd.DataFrame, schema: Schema, v: Variable, check_static: bool) -> None:
+    col = table[v.name]
+    na = col.isna().to_numpy()
+    if na.all():
+        raise ValueError(f"column {v.name!r} is entirely missing (all NaN)")
+    if na.any() and v.missing == "none":
+        raise ValueError(
+            f"column {v.name!r} has {int(na.sum())} missing values but its schema says "
+            "missing: none (set missing: flag to model them)"
+        )
+    if v.kind == "real":
+        if not _is_numeric(col):
+            raise ValueError(f"column {v.name!r} is real but holds non-numbers, dtype {col.dtype}")
+        x = col.to_numpy(dtype=float)
+        if np.isinf(x).any():
+            raise ValueError(f"column {v.name!r} holds infinite values")
+        if v.transform == "boxcox" and np.nanmin(x) < 0:
+            raise ValueError(
+                f"column {v.name!r} uses boxcox but has negative values "
+                f"{_describe(np.unique(x[x < 0]))}; use transform minmax"
+            )
+        if v.transform == "log1p" and np.nanmin(x) <= -1:
+            raise ValueError(f"column {v.name!r} uses log1p but has values <= -1")
+    else:
+        present = pd.unique(col[~na])
+        unknown = [u for u in present if not _in_levels(u, v.levels)]
+        if unknown:
+            raise ValueError(
+                f"column {v.name!r} has unknown levels {_describe(unknown)}; "
+                f"the schema allows {v.levels}"
+            )
+    if check_static and v.role == "static":
+        per = pd.DataFrame({"id": table[schema.id].to_numpy(), "v": col.to_numpy()})
+        n_distinct = per.groupby("id", sort=False)["v"].nunique(dropna=False)
+        drifting = n_distinct[n_distinct > 1]
+        if len(drifting):
+            raise ValueError(
+                f"static column {v.name!r} changes within patients {_describe(drifting.index)}"
+            )
+
+
+def _in_levels(value: Any, levels: list[Any]) -> bool:
+    value = _plain(value)
+    if value in levels:
+        return True
+    # 1.0 read from CSV with NaNs should match the integer level 1
+    return isinstance(value, float) and value.is_integer() and int(value) in levels
+
+
+# ---- inference -----------------------------------------------------------------------------
+def infer_schema(
+    table: pd.DataFrame,
+    id: str,
+    time: str,
+    *,
+    max_integer_levels: int = MAX_INTEGER_LEVELS,
+    max_string_levels: int = MAX_STRING_LEVELS,
+    boxcox_min_skew: float = BOXCOX_MIN_SKEW,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Schema:
+    """Guess a schema from a long table.
+
+    Rules: text, bool and category columns are categorical; integer-valued numeric columns
+    with at most `max_integer_levels` distinct values are categorical; any categorical with
+    two levels is binary; other numerics are real, with Box-Cox when non-negative and
+    |skewness| > `boxcox_min_skew`, else min-max. A variable constant within every patient
+    is static. A column with NaNs gets `missing: flag`. `overrides` replaces fields per
+    variable, e.g. `{"GCS": {"kind": "categorical", "levels": list(range(3, 16))}}`.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"expected a pandas DataFrame, got {type(table).__name__}")
+    for c in (id, time):
+        if c not in table.columns:
+            raise ValueError(f"column {c!r} not in the table; it has {list(table.columns)}")
+    if len(table) == 0:
+        raise ValueError("the table is empty (no rows)")
+    variables = []
+    for name in table.columns:
+        if name in (id, time):
+            continue
+        variables.append(
+            _infer_variable(table, id, name, max_integer_levels, max_string_levels, boxcox_min_skew)
+        )
+    schema = Schema(id=id, time=time, variables=variables)
+    return schema.with_overrides(**overrides) if overrides else schema
+
+
+def _infer_variable(
+    table: pd.DataFrame,
+    id: str,
+    name: str,
+    max_integer_levels: int,
+    max_string_levels: int,
+    boxcox_min_skew: float,
+) -> Variable:
+    col = table[name]
+    present = col.dropna()
+    if present.empty:
+        raise ValueError(f"column {name!r} is entirely missing (all NaN)")
+    missing = "flag" if col.isna().any() else "none"
+    nunique = col.groupby(table[id].to_numpy(), sort=False).nunique(dropna=False)
+    role = "static" if (nunique <= 1).all() else "dynamic"
+    levels: list[Any] | None = None
+    if _is_numeric(col):
+        x = present.to_numpy(dtype=float)
+        if not np.isfinite(x).all():
+            raise ValueError(f"column {name!r} holds infinite values")
+        uniq = np.unique(x)
+        if np.all(uniq == np.round(uniq)) and len(uniq) <= max_integer_levels:
+            levels = [int(u) for u in uniq]
+    else:
+        uniq = pd.unique(present)
+        if len(uniq) > max_string_levels:
+            raise ValueError(
+                f"column {name!r} has {len(uniq)} distinct text values (more than "
+                f"{max_string_levels}): it looks like an identifier or free text; drop it"
+            )
+        try:
+            levels = sorted(_plain(u) for u in uniq)
+        except TypeError:
+            levels = [_plain(u) for u in uniq]
+    if levels is not None:
+        if len(levels) == 1:
+            raise ValueError(f"column {name!r} has a single value {levels[0]!r}: nothing to model")
+        kind = "binary" if len(levels) == 2 else "categorical"
+        return Variable(name, kind, role, levels=levels, missing=missing)
+    skew = float(pd.Series(x).skew())
+    transform = "boxcox" if x.min() >= 0 and abs(skew) > boxcox_min_skew else "minmax"
+    return Variable(name, "real", role, transform=transform, missing=missing)
