@@ -39,6 +39,8 @@ class Column:
     lam: float = 0.0  # Box-Cox lambda
     lo: float = 0.0  # min of the transformed training values
     hi: float = 1.0  # max of the transformed training values
+    xmin: float = 0.0  # training range in original units: decoded reals stay inside it
+    xmax: float = 1.0
     fill: Any = None  # imputation value (median or mode) in original units
     flag_of: str | None = None  # for flags: the variable they mark
 
@@ -271,6 +273,7 @@ def _fit_span(col: pd.Series, v: Any) -> Column:
 def _fit_real(col: pd.Series, v: Any) -> Column:
     x = col.dropna().to_numpy(dtype=float)
     c = Column(v.name, "real", 0, 0, transform=v.transform, fill=float(np.median(x)))
+    c.xmin, c.xmax = float(x.min()), float(x.max())
     if v.transform == "boxcox":
         if np.ptp(x) > 0:
             c.lam = float(stats.boxcox(x + BOXCOX_EPS)[1])
@@ -301,7 +304,7 @@ def _to_unit(x: np.ndarray, c: Column) -> np.ndarray:
 def _from_unit(y: np.ndarray, c: Column) -> np.ndarray:
     z = c.lo + np.clip(np.nan_to_num(y, nan=0.5), 0.0, 1.0) * (c.hi - c.lo)
     if c.transform == "boxcox":
-        return special.inv_boxcox(z, c.lam) - BOXCOX_EPS
-    if c.transform == "log1p":
-        return np.expm1(z)
-    return z
+        z = special.inv_boxcox(z, c.lam) - BOXCOX_EPS
+    elif c.transform == "log1p":
+        z = np.expm1(z)
+    return np.clip(z, c.xmin, c.xmax)

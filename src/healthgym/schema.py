@@ -269,10 +269,10 @@ def _check_steps(table: pd.DataFrame, schema: Schema) -> None:
     keys = pd.DataFrame({"id": ids, "t": tv})
     dup = keys.duplicated()
     if dup.any():
-        first = keys[dup].iloc[0]
+        i = int(np.flatnonzero(dup.to_numpy())[0])
         raise ValueError(
             f"duplicate ({schema.id}, {name}) pairs: {int(dup.sum())} rows, "
-            f"first ({_plain(first['id'])!r}, {int(first['t'])})"
+            f"first ({_plain(ids[i])!r}, {int(tv[i])})"
         )
     # Rows of a patient must be contiguous and in increasing step order, without gaps.
     same = ids[1:] == ids[:-1]
@@ -309,7 +309,8 @@ def _check_variable(table: pd.DataFrame, schema: Schema, v: Variable, check_stat
         )
     if v.kind == "real":
         if not _is_numeric(col):
-            raise ValueError(f"column {v.name!r} is real but holds non-numbers, dtype {col.dtype}")
+            bad = col[pd.to_numeric(col, errors="coerce").isna() & col.notna()]
+            raise ValueError(f"column {v.name!r} is real but holds non-numbers {_describe(pd.unique(bad))}")
         x = col.to_numpy(dtype=float)
         if np.isinf(x).any():
             raise ValueError(f"column {v.name!r} holds infinite values")

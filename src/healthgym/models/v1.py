@@ -1,0 +1,171 @@
+"""Health Gym v1 networks and losses: biLSTM generator, biLSTM Wasserstein critic, GP, corr loss.
+
+Shapes: B batch, L sequence length, F design columns, Z noise size, H hidden size.
+All randomness comes from explicit ``torch.Generator`` objects so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from healthgym.models.layout import DesignLayout
+
+
+class Generator(nn.Module):
+    """Noise sequence -> design rows; output activations make every row schema-true."""
+
+    def __init__(self, layout: DesignLayout, noise_dim: int = 128, hidden: int = 128) -> None:
+        super().__init__()
+        self.layout, self.noise_dim = layout, noise_dim
+        self.lstm = nn.LSTM(noise_dim, hidden, batch_first=True, bidirectional=True)
+        self.head = nn.Sequential(
+            nn.Linear(2 * hidden, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, layout.n_features),
+        )
+        # Activated pieces are concatenated as [reals, span 1, span 2, ...]; `unpermute`
+        # puts them back in design-column order with one gather (no in-place writes).
+        grouped = list(layout.real_idx) + [i for s, e in layout.spans for i in range(s, e)]
+        self.register_buffer("real_idx", torch.tensor(layout.real_idx, dtype=torch.long))
+        self.register_buffer("unpermute", torch.argsort(torch.tensor(grouped)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, L, Z) in [0, 1) -> rows (B, L, F): sigmoid on reals, softmax on each span."""
+        h, _ = self.lstm(z)  # (B, L, 2H)
+        logits = self.head(h)  # (B, L, F)
+        parts = [torch.sigmoid(logits.index_select(-1, self.real_idx))]
+        parts += [torch.softmax(logits[..., s:e], dim=-1) for s, e in self.layout.spans]
+        return torch.cat(parts, dim=-1).index_select(-1, self.unpermute)  # (B, L, F)
+
+
+class Critic(nn.Module):
+    """Design rows -> one unbounded score per sequence (Wasserstein critic, no sigmoid)."""
+
+    def __init__(self, layout: DesignLayout, hidden: int = 128) -> None:
+        super().__init__()
+        self.layout = layout
+        # Soft embedding (one-hot or softmax row @ E.weight) stays differentiable for fakes and
+        # for the real/fake interpolations of the gradient penalty.
+        self.embeds = nn.ModuleList(
+            nn.Embedding(e - s, 2 if e - s == 2 else 4) for s, e in layout.spans
+        )
+        d_in = len(layout.real_idx) + sum(emb.embedding_dim for emb in self.embeds)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_in, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.1),
+        )
+        self.lstm = nn.LSTM(hidden, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, 1)
+        self.register_buffer("real_idx", torch.tensor(layout.real_idx, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, F) -> score (B,). With ``lengths`` (B,), steps past each length are ignored."""
+        parts = [x.index_select(-1, self.real_idx)]
+        spans = zip(self.layout.spans, self.embeds, strict=True)
+        parts += [x[..., s:e] @ emb.weight for (s, e), emb in spans]
+        h = self.mlp(torch.cat(parts, dim=-1))  # (B, L, H)
+        if lengths is not None:
+            h = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(h)  # h_n (2, B, H): forward and backward final states
+        return self.out(torch.cat([h_n[0], h_n[1]], dim=-1)).squeeze(-1)  # (B,)
+
+
+def sample_noise(
+    batch: int, length: int, noise_dim: int, generator: torch.Generator, device: torch.device | str
+) -> torch.Tensor:
+    """U(0, 1) noise (batch, length, noise_dim), drawn on the generator's device, sent to device."""
+    z = torch.rand((batch, length, noise_dim), generator=generator, device=generator.device)
+    return z.to(device)
+
+
+def pearson_matrix(rows: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Pearson correlation (F, F) of rows (n, F); entries of zero-variance columns are 0, not NaN.
+
+    The variance is clamped before the square root so gradients stay finite for constant columns.
+    """
+    centered = rows - rows.mean(dim=0, keepdim=True)  # (n, F)
+    var = centered.pow(2).mean(dim=0)  # (F,)
+    z = centered / var.clamp_min(eps).sqrt()  # (n, F) standardised
+    corr = z.T @ z / rows.shape[0]  # (F, F)
+    ok = var > eps
+    return corr * (ok[:, None] & ok[None, :])
+
+
+def correlation_loss(
+    fake: torch.Tensor,
+    real_corr: torch.Tensor,
+    thresholded: bool,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Mean |corr(fake rows) - real_corr| over all F x F entries; fake (B, L, F).
+
+    When ``thresholded`` (the 2025 variant) both matrices pass c -> min(t, |c|) * sign(c) with a
+    fresh t ~ U(0, 1) per entry, so weak correlations count fully and strong ones only partly.
+    """
+    fake_corr = pearson_matrix(fake.reshape(-1, fake.shape[-1]))  # (F, F)
+    if thresholded:
+        if generator is None:
+            raise ValueError("thresholded correlation loss needs a torch.Generator")
+        t = torch.rand(real_corr.shape, generator=generator, device=generator.device)
+        t = t.to(fake.device)
+        fake_corr = torch.minimum(t, fake_corr.abs()) * fake_corr.sign()
+        real_corr = torch.minimum(t, real_corr.abs()) * real_corr.sign()
+    return (fake_corr - real_corr).abs().mean()
+
+
+def gradient_penalty(
+    critic: Critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """WGAN-GP: mean((||grad D(xhat)|| - 1)^2), xhat between real and fake, (B, L, F) each.
+
+    One alpha per sequence; the norm is over the flattened L x F. cuDNN RNNs have no double
+    backward, so on CUDA the critic runs without cuDNN here (and only here).
+    """
+    alpha = torch.rand((real.shape[0], 1, 1), generator=generator, device=generator.device)
+    alpha = alpha.to(real.device)
+    xhat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    no_cudnn = xhat.device.type == "cuda"
+    with torch.backends.cudnn.flags(enabled=False) if no_cudnn else contextlib.nullcontext():
+        score = critic(xhat)  # (B,)
+    (grad,) = torch.autograd.grad(score.sum(), xhat, create_graph=True)  # (B, L, F)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def generate(
+    generator: Generator,
+    n: int,
+    length: int,
+    layout: DesignLayout | None = None,
+    *,
+    seed: int = 0,
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield ``n`` synthetic sequences as float32 arrays (b, length, F), b <= batch_size.
+
+    Batching bounds memory. Noise comes from a CPU generator seeded with ``seed``, so a seed
+    gives the same noise on every device. ``layout``, if given, must equal the generator's
+    (guards against a checkpoint trained on another schema). ``device`` moves the generator.
+    """
+    if layout is not None and layout != generator.layout:
+        raise ValueError("layout does not match the generator's layout")
+    if n < 0 or length < 1 or batch_size < 1:
+        raise ValueError(f"bad n={n}, length={length} or batch_size={batch_size}")
+    if device is not None:
+        generator.to(device)
+    dev = next(generator.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    for start in range(0, n, batch_size):
+        z = sample_noise(min(batch_size, n - start), length, generator.noise_dim, rng, dev)
+        with torch.no_grad():
+            yield generator(z).cpu().numpy()

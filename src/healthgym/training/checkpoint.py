@@ -1,0 +1,98 @@
+"""Crash-safe checkpoints: atomic writes, safe loads, the newest few kept, corrupt ones skipped.
+
+Layout: ``run_dir/checkpoints/ckpt-<step>.pt`` with the generator step zero-padded, so names
+sort by progress.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+KEEP = 3  #: checkpoints kept per run
+_DIR = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file could not be read or lacks what it should hold; names the file."""
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where the checkpoint taken after generator step ``step`` lives."""
+    return Path(run_dir) / _DIR / f"ckpt-{step:09d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoints of a run, oldest first (leftover ``.tmp`` files are not listed)."""
+    return sorted((Path(run_dir) / _DIR).glob("ckpt-*.pt"))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run, or None if it has none."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` so that ``path`` holds either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", required: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Read a checkpoint (tensors and plain data only); any failure raises CheckpointError."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot load checkpoint {path}: {e}") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds {type(state).__name__}, not a dict")
+    missing = sorted(set(required) - set(state))
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks keys {missing}")
+    return state
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int = KEEP) -> None:
+    """Delete all but the newest ``keep`` checkpoints."""
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink()
+
+
+def load_latest(
+    run_dir: str | Path, map_location: str | torch.device = "cpu", required: Iterable[str] = ()
+) -> tuple[Path, dict[str, Any]] | None:
+    """Newest loadable checkpoint of a run, or None if it has none.
+
+    A corrupt checkpoint is renamed to ``*.corrupt`` (kept for inspection, out of the
+    rotation) with a warning, and the previous one is tried. Raises CheckpointError when
+    checkpoints exist but none loads: silently starting over would discard the run.
+    """
+    found = list_checkpoints(run_dir)
+    for path in reversed(found):
+        try:
+            return path, load_checkpoint(path, map_location, required)
+        except CheckpointError as e:
+            path.replace(path.with_name(path.name + ".corrupt"))
+            warnings.warn(f"{e}; moved it to {path.name}.corrupt, trying the previous one", stacklevel=2)
+    if found:
+        raise CheckpointError(f"no loadable checkpoint in {Path(run_dir) / _DIR}")
+    return None

@@ -1,0 +1,91 @@
+"""Hyperparameters of Health Gym v1 training, defaults as published (ART for HIV)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+#: Published curricula over sequence length, per dataset.
+CURRICULA: dict[str, tuple[int, ...]] = {
+    "art-for-hiv": (10, 20, 30, 40, 50, 60),
+    "hypotension": (1, 2, 3, 5, 10, 20, 30, 40, 48),
+    "sepsis": tuple(range(1, 21)),
+}
+
+#: Stages in a derived curriculum (``curriculum=None``).
+DERIVED_STAGES = 6
+
+
+@dataclass(frozen=True)
+class V1Config:
+    """Everything that shapes a v1 run; JSON round-trips through ``to_dict``/``from_dict``."""
+
+    noise_dim: int = 128  #: size of the U(0, 1) noise vector per time step
+    hidden: int = 128  #: LSTM hidden size per direction and MLP width, both networks
+    batch_size: int = 256  #: real sequences per batch (published: 256 ART, 32 sepsis, 128 hypo.)
+    epochs: int = 100  #: full passes over the curriculum
+    critic_iters: int = 5  #: critic updates per generator update (published "G_iter")
+    lambda_gp: float = 10.0  #: weight of the gradient penalty in the critic loss
+    lambda_corr: float = 10.0  #: weight of the correlation loss in the generator loss (hypo.: 1)
+    corr_threshold: bool = True  #: 2025 variant: soft-threshold both matrices by t ~ U(0, 1)
+    lr: float = 1e-3  #: Adam learning rate, both networks
+    betas: tuple[float, float] = (0.9, 0.99)  #: Adam betas, both networks
+    #: ascending sequence lengths visited every epoch; None derives 6 evenly spaced lengths
+    #: ending at the longest patient (48 -> 8, 16, ..., 48); see CURRICULA for published ones
+    curriculum: tuple[int, ...] | None = None
+    seed: int = 0  #: seeds initial weights, noise, penalties, thresholds and shuffles
+    device: str = "auto"  #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    max_loss: float = 1e6  #: a loss that is NaN, inf or larger in magnitude stops the run
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.curriculum is not None:
+            object.__setattr__(self, "curriculum", tuple(int(n) for n in self.curriculum))
+        positive = ("noise_dim", "hidden", "batch_size", "epochs", "critic_iters", "lr", "max_loss")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.lambda_gp < 0 or self.lambda_corr < 0:
+            raise ValueError("lambda_gp and lambda_corr must be >= 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        c = self.curriculum
+        if c is not None and (not c or c[0] < 1 or any(a >= b for a, b in zip(c, c[1:]))):
+            raise ValueError(f"curriculum must be strictly ascending positive lengths, got {c}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    def resolve_curriculum(self, max_length: int) -> tuple[int, ...]:
+        """Stage lengths for data whose longest patient has ``max_length`` steps."""
+        if self.curriculum is None:
+            stages = {max_length * i // DERIVED_STAGES for i in range(1, DERIVED_STAGES + 1)}
+            return tuple(sorted(stages - {0}))
+        if self.curriculum[-1] > max_length:
+            raise ValueError(
+                f"curriculum length {self.curriculum[-1]} exceeds the longest patient ({max_length})"
+            )
+        return self.curriculum
+
+    def resolve_device(self) -> torch.device:
+        """The torch device named by ``device`` ("auto" prefers CUDA)."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (lists instead of tuples)."""
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        d["curriculum"] = None if self.curriculum is None else list(self.curriculum)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> V1Config:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown V1Config keys: {sorted(unknown)}")
+        return cls(**d)
