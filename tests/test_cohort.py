@@ -62,19 +62,42 @@ def test_bad_inputs_have_exact_errors(table):
     cases = [
         (table.iloc[:0], "the table is empty (no rows)"),
         (pd.concat([table.iloc[:1], table]), "duplicate (pid, hour) pairs: 1 rows, first (100, 0)"),
-        (_bad(table.astype({"hour": float}), hour=(1, 1.5)), "time column 'hour' must hold integer steps; non-integer"),
-        (table.iloc[[1, 0, *range(2, len(table))]], "time column 'hour' is not sorted within patient 100"),
+        (
+            _bad(table.astype({"hour": float}), hour=(1, 1.5)),
+            "time column 'hour' must hold integer steps; non-integer",
+        ),
+        (
+            table.iloc[[1, 0, *range(2, len(table))]],
+            "time column 'hour' is not sorted within patient 100",
+        ),
         (table.drop(index=1), "time column 'hour' skips steps within patient 100"),
         (_bad(table, unit=(0, "PICU")), "column 'unit' has unknown levels ['PICU']"),
-        (_bad(table, hr=(3, np.nan)), "column 'hr' has 1 missing values but its schema says missing: none"),
+        (
+            _bad(table, hr=(3, np.nan)),
+            "column 'hr' has 1 missing values but its schema says missing: none",
+        ),
         (table.assign(lactate=np.nan), "column 'lactate' is entirely missing (all NaN)"),
         (table.assign(hr="fast"), "column 'hr' is real but holds non-numbers ['fast'] (1 in all)"),
-        (_bad(table, sex=(1, "Male" if table.sex[0] == "Female" else "Female")), "static column 'sex' changes within patients [100]"),
+        (
+            _bad(table, sex=(1, "Male" if table.sex[0] == "Female" else "Female")),
+            "static column 'sex' changes within patients [100]",
+        ),
         (table.drop(columns="vent"), "columns missing from the table: ['vent']"),
         (table.assign(extra=1), "columns not in the schema: ['extra']"),
-        (_bad(table, lactate=(0, -2.0)), "column 'lactate' uses boxcox but has negative values [-2.0]"),
-        (pd.concat([table[table.pid == 101], table[table.pid == 100], table[table.pid == 101].assign(hour=lambda d: d.hour + 10)]),
-         "rows of a patient are not contiguous in column 'pid'"),
+        (
+            _bad(table, lactate=(0, -2.0)),
+            "column 'lactate' uses boxcox but has negative values [-2.0]",
+        ),
+        (
+            pd.concat(
+                [
+                    table[table.pid == 101],
+                    table[table.pid == 100],
+                    table[table.pid == 101].assign(hour=lambda d: d.hour + 10),
+                ]
+            ),
+            "rows of a patient are not contiguous in column 'pid'",
+        ),
     ]
     for bad, message in cases:
         with pytest.raises(ValueError) as err:

@@ -49,8 +49,11 @@ def test_missing_values_are_flagged_carried_forward_and_restored(table):
     rows = e.dynamic[e.mask]
     assert rows[:, flag.start + 1].tolist() == (~np.isnan(lac)).tolist()
     # a gap after a measurement carries it forward within the patient
-    i = next(i for i in range(1, len(lac)) if np.isnan(lac[i]) and not np.isnan(lac[i - 1])
-             and c.table.pid[i] == c.table.pid[i - 1])
+    i = next(
+        i
+        for i in range(1, len(lac))
+        if np.isnan(lac[i]) and not np.isnan(lac[i - 1]) and c.table.pid[i] == c.table.pid[i - 1]
+    )
     assert rows[i, col.start] == rows[i - 1, col.start]
     assert_same_cohort(enc.decode(e).table, c.table, c.schema)
 
@@ -90,7 +93,9 @@ def test_unfitted_encoder_and_wrong_shapes(table):
     with pytest.raises(RuntimeError, match="the encoder is not fitted"):
         Encoder(c.schema).transform(c)
     enc = Encoder(c.schema).fit(c)
-    with pytest.raises(ValueError, match=r"dynamic block has shape \(2, 3, 4\), expected \(N, T, 9\)"):
+    with pytest.raises(
+        ValueError, match=r"dynamic block has shape \(2, 3, 4\), expected \(N, T, 9\)"
+    ):
         enc.inverse_transform(np.zeros((2, 6)), np.zeros((2, 3, 4)))
 
 
@@ -101,25 +106,35 @@ def cohorts(draw):
     n_cat = draw(st.integers(0 if n_real else 1, 3))
     variables = []
     for i in range(n_real):
-        variables.append(Variable(
-            f"r{i}", "real", draw(st.sampled_from(["static", "dynamic"])),
-            transform=draw(st.sampled_from(["boxcox", "log1p", "minmax"])),
-            missing=draw(st.sampled_from(["none", "flag"])),
-        ))
+        variables.append(
+            Variable(
+                f"r{i}",
+                "real",
+                draw(st.sampled_from(["static", "dynamic"])),
+                transform=draw(st.sampled_from(["boxcox", "log1p", "minmax"])),
+                missing=draw(st.sampled_from(["none", "flag"])),
+            )
+        )
     for i in range(n_cat):
         k = draw(st.integers(2, 5))
         levels = draw(st.sampled_from([list(range(k)), [f"L{j}" for j in range(k)]]))
-        variables.append(Variable(
-            f"c{i}", "binary" if k == 2 else "categorical",
-            draw(st.sampled_from(["static", "dynamic"])), levels=levels,
-            missing=draw(st.sampled_from(["none", "flag"])),
-        ))
+        variables.append(
+            Variable(
+                f"c{i}",
+                "binary" if k == 2 else "categorical",
+                draw(st.sampled_from(["static", "dynamic"])),
+                levels=levels,
+                missing=draw(st.sampled_from(["none", "flag"])),
+            )
+        )
     schema = Schema("id", "t", variables)
     n = draw(st.integers(1, 6))
     lengths = draw(st.lists(st.integers(1, 5), min_size=n, max_size=n))
     start = draw(st.integers(0, 2))
-    rows = {"id": np.repeat(np.arange(n) * 7, lengths),
-            "t": np.concatenate([np.arange(start, start + k) for k in lengths])}
+    rows = {
+        "id": np.repeat(np.arange(n) * 7, lengths),
+        "t": np.concatenate([np.arange(start, start + k) for k in lengths]),
+    }
     m = len(rows["id"])
     value = st.floats(0, 1e4, allow_nan=False, allow_subnormal=False).map(lambda x: round(x, 3))
     for v in variables:
@@ -128,7 +143,9 @@ def cohorts(draw):
         if v.kind == "real":
             vals = np.array(draw(st.lists(value, min_size=k, max_size=k)), dtype=object)
         else:
-            vals = np.array(draw(st.lists(st.sampled_from(v.levels), min_size=k, max_size=k)), dtype=object)
+            vals = np.array(
+                draw(st.lists(st.sampled_from(v.levels), min_size=k, max_size=k)), dtype=object
+            )
         if v.missing == "flag":
             holes = np.array(draw(st.lists(st.booleans(), min_size=k, max_size=k)))
             holes[draw(st.integers(0, k - 1))] = False  # never an all-missing column

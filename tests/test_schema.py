@@ -8,7 +8,11 @@ from healthgym import Schema, Variable, infer_schema
 def test_inference_kinds_roles_transforms_missing(table):
     s = infer_schema(table, "pid", "hour")
     assert s.names == ["sex", "unit", "age", "hr", "lactate", "vent", "gcs"]
-    assert (s["sex"].kind, s["sex"].role, s["sex"].levels) == ("binary", "static", ["Female", "Male"])
+    assert (s["sex"].kind, s["sex"].role, s["sex"].levels) == (
+        "binary",
+        "static",
+        ["Female", "Male"],
+    )
     assert (s["unit"].kind, s["unit"].levels) == ("categorical", ["CCU", "MICU", "SICU"])
     assert (s["age"].kind, s["age"].role) == ("real", "static")
     assert (s["hr"].kind, s["hr"].transform, s["hr"].missing) == ("real", "minmax", "none")

@@ -55,7 +55,9 @@ class Cohort:
         time: str | None = None,
         **infer_options: Any,
     ) -> Cohort:
-        return cls(_read(path, pd.read_csv), _as_schema(schema), id=id, time=time, **infer_options)
+        return cls(
+            read_table(path, pd.read_csv), _as_schema(schema), id=id, time=time, **infer_options
+        )
 
     @classmethod
     def from_parquet(
@@ -68,16 +70,15 @@ class Cohort:
         **infer_options: Any,
     ) -> Cohort:
         return cls(
-            _read(path, pd.read_parquet), _as_schema(schema), id=id, time=time, **infer_options
+            read_table(path, pd.read_parquet), _as_schema(schema), id=id, time=time, **infer_options
         )
 
     @classmethod
-    def from_file(cls, path: str | Path, schema: Schema | str | Path | None = None, **kw: Any) -> Cohort:
+    def from_file(
+        cls, path: str | Path, schema: Schema | str | Path | None = None, **kw: Any
+    ) -> Cohort:
         """CSV or Parquet by file extension."""
-        suffixes = Path(path).suffixes
-        if ".parquet" in suffixes or ".pq" in suffixes:
-            return cls.from_parquet(path, schema, **kw)
-        return cls.from_csv(path, schema, **kw)
+        return cls(read_table(path), _as_schema(schema), **kw)
 
     def to_csv(self, path: str | Path) -> Path:
         """Write atomically (temp file, then rename)."""
@@ -85,7 +86,10 @@ class Cohort:
 
     def to_parquet(self, path: str | Path) -> Path:
         """Write atomically (temp file, then rename)."""
-        return _write_atomic(Path(path), lambda p: _to_arrow_friendly(self.table, self.schema).to_parquet(p, index=False))
+        return _write_atomic(
+            Path(path),
+            lambda p: _to_arrow_friendly(self.table, self.schema).to_parquet(p, index=False),
+        )
 
     def to_file(self, path: str | Path) -> Path:
         """CSV or Parquet by file extension."""
@@ -162,10 +166,14 @@ def _as_schema(schema: Schema | str | Path | None) -> Schema | None:
     return Schema.from_yaml(schema)
 
 
-def _read(path: str | Path, reader: Any) -> pd.DataFrame:
+def read_table(path: str | Path, reader: Any = None) -> pd.DataFrame:
+    """A raw long table from CSV or Parquet (by extension unless `reader` is given)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: file not found")
+    if reader is None:
+        parquet = {".parquet", ".pq"} & set(path.suffixes)
+        reader = pd.read_parquet if parquet else pd.read_csv
     try:
         return reader(path)
     except Exception as e:  # pandas/pyarrow raise many types for unreadable files
@@ -184,7 +192,10 @@ def _write_atomic(path: Path, write: Any) -> Path:
 
 
 def _normalise(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    out = {schema.id: table[schema.id].to_numpy(), schema.time: table[schema.time].to_numpy().astype(np.int64)}
+    out = {
+        schema.id: table[schema.id].to_numpy(),
+        schema.time: table[schema.time].to_numpy().astype(np.int64),
+    }
     for v in schema.variables:
         col = table[v.name]
         if v.kind == "real":
@@ -213,6 +224,8 @@ def _to_arrow_friendly(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     """Parquet needs one type per column: integer-level categoricals become nullable Int64."""
     out = table.copy()
     for v in schema.variables:
-        if v.kind != "real" and all(isinstance(lv, int) and not isinstance(lv, bool) for lv in v.levels):
+        if v.kind != "real" and all(
+            isinstance(lv, int) and not isinstance(lv, bool) for lv in v.levels
+        ):
             out[v.name] = pd.array(out[v.name].tolist(), dtype="Int64")
     return out

@@ -85,7 +85,9 @@ class Encoder:
                     columns.append(_fit_span(rows[v.name], v))
             for v in variables:
                 if v.missing == "flag":
-                    columns.append(Column(v.name + FLAG_SUFFIX, "binary", 0, 0, [0, 1], flag_of=v.name))
+                    columns.append(
+                        Column(v.name + FLAG_SUFFIX, "binary", 0, 0, [0, 1], flag_of=v.name)
+                    )
             _place(columns)
             setattr(self, f"{block}_columns", columns)
         lengths = cohort.lengths.to_numpy()
@@ -165,9 +167,13 @@ class Encoder:
         if static.ndim == 2:
             static = np.broadcast_to(static[:, None, :], (n, t_max, static.shape[-1]))
         if static.shape[:2] != (n, t_max) or static.shape[2] != self.n_static:
-            raise ValueError(f"static block has shape {static.shape}, expected (N, [T,] {self.n_static})")
+            raise ValueError(
+                f"static block has shape {static.shape}, expected (N, [T,] {self.n_static})"
+            )
         if dynamic.shape[2] != self.n_dynamic:
-            raise ValueError(f"dynamic block has shape {dynamic.shape}, expected (N, T, {self.n_dynamic})")
+            raise ValueError(
+                f"dynamic block has shape {dynamic.shape}, expected (N, T, {self.n_dynamic})"
+            )
         lengths = np.full(n, t_max) if lengths is None else np.asarray(lengths, dtype=int)
         if np.any(lengths < 1) or np.any(lengths > t_max):
             raise ValueError(f"lengths must lie in 1..{t_max}")

@@ -114,7 +114,9 @@ class Schema:
             raise ValueError(f"schema lists these variables twice: {dupes}")
         clash = {self.id, self.time} & set(names)
         if clash or self.id == self.time:
-            raise ValueError(f"id/time columns must differ from each other and the variables: {clash}")
+            raise ValueError(
+                f"id/time columns must differ from each other and the variables: {clash}"
+            )
 
     def __getitem__(self, name: str) -> Variable:
         for v in self.variables:
@@ -244,7 +246,9 @@ def validate_table(table: pd.DataFrame, schema: Schema, *, check_static: bool = 
         raise ValueError(f"columns missing from the table: {missing_cols}")
     extra = [c for c in table.columns if c not in {schema.id, schema.time, *schema.names}]
     if extra:
-        raise ValueError(f"columns not in the schema: {extra} (drop them or add them to the schema)")
+        raise ValueError(
+            f"columns not in the schema: {extra} (drop them or add them to the schema)"
+        )
     ids = table[schema.id]
     if ids.isna().any():
         raise ValueError(f"id column {schema.id!r} has {int(ids.isna().sum())} missing values")
@@ -287,7 +291,9 @@ def _check_steps(table: pd.DataFrame, schema: Schema) -> None:
     starts = np.r_[True, ~same]
     seen_ids = ids[starts]
     if len(pd.unique(seen_ids)) != len(seen_ids):
-        raise ValueError(f"rows of a patient are not contiguous in column {schema.id!r} (sort by id, then time)")
+        raise ValueError(
+            f"rows of a patient are not contiguous in column {schema.id!r} (sort by id, then time)"
+        )
     gaps = same & (step != 1)
     if gaps.any():
         pid = ids[1:][gaps][0]
@@ -310,7 +316,9 @@ def _check_variable(table: pd.DataFrame, schema: Schema, v: Variable, check_stat
     if v.kind == "real":
         if not _is_numeric(col):
             bad = col[pd.to_numeric(col, errors="coerce").isna() & col.notna()]
-            raise ValueError(f"column {v.name!r} is real but holds non-numbers {_describe(pd.unique(bad))}")
+            raise ValueError(
+                f"column {v.name!r} is real but holds non-numbers {_describe(pd.unique(bad))}"
+            )
         x = col.to_numpy(dtype=float)
         if np.isinf(x).any():
             raise ValueError(f"column {v.name!r} holds infinite values")
