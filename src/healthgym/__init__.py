@@ -1,8 +1,25 @@
 """healthgym: synthetic longitudinal patient cohorts (Health Gym v1 rebuilt, measured)."""
 
+from pathlib import Path
+
 from .cohort import Cohort
 from .encoding import EncodedCohort, Encoder
+from .models import HealthGymV1
 from .schema import Schema, Variable, infer_schema
 
-__all__ = ["Cohort", "EncodedCohort", "Encoder", "Schema", "Variable", "infer_schema"]
+__all__ = [
+    "Cohort",
+    "EncodedCohort",
+    "Encoder",
+    "HealthGymV1",
+    "Schema",
+    "Variable",
+    "infer_schema",
+    "load",
+]
 __version__ = "0.1.0"
+
+
+def load(run_dir: str | Path) -> HealthGymV1:
+    """A trained model from its run folder (no pickle; weights load with weights_only=True)."""
+    return HealthGymV1.load(run_dir)

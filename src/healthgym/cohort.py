@@ -17,7 +17,8 @@ class Cohort:
 
     Construction checks the table (see `Schema.validate`) and normalises it: columns in
     schema order, integer steps, float reals, categorical cells holding their level values.
-    `check_static=False` admits synthetic tables whose static variables drift (faithful v1).
+    `strict=False` admits generated tables whose statics drift or whose columns came out
+    entirely missing (see `Schema.validate`).
     """
 
     def __init__(
@@ -27,7 +28,7 @@ class Cohort:
         *,
         id: str | None = None,
         time: str | None = None,
-        check_static: bool = True,
+        strict: bool = True,
         **infer_options: Any,
     ) -> None:
         if schema is None:
@@ -40,7 +41,7 @@ class Cohort:
                 f"({schema.id!r}, {schema.time!r})"
             )
         table = schema.apply_bins(table)
-        schema.validate(table, check_static=check_static)
+        schema.validate(table, strict=strict)
         self.schema = schema
         self.table = _normalise(table, schema)
 
@@ -82,20 +83,15 @@ class Cohort:
 
     def to_csv(self, path: str | Path) -> Path:
         """Write atomically (temp file, then rename)."""
-        return _write_atomic(Path(path), lambda p: self.table.to_csv(p, index=False))
+        return write_tables([self.table], path, self.schema, fmt="csv")[0]
 
     def to_parquet(self, path: str | Path) -> Path:
         """Write atomically (temp file, then rename)."""
-        return _write_atomic(
-            Path(path),
-            lambda p: _to_arrow_friendly(self.table, self.schema).to_parquet(p, index=False),
-        )
+        return write_tables([self.table], path, self.schema, fmt="parquet")[0]
 
     def to_file(self, path: str | Path) -> Path:
         """CSV or Parquet by file extension."""
-        if Path(path).suffix in (".parquet", ".pq"):
-            return self.to_parquet(path)
-        return self.to_csv(path)
+        return write_tables([self.table], path, self.schema)[0]
 
     # ---- views -----------------------------------------------------------------------------
     @property
@@ -220,12 +216,56 @@ def level_codes(col: pd.Series | np.ndarray, levels: list[Any]) -> np.ndarray:
     return pd.Index(levels, dtype=object).get_indexer(pd.Series(col).astype(object))
 
 
-def _to_arrow_friendly(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """Parquet needs one type per column: integer-level categoricals become nullable Int64."""
-    out = table.copy()
+def arrow_schema(schema: Schema, id_type: Any = None) -> Any:
+    """The Parquet column types of a cohort: one type per column whatever a chunk holds."""
+    import pyarrow as pa
+
+    fields = [pa.field(schema.id, id_type or pa.int64()), pa.field(schema.time, pa.int64())]
     for v in schema.variables:
-        if v.kind != "real" and all(
-            isinstance(lv, int) and not isinstance(lv, bool) for lv in v.levels
-        ):
-            out[v.name] = pd.array(out[v.name].tolist(), dtype="Int64")
-    return out
+        if v.kind == "real":
+            fields.append(pa.field(v.name, pa.float64()))
+        elif all(isinstance(lv, int) and not isinstance(lv, bool) for lv in v.levels):
+            fields.append(pa.field(v.name, pa.int64()))
+        elif all(isinstance(lv, bool) for lv in v.levels):
+            fields.append(pa.field(v.name, pa.bool_()))
+        elif all(isinstance(lv, float) for lv in v.levels):
+            fields.append(pa.field(v.name, pa.float64()))
+        else:
+            fields.append(pa.field(v.name, pa.string()))
+    return pa.schema(fields)
+
+
+def write_tables(
+    tables: Any, path: str | Path, schema: Schema, fmt: str | None = None
+) -> tuple[Path, int]:
+    """Stream long-table chunks to one CSV or Parquet file, atomically; returns (path, rows).
+
+    `fmt` is "csv" or "parquet"; by default the file extension decides.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    parquet = fmt == "parquet" if fmt else path.suffix in (".parquet", ".pq")
+    rows = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        writer = None
+        try:
+            for i, table in enumerate(tables):
+                rows += len(table)
+                if parquet:
+                    if writer is None:
+                        id_type = pa.array(table[schema.id].iloc[:1]).type
+                        writer = pq.ParquetWriter(tmp, arrow_schema(schema, id_type))
+                    writer.write_table(
+                        pa.Table.from_pandas(table, schema=writer.schema, preserve_index=False)
+                    )
+                else:
+                    table.to_csv(tmp, mode="a" if i else "w", header=i == 0, index=False)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    return _write_atomic(path, write), rows

@@ -23,6 +23,9 @@ from .cohort import Cohort, level_codes
 from .schema import Schema, write_text_atomic
 
 BOXCOX_EPS = 1e-3  # Health Gym v1 applies Box-Cox to x + 1e-3 so zeros are allowed
+# The MLE lambda is clipped to this range: beyond it the inverse loses digits to cancellation
+# ((lambda*z + 1) ** (1/lambda) with lambda*z near -1); skewed clinical variables sit well inside.
+BOXCOX_LAMBDA_RANGE = (-2.0, 2.0)
 FLAG_SUFFIX = "__measured"
 
 
@@ -205,12 +208,12 @@ class Encoder:
                 values[c.name] = np.asarray(c.levels, dtype=object)[block.argmax(axis=1)]
         return values
 
-    def decode(self, encoded: EncodedCohort, *, check_static: bool = True) -> Cohort:
+    def decode(self, encoded: EncodedCohort, *, strict: bool = True) -> Cohort:
         """The cohort an EncodedCohort stands for (inverse of `transform`)."""
         table = self.inverse_transform(
             encoded.static, encoded.dynamic, encoded.lengths, ids=encoded.ids, start=encoded.start
         )
-        return Cohort(table, self.schema, check_static=check_static)
+        return Cohort(table, self.schema, strict=strict)
 
     # ---- persistence -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -282,7 +285,7 @@ def _fit_real(col: pd.Series, v: Any) -> Column:
     c.xmin, c.xmax = float(x.min()), float(x.max())
     if v.transform == "boxcox":
         if np.ptp(x) > 0:
-            c.lam = float(stats.boxcox(x + BOXCOX_EPS)[1])
+            c.lam = float(np.clip(stats.boxcox(x + BOXCOX_EPS)[1], *BOXCOX_LAMBDA_RANGE))
         else:
             c.lam = 1.0
     if v.transform == "none":

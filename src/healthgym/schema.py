@@ -189,13 +189,14 @@ class Schema:
             raise ValueError(f"{path}: {e}") from None
 
     # ---- checking a table ------------------------------------------------------------------
-    def validate(self, table: pd.DataFrame, *, check_static: bool = True) -> None:
+    def validate(self, table: pd.DataFrame, *, strict: bool = True) -> None:
         """Raise ValueError naming the column and values where `table` breaks this schema.
 
-        Expects bins already applied (see `apply_bins`). `check_static=False` admits tables
-        whose static variables drift within a patient (e.g. faithful Health Gym v1 output).
+        Expects bins already applied (see `apply_bins`). `strict=False` is for generated
+        tables: it admits static variables that drift within a patient (faithful Health Gym
+        v1 output) and columns that came out entirely missing.
         """
-        validate_table(table, self, check_static=check_static)
+        validate_table(table, self, strict=strict)
 
     def apply_bins(self, table: pd.DataFrame) -> pd.DataFrame:
         """Map numeric columns of binned variables to their interval labels."""
@@ -235,7 +236,7 @@ def _describe(values: Any, k: int = 5) -> str:
     return f"[{head}{', ...' if len(vals) > k else ''}] ({len(vals)} in all)"
 
 
-def validate_table(table: pd.DataFrame, schema: Schema, *, check_static: bool = True) -> None:
+def validate_table(table: pd.DataFrame, schema: Schema, *, strict: bool = True) -> None:
     """Every check a long table must pass before it is encoded; see `Schema.validate`."""
     if not isinstance(table, pd.DataFrame):
         raise ValueError(f"expected a pandas DataFrame, got {type(table).__name__}")
@@ -254,7 +255,7 @@ def validate_table(table: pd.DataFrame, schema: Schema, *, check_static: bool = 
         raise ValueError(f"id column {schema.id!r} has {int(ids.isna().sum())} missing values")
     _check_steps(table, schema)
     for v in schema.variables:
-        _check_variable(table, schema, v, check_static)
+        _check_variable(table, schema, v, strict)
 
 
 def _check_steps(table: pd.DataFrame, schema: Schema) -> None:
@@ -303,10 +304,10 @@ def _check_steps(table: pd.DataFrame, schema: Schema) -> None:
         )
 
 
-def _check_variable(table: pd.DataFrame, schema: Schema, v: Variable, check_static: bool) -> None:
+def _check_variable(table: pd.DataFrame, schema: Schema, v: Variable, strict: bool) -> None:
     col = table[v.name]
     na = col.isna().to_numpy()
-    if na.all():
+    if na.all() and strict:
         raise ValueError(f"column {v.name!r} is entirely missing (all NaN)")
     if na.any() and v.missing == "none":
         raise ValueError(
@@ -322,12 +323,12 @@ def _check_variable(table: pd.DataFrame, schema: Schema, v: Variable, check_stat
         x = col.to_numpy(dtype=float)
         if np.isinf(x).any():
             raise ValueError(f"column {v.name!r} holds infinite values")
-        if v.transform == "boxcox" and np.nanmin(x) < 0:
+        if v.transform == "boxcox" and np.any(x < 0):
             raise ValueError(
                 f"column {v.name!r} uses boxcox but has negative values "
                 f"{_describe(np.unique(x[x < 0]))}; use transform minmax"
             )
-        if v.transform == "log1p" and np.nanmin(x) <= -1:
+        if v.transform == "log1p" and np.any(x <= -1):
             raise ValueError(f"column {v.name!r} uses log1p but has values <= -1")
     else:
         present = pd.unique(col[~na])
@@ -337,7 +338,7 @@ def _check_variable(table: pd.DataFrame, schema: Schema, v: Variable, check_stat
                 f"column {v.name!r} has unknown levels {_describe(unknown)}; "
                 f"the schema allows {v.levels}"
             )
-    if check_static and v.role == "static":
+    if strict and v.role == "static":
         per = pd.DataFrame({"id": table[schema.id].to_numpy(), "v": col.to_numpy()})
         n_distinct = per.groupby("id", sort=False)["v"].nunique(dropna=False)
         drifting = n_distinct[n_distinct > 1]

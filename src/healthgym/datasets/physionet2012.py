@@ -19,9 +19,10 @@ Decisions, all visible in the module-level tables below:
 - Blood pressure: invasive (arterial line) and non-invasive (cuff) readings merge into SysABP,
   DiasABP and MAP; a step uses the invasive mean when it has one, else the cuff mean, because
   the arterial line is the more accurate and continuous measurement.
-- Cleaning: -1 ("not recorded") and values outside `VALID_RANGES` become NaN. The ranges drop
-  errors seen in set A (Temp -17.8 and 0-3.6 degC, pH 733-735, Height 1.8-17.8 cm and 366-432 cm,
-  Weight 0-3.4 kg, zero heart rates and blood pressures, a zero BUN and PaO2).
+- Cleaning (`clean`): negatives (-1 is "not recorded"), zeros outside `ZERO_VALID` and values
+  outside `VALID_RANGES` are dropped, so their steps become NaN. This removes errors seen in
+  set A: Temp -17.8 and 0-3.6 degC, pH 733-735, Height 1.8-17.8 and 366-432 cm, Weight 0-3.4
+  kg, zero heart rates and blood pressures, a zero BUN and PaO2.
 - Age, Gender, Height and ICUType are static (recorded once, at 00:00). Weight is dynamic: its
   00:00 descriptor is the admission weight and later readings track fluid balance.
 """
@@ -78,14 +79,15 @@ VALID_RANGES: dict[str, tuple[float, float]] = {
     "SaO2": (1.0, 100.0),  # %
     "GCS": (3.0, 15.0),
 }
-# Zero is a real reading only for urine output (anuria) and respiratory rate (apnoea on the
-# ventilator); for every other time series it marks a disconnected line or an empty field.
-ZERO_VALID = {"Urine", "RespRate"}
+# Zero is a real reading only for urine output (anuria), respiratory rate (apnoea on the
+# ventilator) and Gender (female); elsewhere it marks a disconnected line or an empty field.
+ZERO_VALID = {"Urine", "RespRate", "Gender"}
 
-# Skewed non-negative labs are Box-Cox transformed; roughly symmetric reals use min-max.
+# Box-Cox for the non-negative series with skewness above 1 in set A (heavy right tails);
+# min-max for the roughly symmetric or bounded ones (vitals, FiO2, SaO2, pH, Na, ...).
 BOXCOX = {
-    "ALP", "ALT", "AST", "Bilirubin", "BUN", "Creatinine", "Glucose", "Lactate", "PaO2",
-    "Platelets", "TroponinI", "TroponinT", "Urine", "WBC",
+    "ALP", "ALT", "AST", "Bilirubin", "BUN", "Creatinine", "Glucose", "K", "Lactate", "Mg",
+    "PaCO2", "PaO2", "Platelets", "TroponinI", "TroponinT", "Urine", "WBC", "Weight",
 }  # fmt: skip
 
 
@@ -176,19 +178,13 @@ def read_physionet2012_long(source: str | Path) -> pd.DataFrame:
 
 
 def clean(raw: pd.DataFrame) -> pd.DataFrame:
-    """Drop readings that cannot be real: -1 ("not recorded") and those outside the valid
-    ranges (see `VALID_RANGES`, `ZERO_VALID`)."""
+    """Drop readings that cannot be real: negatives (-1 is "not recorded"), zeros outside
+    `ZERO_VALID`, and values outside `VALID_RANGES`; their steps become missing."""
     param, value = raw["Parameter"], raw["Value"]
     low = param.map({p: r[0] for p, r in VALID_RANGES.items()})
     high = param.map({p: r[1] for p, r in VALID_RANGES.items()})
-    static = param.isin(["Gender", "ICUType"])
-    zero_ok = param.isin(ZERO_VALID) | static
-    ok = (
-        value.notna()
-        & ((value > 0) | (zero_ok & (value == 0)))
-        & ~(value < low)
-        & ~(value > high)
-    )
+    zero_ok = param.isin(ZERO_VALID) & (value == 0)
+    ok = ((value > 0) | zero_ok) & ~(value < low) & ~(value > high)
     return raw[ok].reset_index(drop=True)
 
 
@@ -206,9 +202,7 @@ def _select(variables: Sequence[str] | None) -> list[str]:
         return list(VARIABLES)
     names = [variables] if isinstance(variables, str) else list(variables)
     if not names or len(set(names)) != len(names) or not set(names) <= set(VARIABLES):
-        raise ValueError(
-            f"variables must be distinct names from {list(VARIABLES)}, got {names}"
-        )
+        raise ValueError(f"variables must be distinct names from {list(VARIABLES)}, got {names}")
     return names
 
 
@@ -256,6 +250,10 @@ def _read_outcomes(path: Path, ids: np.ndarray) -> pd.DataFrame:
             f"{path}: expected outcome columns {OUTCOME_COLUMNS}, found {list(out.columns)}"
         )
     death = out.set_index(ID)["In-hospital_death"].rename(OUTCOME)
+    if death.index.has_duplicates:
+        raise ValueError(
+            f"{path}: RecordID repeats, e.g. {death.index[death.index.duplicated()][0]}"
+        )
     bad = ~death.isin([0, 1])
     if bad.any():
         raise ValueError(f"{path}: In-hospital_death must be 0 or 1, got {death[bad].unique()}")

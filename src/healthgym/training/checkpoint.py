@@ -92,7 +92,9 @@ def load_latest(
             return path, load_checkpoint(path, map_location, required)
         except CheckpointError as e:
             path.replace(path.with_name(path.name + ".corrupt"))
-            warnings.warn(f"{e}; moved it to {path.name}.corrupt, trying the previous one", stacklevel=2)
+            warnings.warn(
+                f"{e}; moved it to {path.name}.corrupt, trying the previous one", stacklevel=2
+            )
     if found:
         raise CheckpointError(f"no loadable checkpoint in {Path(run_dir) / _DIR}")
     return None

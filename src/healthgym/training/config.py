@@ -53,7 +53,7 @@ class V1Config:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         c = self.curriculum
-        if c is not None and (not c or c[0] < 1 or any(a >= b for a, b in zip(c, c[1:]))):
+        if c is not None and (not c or c[0] < 1 or list(c) != sorted(set(c))):
             raise ValueError(f"curriculum must be strictly ascending positive lengths, got {c}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
@@ -64,9 +64,8 @@ class V1Config:
             stages = {max_length * i // DERIVED_STAGES for i in range(1, DERIVED_STAGES + 1)}
             return tuple(sorted(stages - {0}))
         if self.curriculum[-1] > max_length:
-            raise ValueError(
-                f"curriculum length {self.curriculum[-1]} exceeds the longest patient ({max_length})"
-            )
+            longest = self.curriculum[-1]
+            raise ValueError(f"curriculum reaches {longest} > longest patient ({max_length})")
         return self.curriculum
 
     def resolve_device(self) -> torch.device:

@@ -1,0 +1,233 @@
+"""Health Gym v1 on a Cohort: encoder + WGAN-GP trainer + sampling, with a run folder.
+
+The published model generates every variable at every step, statics included, so its
+samples may show a patient's static attributes drifting; `sample` keeps that (faithful)
+and the evaluation measures it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..cohort import Cohort
+from ..encoding import EncodedCohort, Encoder
+from ..schema import write_text_atomic
+from ..training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ..training.config import V1Config
+from ..training.trainer import TrainResult, WGANTrainer, load_generator
+from .layout import DesignLayout
+from .v1 import Generator, generate
+
+MODEL_FILE = "model.json"
+ENCODER_FILE = "encoder.json"
+SCHEMA_FILE = "schema.yaml"
+WEIGHTS_FILE = "generator.pt"
+MODEL_NAME = "HealthGymV1"
+
+#: Named settings. "faithful" is the published set-up (ART for HIV hyperparameters, curriculum
+#: derived from the cohort's longest stay); "demo" is a short run for the bundled demo cohort.
+PRESETS: dict[str, dict[str, Any]] = {
+    "faithful": {},
+    "demo": {"epochs": 3, "hidden": 64, "noise_dim": 64, "batch_size": 128},
+}
+
+
+class HealthGymV1:
+    """The published WGAN-GP (biLSTM generator and critic, correlation loss, curriculum).
+
+    Every keyword is a `V1Config` field; defaults are the published ones.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        fields = {f.name for f in dataclasses.fields(V1Config)}
+        unknown = set(settings) - fields
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(fields)}")
+        self.config = V1Config(**settings)
+        self.encoder: Encoder | None = None
+        self.generator: Generator | None = None
+        self.result: TrainResult | None = None
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> HealthGymV1:
+        """A model with a named preset's settings (see PRESETS), optionally overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def __repr__(self) -> str:
+        changed = {
+            f.name: getattr(self.config, f.name)
+            for f in dataclasses.fields(V1Config)
+            if getattr(self.config, f.name) != f.default
+        }
+        return f"HealthGymV1({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    # ---- training -------------------------------------------------------------------------
+    def fit(
+        self,
+        cohort: Cohort,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        max_minutes: float | None = None,
+        progress: bool = True,
+    ) -> HealthGymV1:
+        """Train on `cohort`; the run folder gets schema, encoder, checkpoints and metrics.
+
+        `resume=True` continues the run in `run_dir` from its newest checkpoint;
+        `max_minutes` stops cleanly at a step boundary (resume later to continue).
+        """
+        if not isinstance(cohort, Cohort):
+            raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
+        if run_dir is None:
+            with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
+                return self._fit(cohort, Path(tmp), resume, max_minutes, progress)
+        return self._fit(cohort, Path(run_dir), resume, max_minutes, progress)
+
+    def _fit(
+        self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
+    ) -> HealthGymV1:
+        encoder = Encoder(cohort.schema).fit(cohort)
+        if resume and (run_dir / ENCODER_FILE).exists():
+            saved = Encoder.load(run_dir / ENCODER_FILE)
+            if saved.to_dict() != encoder.to_dict():
+                raise ValueError(f"{run_dir}: cannot resume, the cohort differs from the run's")
+        self.encoder = encoder
+        encoded = encoder.transform(cohort)
+        layout = design_layout(encoder)
+        trainer = WGANTrainer(layout, self.config)
+        if not resume and ((run_dir / MODEL_FILE).exists()):
+            raise FileExistsError(f"{run_dir} holds a run; pass resume=True or use a new folder")
+        self._write_metadata(run_dir, layout)
+        x = torch.from_numpy(design_matrix(encoded)).float()
+        lengths = torch.from_numpy(encoded.lengths).long()
+        self.result = trainer.fit(
+            x, lengths, run_dir, resume=resume, max_minutes=max_minutes, progress=progress
+        )
+        self.generator = trainer.generator.eval()
+        self._write_weights(run_dir)
+        return self
+
+    # ---- sampling -------------------------------------------------------------------------
+    def sample(
+        self, n: int, seed: int | None = None, length: int | None = None, batch_size: int = 1024
+    ) -> Cohort:
+        """`n` synthetic patients in original units and labels, fresh ids 1..n."""
+        tables = list(self.sample_batches(n, seed=seed, length=length, batch_size=batch_size))
+        encoder = self._fitted()[1]
+        return Cohort(pd.concat(tables, ignore_index=True), encoder.schema, strict=False)
+
+    def sample_batches(
+        self, n: int, seed: int | None = None, length: int | None = None, batch_size: int = 1024
+    ) -> Iterator[pd.DataFrame]:
+        """The synthetic long table in pieces of `batch_size` patients (bounded memory)."""
+        generator, encoder = self._fitted()
+        if not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"n must be a positive number of patients, got {n!r}")
+        length = encoder.max_length if length is None else int(length)
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+        s = encoder.n_static
+        done = 0
+        for x in generate(generator, n, length, seed=seed, batch_size=batch_size):
+            b = len(x)
+            ids = np.arange(done + 1, done + b + 1)
+            yield encoder.inverse_transform(x[..., :s], x[..., s:], ids=ids)
+            done += b
+
+    # ---- persistence ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write a self-contained, pickle-free model folder (JSON/YAML + weights)."""
+        generator, encoder = self._fitted()
+        path = Path(path)
+        self._write_metadata(path, generator.layout)
+        self._write_weights(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> HealthGymV1:
+        """A model from a run or model folder; weights load with `weights_only=True`."""
+        path = Path(path)
+        meta_path = path / MODEL_FILE
+        if not meta_path.exists():
+            raise ValueError(f"{path}: not a healthgym run folder (no {MODEL_FILE})")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+        if meta.get("model") != MODEL_NAME:
+            raise ValueError(f"{meta_path}: holds a {meta.get('model')!r} model, not {MODEL_NAME}")
+        model = cls(**V1Config.from_dict(meta["config"]).to_dict())
+        model.encoder = Encoder.load(path / ENCODER_FILE)
+        weights = path / WEIGHTS_FILE
+        layout = DesignLayout.from_dict(meta["layout"])
+        if weights.exists():
+            state = load_checkpoint(weights, required=("generator",))
+            model.generator = Generator(layout, model.config.noise_dim, model.config.hidden)
+            try:
+                model.generator.load_state_dict(state["generator"])
+            except RuntimeError as e:
+                raise CheckpointError(f"{weights} does not fit {meta_path}: {e}") from None
+        else:
+            ckpt = latest_checkpoint(path)
+            if ckpt is None:
+                raise ValueError(f"{path}: no trained weights ({WEIGHTS_FILE} or a checkpoint)")
+            model.generator = load_generator(ckpt)
+        model.generator.eval()
+        return model
+
+    def _write_metadata(self, path: Path, layout: DesignLayout) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        assert self.encoder is not None
+        meta = {"model": MODEL_NAME, "config": self.config.to_dict(), "layout": layout.to_dict()}
+        write_text_atomic(path / MODEL_FILE, json.dumps(meta, indent=1))
+        self.encoder.save(path / ENCODER_FILE)
+        self.encoder.schema.to_yaml(path / SCHEMA_FILE)
+
+    def _write_weights(self, path: Path) -> None:
+        generator = self._fitted()[0]
+        save_checkpoint({"generator": generator.state_dict()}, path / WEIGHTS_FILE)
+
+    def _fitted(self) -> tuple[Generator, Encoder]:
+        if self.generator is None or self.encoder is None:
+            raise RuntimeError("the model is not trained: call fit(cohort) or load(run_dir)")
+        return self.generator.cpu(), self.encoder
+
+
+def design_layout(encoder: Encoder) -> DesignLayout:
+    """v1's per-step design row: the static block then the dynamic block, side by side."""
+    real_idx, spans = [], []
+    offset = 0
+    for columns, width in ((encoder.static_columns, encoder.n_static),
+                           (encoder.dynamic_columns, encoder.n_dynamic)):
+        for c in columns:
+            if c.kind == "real":
+                real_idx.append(offset + c.start)
+            else:
+                spans.append((offset + c.start, offset + c.end))
+        offset += width
+    return DesignLayout(offset, tuple(real_idx), tuple(spans))
+
+
+def design_matrix(encoded: EncodedCohort) -> np.ndarray:
+    """(N, T, S + D): statics repeated at every step, as v1 models them."""
+    n, t, _ = encoded.dynamic.shape
+    static = np.broadcast_to(encoded.static[:, None, :], (n, t, encoded.static.shape[1]))
+    return np.concatenate([static, encoded.dynamic], axis=2)
