@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import tarfile
 from pathlib import Path
 
@@ -11,12 +12,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from healthgym import Encoder
 from healthgym.datasets import demo, physionet2012, read_physionet2012_long
-from healthgym.datasets.demo_data import VARIABLES as DEMO_VARIABLES
 from healthgym.datasets.__main__ import main
+from healthgym.datasets.demo_data import VARIABLES as DEMO_VARIABLES
 from healthgym.datasets.demo_data import build_demo
 
-SET_A = Path("/work/shared/data/physionet2012/set-a.csv.gz")
+# The development copy of set A lives beside the checkout; HEALTHGYM_SET_A points elsewhere.
+SET_A = Path(
+    os.environ.get(
+        "HEALTHGYM_SET_A",
+        Path(__file__).resolve().parents[2] / "shared/data/physionet2012/set-a.csv.gz",
+    )
+)
 
 # Hand-made stays (not real data), as the challenge's per-record files.
 RECORDS = {
@@ -272,6 +280,9 @@ def test_full_set_a() -> None:
     c = physionet2012(SET_A)
     assert len(c) == 4000 and c.lengths.unique().tolist() == [48]
     assert len(c.schema.static) == 5 and len(c.schema.dynamic) == 34
+    encoder = Encoder(c.schema).fit(c)
+    back = encoder.decode(encoder.transform(c))
+    pd.testing.assert_frame_equal(back.table, c.table, rtol=1e-6)
 
 
 @needs_set_a
