@@ -112,7 +112,9 @@ class HealthGymV1:
         layout = design_layout(encoder)
         trainer = WGANTrainer(layout, self.config)
         if not resume and ((run_dir / MODEL_FILE).exists()):
-            raise FileExistsError(f"{run_dir} holds a run; pass resume=True or use a new folder")
+            raise FileExistsError(
+                f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"
+            )
         self._write_metadata(run_dir, layout)
         x = torch.from_numpy(design_matrix(encoded)).float()
         lengths = torch.from_numpy(encoded.lengths).long()
@@ -147,6 +149,7 @@ class HealthGymV1:
         s = encoder.n_static
         done = 0
         for x in generate(generator, n, length, seed=seed, batch_size=batch_size):
+            x = x.astype(np.float64)
             b = len(x)
             ids = np.arange(done + 1, done + b + 1)
             yield encoder.inverse_transform(x[..., :s], x[..., s:], ids=ids)
@@ -215,8 +218,10 @@ def design_layout(encoder: Encoder) -> DesignLayout:
     """v1's per-step design row: the static block then the dynamic block, side by side."""
     real_idx, spans = [], []
     offset = 0
-    for columns, width in ((encoder.static_columns, encoder.n_static),
-                           (encoder.dynamic_columns, encoder.n_dynamic)):
+    for columns, width in (
+        (encoder.static_columns, encoder.n_static),
+        (encoder.dynamic_columns, encoder.n_dynamic),
+    ):
         for c in columns:
             if c.kind == "real":
                 real_idx.append(offset + c.start)
