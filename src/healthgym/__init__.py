@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from . import datasets
 from .cohort import Cohort
 from .encoding import EncodedCohort, Encoder
 from .models import HealthGymV1
@@ -14,6 +15,7 @@ __all__ = [
     "HealthGymV1",
     "Schema",
     "Variable",
+    "datasets",
     "infer_schema",
     "load",
 ]

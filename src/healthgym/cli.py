@@ -11,6 +11,8 @@ import click
 
 from . import load
 from .cohort import Cohort, read_table, write_tables
+from .datasets.healthgym_layouts import DATASETS, published_dataset
+from .datasets.healthgym_published import load_published, published_frames
 from .models import PRESETS, HealthGymV1
 from .schema import Schema, infer_schema
 
@@ -75,7 +77,16 @@ def schema(
 @click.option("--id", "id_col", help="Patient id column (not needed with --schema).")
 @click.option("--time", "time_col", help="Integer time-step column (not needed with --schema).")
 @click.option("--schema", "schema_file", type=click.Path(), help="Schema YAML (else inferred).")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="faithful", show_default=True)
+@click.option(
+    "--dataset",
+    type=click.Choice(DATASETS),
+    help="DATA is this published Health Gym file (no --id/--time/--schema needed).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    help="Named settings [default: the --dataset's preset, else faithful].",
+)
 @click.option("--epochs", type=int, help="Passes over the curriculum (faithful: 100).")
 @click.option("--batch-size", type=int, help="Real sequences per batch (faithful: 256).")
 @click.option("--max-minutes", type=float, help="Stop cleanly after this long (resume later).")
@@ -90,7 +101,8 @@ def train(
     id_col: str | None,
     time_col: str | None,
     schema_file: str | None,
-    preset: str,
+    dataset: str | None,
+    preset: str | None,
     max_minutes: float | None,
     run_dir: str,
     resume: bool,
@@ -98,9 +110,14 @@ def train(
     **settings: Any,
 ) -> None:
     """Train Health Gym v1 on DATA (CSV or Parquet long table) into the run folder --out."""
-    cohort = load_cohort(data, id_col, time_col, schema_file)
+    if dataset is None:
+        cohort = load_cohort(data, id_col, time_col, schema_file)
+    elif id_col or time_col or schema_file:
+        raise ValueError("--dataset reads the published layout: drop --id, --time and --schema")
+    else:
+        cohort = load_published(dataset, data)
     overrides = {k: v for k, v in settings.items() if v is not None}
-    model = HealthGymV1.preset(preset, **overrides)
+    model = HealthGymV1.preset(preset or dataset or "faithful", **overrides)
     click.echo(f"{cohort}\ntraining {model} -> {run_dir}", err=True)
     try:
         model.fit(cohort, run_dir, resume=resume, max_minutes=max_minutes, progress=not quiet)
@@ -117,12 +134,27 @@ def train(
 @click.option("-o", "--output", required=True, type=click.Path(), help="OUT.csv or OUT.parquet")
 @click.option("--seed", type=int, help="Seed (default: fresh randomness).")
 @click.option("--length", type=click.IntRange(min=1), help="Steps per patient (default: longest).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "healthgym"]),
+    default="table",
+    show_default=True,
+    help="healthgym: the published CSV layout and codes of the dataset the run was trained on.",
+)
 @friendly_errors
-def sample(run_dir: str, n: int, output: str, seed: int | None, length: int | None) -> None:
+def sample(
+    run_dir: str, n: int, output: str, seed: int | None, length: int | None, fmt: str
+) -> None:
     """Generate N synthetic patients from a trained run and stream them to OUTPUT."""
     model = load(run_dir)
     batches = model.sample_batches(n, seed=seed, length=length)
-    path, rows = write_tables(batches, output, model.encoder.schema)
+    schema = model.encoder.schema
+    if fmt == "healthgym":
+        if Path(output).suffix != ".csv":
+            raise ValueError(f"--format healthgym writes a CSV file: name it OUT.csv, not {output}")
+        batches = published_frames(batches, schema, published_dataset(schema))
+    path, rows = write_tables(batches, output, schema, fmt="csv" if fmt == "healthgym" else None)
     click.echo(f"wrote {n} patients ({rows} rows) to {path}")
 
 

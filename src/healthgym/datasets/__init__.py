@@ -1,6 +1,28 @@
-"""Real cohorts: the PhysioNet 2012 loader and the bundled demo cohort built from it."""
+"""Real cohorts: the PhysioNet 2012 loader, the bundled demo cohort built from it, and the
+loaders and writers of Health Gym's published synthetic datasets."""
 
 from .demo_data import demo
+from .healthgym_layouts import DATASETS, published_dataset
+from .healthgym_published import (
+    art_for_hiv,
+    hypotension,
+    load_published,
+    sepsis,
+    to_published,
+    write_published,
+)
 from .physionet2012 import physionet2012, read_physionet2012_long
 
-__all__ = ["demo", "physionet2012", "read_physionet2012_long"]
+__all__ = [
+    "DATASETS",
+    "art_for_hiv",
+    "demo",
+    "hypotension",
+    "load_published",
+    "physionet2012",
+    "published_dataset",
+    "read_physionet2012_long",
+    "sepsis",
+    "to_published",
+    "write_published",
+]

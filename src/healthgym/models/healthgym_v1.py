@@ -27,7 +27,7 @@ from ..training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..training.config import V1Config
+from ..training.config import CURRICULA, V1Config
 from ..training.trainer import TrainResult, WGANTrainer, load_generator
 from .layout import DesignLayout
 from .v1 import Generator, generate
@@ -43,6 +43,31 @@ MODEL_NAME = "HealthGymV1"
 PRESETS: dict[str, dict[str, Any]] = {
     "faithful": {},
     "demo": {"epochs": 3, "hidden": 64, "noise_dim": 64, "batch_size": 128},
+    # The published set-up of each Health Gym dataset (`healthgym train --dataset NAME` uses the
+    # one of the same name). Our epoch visits every curriculum length in turn; the published
+    # code differs per dataset: ART walked the lengths every epoch (100 epochs, resumed to 200);
+    # hypotension ran 5000 epochs per length, one length after the other, on random windows
+    # (ours: the first L steps, so each length still gets 5000 passes); sepsis kept one loader
+    # per true patient length 1..20, while our stage L trains on the patients with length >= L
+    # truncated to L.
+    "art-for-hiv": {
+        "batch_size": 256,
+        "curriculum": CURRICULA["art-for-hiv"],
+        "lambda_corr": 10.0,
+        "epochs": 200,
+    },
+    "hypotension": {
+        "batch_size": 128,
+        "curriculum": CURRICULA["hypotension"],
+        "lambda_corr": 1.0,
+        "epochs": 5000,
+    },
+    "sepsis": {
+        "batch_size": 32,
+        "curriculum": CURRICULA["sepsis"],
+        "lambda_corr": 10.0,
+        "epochs": 400,
+    },
 }
 
 
