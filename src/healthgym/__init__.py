@@ -5,6 +5,7 @@ from pathlib import Path
 from . import datasets
 from .cohort import Cohort
 from .encoding import EncodedCohort, Encoder
+from .evaluation import evaluate
 from .models import HealthGymV1
 from .schema import Schema, Variable, infer_schema
 
@@ -16,6 +17,7 @@ __all__ = [
     "Schema",
     "Variable",
     "datasets",
+    "evaluate",
     "infer_schema",
     "load",
 ]

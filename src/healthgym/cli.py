@@ -13,6 +13,7 @@ from . import load
 from .cohort import Cohort, read_table, write_tables
 from .datasets.healthgym_layouts import DATASETS, published_dataset
 from .datasets.healthgym_published import load_published, published_frames
+from .evaluation import Report, evaluate
 from .models import PRESETS, HealthGymV1
 from .schema import Schema, infer_schema
 
@@ -158,6 +159,54 @@ def sample(
     click.echo(f"wrote {n} patients ({rows} rows) to {path}")
 
 
+@main.command("evaluate")
+@click.argument("real", type=click.Path())
+@click.argument("synthetic", type=click.Path())
+@click.option("--holdout", type=click.Path(), help="Real patients not used in training.")
+@click.option("--outcome", help="Static binary variable for train-on-synthetic utility.")
+@click.option("--schema", "schema_file", type=click.Path(), help="Schema YAML for all files.")
+@click.option("--run", "run_dir", type=click.Path(), help="Run folder: its schema and plots.")
+@click.option("--id", "id_col", help="Patient id column (to infer the schema from REAL).")
+@click.option("--time", "time_col", help="Integer time-step column (to infer the schema).")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Report folder.")
+@friendly_errors
+def evaluate_command(
+    real: str,
+    synthetic: str,
+    holdout: str | None,
+    outcome: str | None,
+    schema_file: str | None,
+    run_dir: str | None,
+    id_col: str | None,
+    time_col: str | None,
+    out_dir: str,
+) -> None:
+    """Compare SYNTHETIC with REAL (CSV or Parquet): OUTPUT/index.html, metrics.json, PNGs."""
+    if schema_file and run_dir:
+        raise ValueError("give --schema or --run, not both")
+    learning = None
+    if run_dir is not None:
+        schema_file = str(Path(run_dir) / "schema.yaml")
+        if not Path(schema_file).exists():
+            raise ValueError(f"{run_dir}: not a healthgym run folder (no schema.yaml)")
+        learning = Path(run_dir) / "learning_dynamics.png"
+    real_cohort = load_cohort(real, id_col, time_col, schema_file)
+    schema = real_cohort.schema
+    synth = Cohort(read_table(synthetic), schema, strict=False)
+    held = Cohort(read_table(holdout), schema) if holdout else None
+    report = evaluate(real_cohort, synth, holdout=held, outcome=outcome, learning_dynamics=learning)
+    click.echo(_report_lines(report, report.save(out_dir)))
+
+
+def _report_lines(report: Report, index: Path) -> str:
+    """The summary table and where the report went, for the terminal."""
+    table = report.summary[["metric", "value", "reading"]].to_string(
+        index=False, float_format=lambda x: f"{x:.3f}"
+    )
+    notes = "".join(f"\nnote: {n}" for n in report.notes)
+    return f"{table}{notes}\nreport: {index} (metrics.json and figures beside it)"
+
+
 @main.command()
 @click.option(
     "--out",
@@ -172,7 +221,7 @@ def sample(
 @click.option("--seed", default=0, show_default=True)
 @friendly_errors
 def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
-    """The whole flow on the bundled PhysioNet 2012 cohort: train -> sample, in minutes."""
+    """The whole flow on the bundled PhysioNet 2012 cohort: train -> sample -> evaluate."""
     from .datasets import demo as demo_cohort
 
     out = _fresh_folder(Path(out_dir))
@@ -185,7 +234,15 @@ def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
     model.fit(train_set, out / "run", max_minutes=minutes)
     synth = model.sample(n, seed=seed)
     synth.to_csv(out / "synthetic.csv")
-    click.echo(_compare(train_set, synth))
+    report = evaluate(
+        train_set,
+        synth,
+        holdout=holdout,
+        outcome="in_hospital_death",
+        seed=seed,
+        learning_dynamics=out / "run" / "learning_dynamics.png",
+    )
+    click.echo(_report_lines(report, report.save(out / "report")))
     click.echo(
         f"\nrun folder:       {out / 'run'} (checkpoints, metrics.jsonl, learning_dynamics.png)"
         f"\nsynthetic cohort: {out / 'synthetic.csv'}"
@@ -201,21 +258,6 @@ def _fresh_folder(base: Path) -> Path:
         path = base.with_name(f"{base.name}-{i}")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _compare(real: Cohort, synth: Cohort) -> str:
-    """A few lines of real vs synthetic summaries, until the evaluation report exists."""
-    r, s = real.summary(), synth.summary()
-    lines = [f"{'variable':<18}{'real':>22}{'synthetic':>22}"]
-    for v in real.schema.variables:
-        if v.kind == "real":
-            fmt = "{mean:.1f} +- {sd:.1f}"
-            a, b = fmt.format(**r.loc[v.name]), fmt.format(**s.loc[v.name])
-        else:
-            a = f"{r.loc[v.name, 'top']} {r.loc[v.name, 'top_share']:.0%}"
-            b = f"{s.loc[v.name, 'top']} {s.loc[v.name, 'top_share']:.0%}"
-        lines.append(f"{v.name:<18}{a:>22}{b:>22}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

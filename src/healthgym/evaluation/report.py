@@ -1,0 +1,313 @@
+"""The evaluation report: a summary table with readings, figures, metrics.json and one HTML page.
+
+The page is self-contained (inline CSS, figures as base64 PNG, no scripts, no network), so it
+can be mailed or archived next to a released synthetic cohort.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+#: Panels per figure page; variables beyond `MAX_PAGES` pages are left out (and noted).
+PANELS_PER_PAGE = 16
+MAX_PAGES = 3
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How to read one summary metric: ideal value and the good/fair cut-offs."""
+
+    label: str
+    ideal: float
+    good: float
+    fair: float
+    higher_is_better: bool
+    about: str
+
+    def grade(self, value: float | None) -> str:
+        if value is None or not math.isfinite(value):
+            return "n/a"
+        sign = 1 if self.higher_is_better else -1
+        if sign * value >= sign * self.good:
+            return "good"
+        return "fair" if sign * value >= sign * self.fair else "poor"
+
+    def thresholds(self) -> str:
+        op = ">=" if self.higher_is_better else "<="
+        return f"ideal {self.ideal:g}; good {op} {self.good:g}, fair {op} {self.fair:g}"
+
+
+#: Summary rows in display order, keyed by their path in `Report.metrics`. The cut-offs are
+#: documented in the README ("Evaluation"); readings are rules of thumb, not tests.
+READINGS: dict[str, Reading] = {
+    "marginals.ks_complement_mean": Reading(
+        "marginals: KS complement (reals)", 1, 0.9, 0.8, True,
+        "1 - Kolmogorov-Smirnov statistic, mean over real variables",
+    ),
+    "marginals.tv_complement_mean": Reading(
+        "marginals: TV complement (categoricals)", 1, 0.95, 0.9, True,
+        "1 - total variation distance of level shares, mean over binary/categorical variables",
+    ),
+    "marginals.wasserstein_scaled_mean": Reading(
+        "marginals: Wasserstein / IQR (reals)", 0, 0.1, 0.25, False,
+        "earth mover's distance in units of the real interquartile range",
+    ),
+    "marginals.missing_rate_diff_mean": Reading(
+        "marginals: missing-rate difference", 0, 0.02, 0.05, False,
+        "absolute difference of the share of missing values, mean over variables",
+    ),
+    "associations.mean_abs_diff": Reading(
+        "associations: mean |real - synthetic|", 0, 0.05, 0.1, False,
+        "Pearson / Cramer's V / correlation ratio matrices over rows",
+    ),
+    "temporal.autocorrelation_mad": Reading(
+        "temporal: lag-k autocorrelation difference", 0, 0.05, 0.15, False,
+        "within-patient autocorrelation (reals) and lag agreement (categoricals)",
+    ),
+    "temporal.trend_corr_mad": Reading(
+        "temporal: trend correlation difference", 0, 0.2, 0.4, False,
+        "Health Gym dynamic correlations of linear trends, Fisher-z pooled (saturating, noisy)",
+    ),
+    "temporal.cycle_corr_mad": Reading(
+        "temporal: cycle correlation difference", 0, 0.05, 0.15, False,
+        "Health Gym dynamic correlations of detrended cycles, Fisher-z pooled",
+    ),
+    "temporal.transition_tv_mean": Reading(
+        "temporal: transition-matrix difference", 0, 0.05, 0.15, False,
+        "total variation between next-step level distributions, categoricals",
+    ),
+    "temporal.length_ks_complement": Reading(
+        "temporal: sequence-length KS complement", 1, 0.9, 0.8, True,
+        "1 - KS statistic of the number of steps per patient",
+    ),
+    "structure.static_consistency": Reading(
+        "structure: patients with constant statics", 1, 0.99, 0.9, True,
+        "share of synthetic patients whose static variables never change",
+    ),
+    "structure.level_coverage": Reading(
+        "structure: level coverage", 1, 0.99, 0.9, True,
+        "share of real levels (>= 1% frequency) that synthetic data produces",
+    ),
+    "structure.joint_static_coverage": Reading(
+        "structure: static combination coverage", 1, 0.95, 0.8, True,
+        "share of real static-category combinations (>= 1%) present: the mode-collapse check",
+    ),
+    "utility.auroc_trtr": Reading(
+        "utility: AUROC train-real test-real", 1, 0.7, 0.6, True,
+        "reference: how predictable the outcome is from real data",
+    ),
+    "utility.auroc_tstr": Reading(
+        "utility: AUROC train-synthetic test-real", 1, 0.7, 0.6, True,
+        "the same classifier trained on synthetic patients",
+    ),
+    "utility.auroc_ratio": Reading(
+        "utility: TSTR / TRTR", 1, 0.9, 0.75, True,
+        "share of real-data predictive performance kept by training on synthetic data",
+    ),
+    "privacy.dcr_share": Reading(
+        "privacy: DCR share (closer to train)", 0.5, 0.55, 0.65, False,
+        "share of synthetic patients nearer to training than to holdout patients",
+    ),
+    "privacy.exact_copy_share": Reading(
+        "privacy: exact copies of training patients", 0, 0.001, 0.01, False,
+        "share of synthetic patients identical to a training patient (features)",
+    ),
+    "privacy.near_copy_share": Reading(
+        "privacy: near copies", 0.01, 0.02, 0.05, False,
+        "share nearer to training than 99% of holdout patients are (1% by chance)",
+    ),
+    "privacy.mia_auroc": Reading(
+        "privacy: membership-inference AUROC", 0.5, 0.55, 0.65, False,
+        "distance attack telling training from holdout patients (0.5: no leak)",
+    ),
+    "privacy.row_distance_ratio": Reading(
+        "privacy: row distance train / holdout", 1, 0.9, 0.75, True,
+        "Health Gym check: median nearest-synthetic-row distance, train vs holdout rows",
+    ),
+}  # fmt: skip
+
+
+def new_figure(n_panels: int, ncols: int = 4, size: tuple[float, float] = (3.4, 2.5)) -> Any:
+    """An Agg figure with a grid of `n_panels` axes (extra cells hidden); no pyplot state."""
+    ncols = max(1, min(ncols, n_panels))
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows + 0.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n_panels])
+
+
+def paginate(items: list[Any], per: int = PANELS_PER_PAGE) -> list[list[Any]]:
+    """At most `MAX_PAGES` pages of `per` items (callers note what is left out)."""
+    return [items[i : i + per] for i in range(0, min(len(items), per * MAX_PAGES), per)]
+
+
+def page_name(base: str, i: int) -> str:
+    return base if i == 0 else f"{base}_{i + 1}"
+
+
+def heatmap(ax: Axes, matrix: pd.DataFrame, title: str, vmin: float, cmap: str) -> Any:
+    """One labelled correlation-style heatmap (NaN cells blank)."""
+    image = ax.imshow(matrix.to_numpy(float), vmin=vmin, vmax=1, cmap=cmap)
+    n = len(matrix)
+    size = max(4, min(8, 160 / max(n, 1)))
+    ax.set_xticks(range(n), matrix.columns, rotation=90, fontsize=size)
+    ax.set_yticks(range(n), matrix.index, fontsize=size)
+    ax.set_title(title)
+    return image
+
+
+class Report:
+    """Metrics, a summary with plain-language readings, and figures of one evaluation."""
+
+    def __init__(
+        self,
+        metrics: dict[str, Any],
+        figures: dict[str, Figure | bytes],
+        captions: dict[str, str] | None = None,
+        notes: list[str] | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.figures = figures
+        self.captions = captions or {}
+        self.notes = notes or []
+        self._png: dict[str, bytes] = {}
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per available summary metric: metric, value, reading, about (with cut-offs)."""
+        rows = []
+        for key, r in READINGS.items():
+            value = self.value(key)
+            if value is None:
+                continue
+            rows.append(
+                {
+                    "key": key,
+                    "metric": r.label,
+                    "value": value,
+                    "reading": r.grade(value),
+                    "about": f"{r.about} ({r.thresholds()})",
+                }
+            )
+        return pd.DataFrame(rows, columns=["key", "metric", "value", "reading", "about"])
+
+    def value(self, key: str) -> float | None:
+        """A metric by dotted path, e.g. `"privacy.mia_auroc"`; None where not computed."""
+        node: Any = self.metrics
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return None if node is None else float(node)
+
+    def png(self, name: str) -> bytes:
+        """A figure as PNG bytes (rendered once)."""
+        if name not in self._png:
+            fig = self.figures[name]
+            if isinstance(fig, bytes):
+                self._png[name] = fig
+            else:
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=90)
+                self._png[name] = buf.getvalue()
+        return self._png[name]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write index.html, metrics.json and one PNG per figure into `directory`."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in self.figures:
+            (out / f"{name}.png").write_bytes(self.png(name))
+        (out / "metrics.json").write_text(json.dumps(to_json(self.metrics), indent=1))
+        (out / "index.html").write_text(self.html())
+        return out / "index.html"
+
+    def html(self, fragment: bool = False) -> str:
+        """The report as one self-contained page (or a fragment for notebooks)."""
+        parts = [f"<style>{_CSS}</style>", "<h1>Synthetic cohort evaluation</h1>"]
+        cohorts = self.metrics.get("cohorts", {})
+        if cohorts:
+            items = "".join(
+                f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>"
+                for k, v in cohorts.items()
+            )
+            parts.append(f"<ul>{items}</ul>")
+        parts += ["<h2>Summary</h2>", self._summary_html()]
+        if self.notes:
+            items = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+            parts.append(f"<h2>Notes</h2><ul>{items}</ul>")
+        parts.append("<h2>Figures</h2>")
+        for name in self.figures:
+            data = base64.b64encode(self.png(name)).decode("ascii")
+            caption = html.escape(self.captions.get(name, name))
+            parts.append(
+                f'<figure id="{html.escape(name)}"><img alt="{html.escape(name)}" '
+                f'src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+            )
+        body = "\n".join(parts)
+        if fragment:
+            return f'<div class="healthgym-report">{body}</div>'
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            "<title>healthgym evaluation</title></head>\n"
+            f'<body class="healthgym-report">\n{body}\n</body></html>\n'
+        )
+
+    def _repr_html_(self) -> str:
+        return self.html(fragment=True)
+
+    def _summary_html(self) -> str:
+        head = "<tr><th>metric</th><th>value</th><th>reading</th><th>about</th></tr>"
+        rows = [
+            f'<tr><td>{html.escape(r.metric)}</td><td class="num">{r.value:.3f}</td>'
+            f'<td class="{r.reading}">{r.reading}</td><td>{html.escape(r.about)}</td></tr>'
+            for r in self.summary.itertuples()
+        ]
+        return f'<table class="summary">{head}{"".join(rows)}</table>'
+
+
+def to_json(value: Any) -> Any:
+    """Metrics as plain JSON: numpy to Python, NaN/inf to null, series and frames to dicts."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, pd.Series):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, pd.DataFrame):
+        return {"index": to_json(list(value.index)), "values": to_json(value.to_numpy().tolist())}
+    if isinstance(value, np.ndarray):
+        return to_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+_CSS = """
+.healthgym-report{font-family:system-ui,sans-serif;max-width:1400px;margin:1em auto;color:#222}
+.healthgym-report table.summary{border-collapse:collapse;font-size:14px}
+.healthgym-report td,.healthgym-report th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+.healthgym-report td.num{text-align:right;font-variant-numeric:tabular-nums}
+.healthgym-report td.good{background:#d9f2d9}.healthgym-report td.fair{background:#fff2cc}
+.healthgym-report td.poor{background:#f8d0d0}
+.healthgym-report img{max-width:100%;border:1px solid #eee}
+.healthgym-report figcaption{font-size:13px;color:#555;margin-bottom:1.5em}
+"""
