@@ -77,3 +77,12 @@ def test_train_then_sample(data, tmp_path):
     assert r.exit_code == 0 and len(pd.read_csv(tmp_path / "s.csv")) == 6
     r = run("sample", tmp_path, "-n", 3, "-o", tmp_path / "x.csv")
     assert r.exit_code == 2 and "not a healthgym run folder" in r.output
+
+
+def test_demo_data_writes_the_bundled_cohort(tmp_path):
+    r = run("demo-data", "-o", tmp_path / "demo.csv")
+    assert r.exit_code == 0, r.output
+    back = hg.Cohort.from_csv(tmp_path / "demo.csv", tmp_path / "demo.schema.yaml")
+    shipped = hg.datasets.demo()
+    assert back.schema == shipped.schema
+    pd.testing.assert_frame_equal(back.table, shipped.table, rtol=1e-6)
