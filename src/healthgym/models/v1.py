@@ -163,6 +163,12 @@ def generate(
         raise ValueError(f"bad n={n}, length={length} or batch_size={batch_size}")
     if device is not None:
         generator.to(device)
+    return _generate(generator, n, length, seed, batch_size)
+
+
+def _generate(
+    generator: Generator, n: int, length: int, seed: int, batch_size: int
+) -> Iterator[np.ndarray]:
     dev = next(generator.parameters()).device
     rng = torch.Generator().manual_seed(seed)
     for start in range(0, n, batch_size):

@@ -131,6 +131,7 @@ class WGANTrainer:
         """
         cfg = self.config
         x, lengths, rows = self._check_data(x, lengths)
+        stages = cfg.resolve_curriculum(int(lengths.max()))
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = run_dir / METRICS_FILE
@@ -145,7 +146,6 @@ class WGANTrainer:
         elif metrics_path.exists() or list_checkpoints(run_dir):
             raise FileExistsError(f"{run_dir} holds a run; pass resume=True or use a new run_dir")
 
-        stages = cfg.resolve_curriculum(int(lengths.max()))
         real_corr = pearson_matrix(rows.double()).float().to(self.device)  # (F, F), once
         pools = [torch.nonzero(lengths >= n).squeeze(1) for n in stages]  # patients per stage
         per_epoch = sum(math.ceil(len(p) / cfg.batch_size) for p in pools)
@@ -223,14 +223,13 @@ class WGANTrainer:
 
     def _guard(self, step: int, losses: dict[str, float], run_dir: Path) -> None:
         limit = self.config.max_loss
-        for name in GUARDED:
-            value = losses[name]
-            if not math.isfinite(value) or abs(value) > limit:
-                raise TrainingDiverged(
-                    f"training diverged at generator step {step}: {name} = {value} "
-                    f"(allowed: finite, |loss| <= {limit:g}); lower lr or raise max_loss. "
-                    f"Last good checkpoint: {latest_checkpoint(run_dir)}"
-                )
+        bad = [f"{k} = {losses[k]}" for k in GUARDED if not abs(losses[k]) <= limit]  # NaN too
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged at generator step {step}: {', '.join(bad)} "
+                f"(allowed: finite, |loss| <= {limit:g}); lower lr or raise max_loss. "
+                f"Last good checkpoint: {latest_checkpoint(run_dir)}"
+            )
 
     def _stop_reason(self, started: float, max_minutes: float | None, done: int) -> str | None:
         if self._stop_after_steps is not None and done >= self._stop_after_steps:
