@@ -47,39 +47,26 @@ class Cohort:
 
     # ---- IO --------------------------------------------------------------------------------
     @classmethod
-    def from_csv(
-        cls,
-        path: str | Path,
-        schema: Schema | str | Path | None = None,
-        *,
-        id: str | None = None,
-        time: str | None = None,
-        **infer_options: Any,
-    ) -> Cohort:
-        return cls(
-            read_table(path, pd.read_csv), _as_schema(schema), id=id, time=time, **infer_options
-        )
-
-    @classmethod
-    def from_parquet(
-        cls,
-        path: str | Path,
-        schema: Schema | str | Path | None = None,
-        *,
-        id: str | None = None,
-        time: str | None = None,
-        **infer_options: Any,
-    ) -> Cohort:
-        return cls(
-            read_table(path, pd.read_parquet), _as_schema(schema), id=id, time=time, **infer_options
-        )
-
-    @classmethod
     def from_file(
         cls, path: str | Path, schema: Schema | str | Path | None = None, **kw: Any
     ) -> Cohort:
-        """CSV or Parquet by file extension."""
+        """CSV or Parquet by file extension; `schema` is a Schema, a YAML path, or None to
+        infer one (then give `id=` and `time=`; other keywords go to the constructor)."""
         return cls(read_table(path), _as_schema(schema), **kw)
+
+    @classmethod
+    def from_csv(
+        cls, path: str | Path, schema: Schema | str | Path | None = None, **kw: Any
+    ) -> Cohort:
+        """See `from_file`."""
+        return cls(read_table(path, pd.read_csv), _as_schema(schema), **kw)
+
+    @classmethod
+    def from_parquet(
+        cls, path: str | Path, schema: Schema | str | Path | None = None, **kw: Any
+    ) -> Cohort:
+        """See `from_file`."""
+        return cls(read_table(path, pd.read_parquet), _as_schema(schema), **kw)
 
     def to_csv(self, path: str | Path) -> Path:
         """Write atomically (temp file, then rename)."""
