@@ -260,5 +260,19 @@ def _fresh_folder(base: Path) -> Path:
     return path
 
 
+@main.command("demo-data")
+@click.option("-o", "--output", required=True, type=click.Path(), help="OUT.csv or OUT.parquet")
+@friendly_errors
+def demo_data(output: str) -> None:
+    """Write the bundled demo cohort and its schema (OUT.schema.yaml) to try the other verbs."""
+    from .datasets import demo as demo_cohort
+
+    cohort = demo_cohort()
+    path = cohort.to_file(output)
+    schema_path = path.with_name(path.name.split(".")[0] + ".schema.yaml")
+    cohort.schema.to_yaml(schema_path)
+    click.echo(f"wrote {cohort} to {path} and its schema to {schema_path}")
+
+
 if __name__ == "__main__":
     main()
