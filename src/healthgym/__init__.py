@@ -6,13 +6,14 @@ from . import datasets
 from .cohort import Cohort
 from .encoding import EncodedCohort, Encoder
 from .evaluation import evaluate
-from .models import HealthGymV1
+from .models import HealthGym, HealthGymV1, load_model
 from .schema import Schema, Variable, infer_schema
 
 __all__ = [
     "Cohort",
     "EncodedCohort",
     "Encoder",
+    "HealthGym",
     "HealthGymV1",
     "Schema",
     "Variable",
@@ -24,6 +25,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def load(run_dir: str | Path) -> HealthGymV1:
-    """A trained model from its run folder (no pickle; weights load with weights_only=True)."""
-    return HealthGymV1.load(run_dir)
+def load(run_dir: str | Path) -> HealthGym | HealthGymV1:
+    """A trained model from its run folder, of the class its model.json names (no pickle;
+    weights load with weights_only=True)."""
+    return load_model(run_dir)

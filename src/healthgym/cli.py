@@ -14,7 +14,8 @@ from .cohort import Cohort, read_table, write_tables
 from .datasets.healthgym_layouts import DATASETS, published_dataset
 from .datasets.healthgym_published import load_published, published_frames
 from .evaluation import Report, evaluate
-from .models import PRESETS, HealthGymV1
+from .models import PRESETS, HealthGym, HealthGymV1
+from .models.conditioning import parse_condition
 from .schema import Schema, infer_schema
 
 
@@ -84,9 +85,16 @@ def schema(
     help="DATA is this published Health Gym file (no --id/--time/--schema needed).",
 )
 @click.option(
+    "--model",
+    "model_name",
+    type=click.Choice(["healthgym", "v1"]),
+    help="healthgym (statics once per patient, lengths, missingness, conditions) or v1 "
+    "(published) [default: v1 with --dataset or --preset, else healthgym].",
+)
+@click.option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),
-    help="Named settings [default: the --dataset's preset, else faithful].",
+    help="Named v1 settings [default: the --dataset's preset, else faithful].",
 )
 @click.option("--epochs", type=int, help="Passes over the curriculum (faithful: 100).")
 @click.option("--batch-size", type=int, help="Real sequences per batch (faithful: 256).")
@@ -103,6 +111,7 @@ def train(
     time_col: str | None,
     schema_file: str | None,
     dataset: str | None,
+    model_name: str | None,
     preset: str | None,
     max_minutes: float | None,
     run_dir: str,
@@ -110,7 +119,7 @@ def train(
     quiet: bool,
     **settings: Any,
 ) -> None:
-    """Train Health Gym v1 on DATA (CSV or Parquet long table) into the run folder --out."""
+    """Train HealthGym (or v1) on DATA (CSV or Parquet long table) into the run folder --out."""
     if dataset is None:
         cohort = load_cohort(data, id_col, time_col, schema_file)
     elif id_col or time_col or schema_file:
@@ -118,7 +127,13 @@ def train(
     else:
         cohort = load_published(dataset, data)
     overrides = {k: v for k, v in settings.items() if v is not None}
-    model = HealthGymV1.preset(preset or dataset or "faithful", **overrides)
+    model_name = model_name or ("v1" if preset or dataset else "healthgym")
+    if model_name == "healthgym" and preset:
+        raise ValueError("--preset names v1 settings: add --model v1, or drop --preset")
+    if model_name == "healthgym":
+        model: HealthGym | HealthGymV1 = HealthGym(**overrides)
+    else:
+        model = HealthGymV1.preset(preset or dataset or "faithful", **overrides)
     click.echo(f"{cohort}\ntraining {model} -> {run_dir}", err=True)
     try:
         model.fit(cohort, run_dir, resume=resume, max_minutes=max_minutes, progress=not quiet)
@@ -134,7 +149,19 @@ def train(
 @click.option("-n", "n", required=True, type=click.IntRange(min=1), help="Patients to generate.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="OUT.csv or OUT.parquet")
 @click.option("--seed", type=int, help="Seed (default: fresh randomness).")
-@click.option("--length", type=click.IntRange(min=1), help="Steps per patient (default: longest).")
+@click.option(
+    "--length",
+    type=click.IntRange(min=1),
+    help="Steps per patient (default: drawn per patient by HealthGym, the longest by v1).",
+)
+@click.option(
+    "--condition",
+    "conditions",
+    multiple=True,
+    metavar="COL=VALUE",
+    help="Every patient gets this static value (repeatable; HealthGym runs). VALUE is read "
+    "as the variable's level or number; NA means missing.",
+)
 @click.option(
     "--format",
     "fmt",
@@ -145,11 +172,25 @@ def train(
 )
 @friendly_errors
 def sample(
-    run_dir: str, n: int, output: str, seed: int | None, length: int | None, fmt: str
+    run_dir: str,
+    n: int,
+    output: str,
+    seed: int | None,
+    length: int | None,
+    conditions: tuple[str, ...],
+    fmt: str,
 ) -> None:
     """Generate N synthetic patients from a trained run and stream them to OUTPUT."""
     model = load(run_dir)
-    batches = model.sample_batches(n, seed=seed, length=length)
+    if conditions:
+        if not isinstance(model, HealthGym):
+            raise ValueError(f"--condition needs a HealthGym run; {run_dir} holds {model!r}")
+        wanted = dict(parse_condition(model.encoder.schema, c) for c in conditions)
+        if len(wanted) < len(conditions):
+            raise ValueError("--condition names a variable twice")
+        batches = model.sample_batches(n, seed=seed, length=length, conditions=wanted)
+    else:
+        batches = model.sample_batches(n, seed=seed, length=length)
     schema = model.encoder.schema
     if fmt == "healthgym":
         if Path(output).suffix != ".csv":
@@ -229,7 +270,7 @@ def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
     train_set, holdout = cohort.split(holdout=0.2, seed=seed)
     train_set.to_csv(out / "real_train.csv")
     holdout.to_csv(out / "real_holdout.csv")
-    model = HealthGymV1.preset("demo", seed=seed)
+    model = HealthGym(seed=seed)
     click.echo(f"demo cohort: {cohort}; training {model} for up to {minutes:g} min", err=True)
     model.fit(train_set, out / "run", max_minutes=minutes)
     synth = model.sample(n, seed=seed)

@@ -10,7 +10,9 @@ is measured in `structure`), dynamic variables over all rows.
 - Wasserstein (reals): `scipy.stats.wasserstein_distance` in original units, and divided by
   the real interquartile range (the real SD when the IQR is 0) so variables are comparable;
   0 is ideal, 0.1 means the mass moves a tenth of an IQR on average.
-- Missing-rate difference: |share missing in real - share missing in synthetic|, 0 ideal.
+- Missing-rate difference: |share missing in real - share missing in synthetic|, 0 ideal;
+  also per step of stay (dynamic variables with `missing: flag`, steps both cohorts reach),
+  mean and max over (step, variable) cells: missingness often depends on the step.
 
 A variable with no present values on one side scores complement 0 and Wasserstein NaN.
 """
@@ -81,7 +83,27 @@ def marginal_metrics(real: Cohort, synth: Cohort) -> dict[str, Any]:
         "tv_complement_mean": mean("tv_complement"),
         "wasserstein_scaled_mean": mean("wasserstein_scaled"),
         "missing_rate_diff_mean": mean("missing_rate_diff"),
+        **_missing_by_step_diff(real, synth),
         "per_variable": per,
+    }
+
+
+def missing_by_step(cohort: Cohort) -> pd.DataFrame:
+    """Share missing per step of stay (rows 0, 1, ...) of each flagged dynamic variable."""
+    table = cohort.table
+    step = table.groupby(cohort.schema.id, sort=False).cumcount().to_numpy()
+    names = [v.name for v in cohort.schema.dynamic if v.missing == "flag"]
+    return table[names].isna().groupby(step).mean()
+
+
+def _missing_by_step_diff(real: Cohort, synth: Cohort) -> dict[str, float]:
+    r, s = missing_by_step(real), missing_by_step(synth)
+    gap = (r - s).abs().dropna(how="all").to_numpy()  # steps both reach
+    if gap.size == 0:
+        return {"missing_rate_step_diff_mean": np.nan, "missing_rate_step_diff_max": np.nan}
+    return {
+        "missing_rate_step_diff_mean": float(np.nanmean(gap)),
+        "missing_rate_step_diff_max": float(np.nanmax(gap)),
     }
 
 

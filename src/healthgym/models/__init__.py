@@ -1,5 +1,7 @@
 """Generative models of longitudinal cohorts."""
 
+from .healthgym import HealthGym
 from .healthgym_v1 import PRESETS, HealthGymV1
+from .registry import MODELS, load_model
 
-__all__ = ["PRESETS", "HealthGymV1"]
+__all__ = ["MODELS", "PRESETS", "HealthGym", "HealthGymV1", "load_model"]

@@ -44,6 +44,7 @@ from healthgym.training.checkpoint import (
 )
 from healthgym.training.config import V1Config
 from healthgym.training.plots import plot_learning_dynamics
+from healthgym.training.runtime import cpu_threads, keep_freed_memory, resolve_threads
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "learning_dynamics.png"
@@ -87,6 +88,9 @@ def derive_seed(*keys: int) -> int:
 class WGANTrainer:
     """Trains a v1 :class:`Generator` against a :class:`Critic` on design tensors.
 
+    ``threads``: torch threads while ``fit`` runs on CPU, an int or "auto" (default: the
+    ``HEALTHGYM_THREADS`` environment variable, else "auto", see `training.runtime`).
+
     ``_stop_after_steps`` (private test hook): when set to k, ``fit`` stops cleanly after k
     generator steps of that call, exactly as if ``max_minutes`` had run out.
     """
@@ -95,6 +99,7 @@ class WGANTrainer:
         self.layout = layout
         self.config = config or V1Config()
         self.device = self.config.resolve_device()
+        self.threads: int | str | None = None
         self._stop_after_steps: int | None = None
         self._init_state()
 
@@ -129,6 +134,20 @@ class WGANTrainer:
         ``max_minutes`` stops cleanly at a generator-step boundary and checkpoints the exact
         position. Raises TrainingDiverged when a loss blows up.
         """
+        if self.device.type != "cpu":
+            return self._fit(x, lengths, run_dir, resume, max_minutes, progress)
+        with cpu_threads(resolve_threads(self.threads)), keep_freed_memory():
+            return self._fit(x, lengths, run_dir, resume, max_minutes, progress)
+
+    def _fit(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        run_dir: str | Path,
+        resume: bool,
+        max_minutes: float | None,
+        progress: bool,
+    ) -> TrainResult:
         cfg = self.config
         x, lengths, rows = self._check_data(x, lengths)
         stages = cfg.resolve_curriculum(int(lengths.max()))

@@ -1,0 +1,133 @@
+"""What every benchmark needs: the machine's description, a matmul peak, tables, BENCHMARKS.md.
+
+Timings on a shared machine drift with other people's jobs, so every record carries the load
+average, and comparisons are made within one run (same process, interleaved, medians).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+SECTION = "## Performance (issue 5): training speed, sampling, time to quality"
+
+
+def machine() -> dict[str, str]:
+    """Date, commit, CPU model, core count, torch version and threads, load average."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "commit": commit or "unknown",
+        "cpu": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "torch": torch.__version__,
+        "threads": str(torch.get_num_threads()),
+        "load": load(),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load() -> str:
+    """1, 5 and 15 minute load averages (runnable processes; this machine has os.cpu_count())."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def matmul_peak(threads: int, size: int = 4096, repeats: int = 5) -> float:
+    """Best fp32 ``torch.mm`` GFLOP/s on square matrices, with ``threads`` torch threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.rand(size, size), torch.rand(size, size)
+        a @ b  # warm up
+        best = min(timed(lambda: a @ b) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(before)
+    return 2 * size**3 / best / 1e9
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Wall seconds of one call."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def table(rows: list[dict[str, Any]], floats: str = "{:.3g}") -> str:
+    """A Markdown table; the same text is printed and recorded."""
+    cols = list(rows[0])
+    cells = [
+        [floats.format(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows
+    ]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = lambda xs: "| " + " | ".join(x.ljust(w) for x, w in zip(xs, widths, strict=True)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(cols), sep, *(line(r) for r in cells)])
+
+
+def header(title: str, module: str, argv: list[str] | None, info: dict[str, str]) -> str:
+    """Title line and how, where and on what a record was made."""
+    command = " ".join(["python -m", module, *(argv or [])])
+    return (
+        f"### {title} ({info['date']})\n\n"
+        f"`{command}` - commit {info['commit']}, {info['cpu']} ({info['cores']} cores), "
+        f"torch {info['torch']}, load average {info['load']} (at start)\n"
+    )
+
+
+def record(text: str, path: Path = BENCHMARKS_MD) -> None:
+    """Append a record at the end of this project's section of BENCHMARKS.md (made if absent).
+
+    Other sections are left as they are; the file is replaced atomically.
+    """
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    if SECTION not in old:
+        old = old.rstrip("\n") + f"\n\n{SECTION}\n"
+    start = old.index(SECTION) + len(SECTION)
+    nxt = old.find("\n## ", start)
+    end = len(old) if nxt < 0 else nxt + 1
+    new = (
+        old[:end].rstrip("\n")
+        + "\n\n"
+        + text.strip("\n")
+        + "\n"
+        + ("\n" + old[end:] if nxt >= 0 else "")
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(new)
+    tmp.replace(path)

@@ -1,0 +1,314 @@
+"""The comparison: cohorts, one model per worker process (fit within the budget, sample as
+many patients as the training set, `healthgym.evaluate` against the real holdout, save
+everything under `runs/peers/<cohort>/<model>/`), the results table and its section in
+BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: name -> (module, adapter class, pip distribution that must be installed)
+MODELS: dict[str, tuple[str, str, str]] = {
+    "healthgym": ("benchmarks.peers.healthgym_models", "HealthGymAdapter", "healthgym"),
+    "healthgym-v1": ("benchmarks.peers.healthgym_models", "HealthGymV1Adapter", "healthgym"),
+    "tabularargn": ("benchmarks.peers.tabularargn", "TabularARGNAdapter", "mostlyai-engine"),
+    "dgan": ("benchmarks.peers.dgan", "DGANAdapter", "gretel-synthetics"),
+    "par": ("benchmarks.peers.par", "PARAdapter", "sdv"),
+}
+COHORTS = ("demo", "varlen")
+OUTCOME = "in_hospital_death"
+HOLDOUT, SEED = 0.2, 0
+VARLEN_PATIENTS = 400
+PEER_PACKAGES = ("mostlyai-engine", "gretel-synthetics", "sdv", "deepecho")
+
+#: (column header, summary key, direction: "+" higher is better, "-" lower, "0.5" ideal 0.5)
+COLUMNS: list[tuple[str, str, str]] = [
+    ("KS compl.", "marginals.ks_complement_mean", "+"),
+    ("TV compl.", "marginals.tv_complement_mean", "+"),
+    ("missing diff", "marginals.missing_rate_diff_mean", "-"),
+    ("assoc. diff", "associations.mean_abs_diff", "-"),
+    ("autocorr. diff", "temporal.autocorrelation_mad", "-"),
+    ("trend diff", "temporal.trend_corr_mad", "-"),
+    ("cycle diff", "temporal.cycle_corr_mad", "-"),
+    ("length KS compl.", "temporal.length_ks_complement", "+"),
+    ("static consist.", "structure.static_consistency", "+"),
+    ("TSTR/TRTR AUROC", "utility.auroc_ratio", "+"),
+    ("MIA AUROC", "privacy.mia_auroc", "0.5"),
+    ("DCR share", "privacy.dcr_share", "0.5"),
+]
+
+
+# ---- cohorts -------------------------------------------------------------------------------
+def _cut_stays(cohort: Any, seed: int = 0) -> Any:
+    """Each stay cut after a uniform 1..its length steps (used when healthgym has no
+    `datasets.variable_length.cut_stays`)."""
+    from healthgym import Cohort
+
+    lengths = cohort.lengths.to_numpy()
+    keep = np.random.default_rng(seed).integers(1, lengths + 1)
+    pid = np.repeat(np.arange(len(lengths)), lengths)
+    pos = np.arange(len(cohort.table)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return Cohort(cohort.table[pos < keep[pid]].reset_index(drop=True), cohort.schema)
+
+
+def varlen_cohort(n: int = VARLEN_PATIENTS, seed: int = SEED) -> Any:
+    """`n` demo patients (a seeded draw), each stay cut at a seeded random end (1..12 steps);
+    the demo's missing values are kept. healthgym's `cut_stays` when it exists."""
+    import healthgym as hg
+
+    try:
+        from healthgym.datasets.variable_length import cut_stays
+    except ImportError:
+        cut_stays = _cut_stays
+    demo = hg.datasets.demo()
+    ids = demo.ids
+    pick = ids[np.sort(np.random.default_rng(seed).permutation(len(ids))[:n])]
+    return cut_stays(demo.subset(pick), seed=seed)
+
+
+def load_cohort(name: str) -> tuple[Any, Any]:
+    """(train, holdout): split by patient, 80/20, seed 0."""
+    import healthgym as hg
+
+    if name == "demo":
+        cohort = hg.datasets.demo()
+    elif name == "varlen":
+        cohort = varlen_cohort()
+    else:
+        raise ValueError(f"unknown cohort {name!r}; known: {COHORTS}")
+    return cohort.split(holdout=HOLDOUT, seed=SEED)
+
+
+# ---- one model (worker process) ------------------------------------------------------------
+def make_adapter(name: str, run_dir: Path) -> Any:
+    module, cls, _ = MODELS[name]
+    adapter_class = getattr(importlib.import_module(module), cls)
+    kw: dict[str, Any] = {"run_dir": run_dir, "seed": SEED}
+    return adapter_class(**kw)
+
+
+def run_model(
+    name: str, cohort: str, minutes: float, threads: int, out: Path, fit_only: bool = False
+) -> dict[str, Any]:
+    """Fit, sample, evaluate one model; write out/result.json, the synthetic cohort and the
+    report; return the result. Failures are results too (status + error)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    result: dict[str, Any] = {
+        "model": name,
+        "cohort": cohort,
+        "minutes": minutes,
+        "threads": threads,
+        "load_start": os.getloadavg(),
+    }
+    try:
+        train, holdout = load_cohort(cohort)
+        result["train_patients"], result["holdout_patients"] = len(train), len(holdout)
+        try:
+            adapter = make_adapter(name, out / "run")
+        except ImportError as e:
+            result |= {"status": "skipped", "error": f"{type(e).__name__}: {e}"}
+            return _write(out, result)
+        result["library"] = adapter.library
+        result["settings"] = {k: str(v) for k, v in adapter.settings.items()}
+        t0 = time.monotonic()
+        adapter.fit(train, minutes)
+        result["train_seconds"] = time.monotonic() - t0
+        result["progress"] = adapter.progress
+        if fit_only:
+            result["status"] = "ok (fit only)"
+            result["load_end"] = os.getloadavg()
+            return _write(out, result)
+        t0 = time.monotonic()
+        synth = adapter.sample(len(train))
+        result["sample_seconds"] = time.monotonic() - t0
+        result["synthetic_patients"] = len(synth)
+        synth.to_parquet(out / "synthetic.parquet")
+        synth.schema.to_yaml(out / "schema.yaml")
+        import healthgym as hg
+
+        t0 = time.monotonic()
+        dynamics = out / "run" / "learning_dynamics.png"
+        kw = {"learning_dynamics": dynamics if dynamics.exists() else None}
+        try:
+            report = hg.evaluate(train, synth, holdout=holdout, outcome=OUTCOME, **kw)
+        except ValueError as e:
+            # healthgym's utility check fails on synthetic features that are entirely NaN
+            # (a dynamic real never generated); score the rest and say so.
+            result["evaluate_error"] = f"{type(e).__name__}: {e}"
+            report = hg.evaluate(train, synth, holdout=holdout, **kw)
+        report.save(out / "report")
+        result["evaluate_seconds"] = time.monotonic() - t0
+        result["summary"] = {k: report.value(k) for k, _ in _summary_keys(report)}
+        result["report_notes"] = list(report.notes)
+        result["notes"] = list(dict.fromkeys(adapter.notes))
+        result["status"] = "ok"
+    except Exception as e:  # a failing peer is a row of the table, not the end of the run
+        result |= {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        (out / "traceback.txt").write_text(traceback.format_exc())
+    result["load_end"] = os.getloadavg()
+    return _write(out, result)
+
+
+def _summary_keys(report: Any) -> list[tuple[str, Any]]:
+    return [(row.key, row.value) for row in report.summary.itertuples()]
+
+
+def _write(out: Path, result: dict[str, Any]) -> dict[str, Any]:
+    (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+# ---- the table -----------------------------------------------------------------------------
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def build_table(results: list[dict[str, Any]]) -> str:
+    """A Markdown table: one row per model, the COLUMNS and the training seconds."""
+    head = ["model", *[f"{h} ({d if d != '0.5' else '~0.5'})" for h, _, d in COLUMNS]]
+    head.append("train s")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        if r.get("status") != "ok":
+            what = r.get("status", "failed")
+            cells = [f"{what}: {r.get('error', '')}"[:120]] + [""] * (len(head) - 2)
+            lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+            continue
+        summary = r.get("summary", {})
+        cells = [r["model"], *[fmt(summary.get(key)) for _, key, _ in COLUMNS]]
+        cells.append(f"{r['train_seconds']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+LEGEND = (
+    "(+) higher is better, (-) lower is better, (~0.5) 0.5 is ideal. Definitions: README "
+    "'Evaluation' (summary keys `marginals.ks_complement_mean`, `marginals.tv_complement_mean`, "
+    "`marginals.missing_rate_diff_mean`, `associations.mean_abs_diff`, "
+    "`temporal.autocorrelation_mad`, `temporal.trend_corr_mad`, `temporal.cycle_corr_mad`, "
+    "`temporal.length_ks_complement`, `structure.static_consistency`, `utility.auroc_ratio`, "
+    "`privacy.mia_auroc`, `privacy.dcr_share`). `train s`: wall seconds of the adapter's "
+    "`fit` (data conversion and library preprocessing included)."
+)
+
+
+# ---- environment ---------------------------------------------------------------------------
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("healthgym", "torch", *PEER_PACKAGES, "numpy", "pandas", "scikit-learn"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def section(
+    results: list[dict[str, Any]],
+    cohort: str,
+    minutes: float,
+    threads: int,
+    command: str,
+    started: datetime.datetime,
+    label: str = "",
+) -> str:
+    """The BENCHMARKS.md section of one comparison run."""
+    v = versions()
+    ok = [r for r in results if r.get("status") == "ok"]
+    first = results[0] if results else {}
+    sizes = (
+        f"{first.get('train_patients', '?')} training / {first.get('holdout_patients', '?')} "
+        "holdout patients"
+    )
+    lines = [
+        f"## Peers: {cohort} cohort, {minutes:g} min per model{label} "
+        f"({started:%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"- command: `{command}`",
+        f"- commit {commit()}; CPU {cpu_name()}, {os.cpu_count()} cores (shared); "
+        f"torch {v['torch']} with {threads} thread(s) for every model",
+        "- versions: " + ", ".join(f"{k} {v[k]}" for k in ("healthgym", *PEER_PACKAGES, "python")),
+        f"- cohort: {sizes} ({HOLDOUT:.0%} holdout by patient, seed {SEED}); every model "
+        f"samples as many patients as it trained on; outcome `{OUTCOME}`",
+        "- load average (1 min) at each model's start / end: "
+        + ", ".join(
+            f"{r['model']} {r.get('load_start', [0])[0]:.2f} / {r.get('load_end', [0])[0]:.2f}"
+            for r in results
+        ),
+        "",
+        build_table(results),
+        "",
+        LEGEND,
+        "",
+    ]
+    for r in ok:
+        extra = "; ".join(r.get("notes", [])) or "no output repairs"
+        if r.get("evaluate_error"):
+            extra += (
+                "; healthgym.evaluate failed with the outcome "
+                f"({r['evaluate_error']}), scored without utility"
+            )
+        lines.append(
+            f"- {r['model']}: {r.get('progress', '')}; sampled {r['synthetic_patients']} "
+            f"patients in {r['sample_seconds']:.0f} s; {extra}"
+        )
+    for r in results:
+        if r.get("status") != "ok":
+            lines.append(f"- {r['model']}: {r.get('status')}: {r.get('error', '')}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def append_section(text: str, path: Path) -> None:
+    """Append to BENCHMARKS.md (created with a title when absent); never rewrites it."""
+    new = not path.exists()
+    with open(path, "a") as f:
+        if new:
+            f.write("# Benchmarks\n\n")
+        elif not path.read_text().endswith("\n\n"):
+            f.write("\n")
+        f.write(text)

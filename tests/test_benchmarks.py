@@ -1,0 +1,80 @@
+"""The benchmark commands keep working: each core function at a tiny size (no timing asserts)."""
+
+import math
+
+import torch
+from benchmarks import sample_speed, time_to_quality, train_speed
+from benchmarks.cohorts import art_design
+from benchmarks.common import SECTION, record, table
+from benchmarks.reference_v1 import LoopBiLSTM
+from torch import nn
+
+import healthgym as hg
+from healthgym.training.config import V1Config
+
+TINY = {"hidden": 8, "noise_dim": 8, "batch_size": 8}
+
+
+def test_train_speed_runs_ours_and_the_reference() -> None:
+    cfg = V1Config(**TINY, curriculum=(2, 4), device="cpu")
+    summary, detail, peak = train_speed.run(
+        ["art"], cfg=cfg, data={"art": art_design(n=12, length=4)}, peak_size=64
+    )
+    assert [r["impl"] for r in summary] == ["ours", "reference"]
+    assert all(r["s/epoch"] > 0 and r["gen steps/epoch"] == 4 for r in summary)
+    assert len(detail) == 2 * 4 and peak > 0
+    assert "| art" in table(summary)
+
+
+def test_epoch_plan_and_flop_count() -> None:
+    plan = train_speed.epoch_plan(torch.tensor([4] * 12 + [2] * 3), (2, 4), 8)
+    assert plan == {(2, 8): 1, (2, 7): 1, (4, 8): 1, (4, 4): 1}
+    layout = art_design(n=2, length=2)[2]
+    one = train_speed.flops_per_sequence_step(layout, V1Config(critic_iters=1))
+    five = train_speed.flops_per_sequence_step(layout, V1Config())
+    assert 0 < one < five < 5 * one
+
+
+def test_reference_lstm_is_nn_lstm() -> None:
+    torch.manual_seed(0)
+    ref, lstm = LoopBiLSTM(3, 5).double(), nn.LSTM(3, 5, batch_first=True, bidirectional=True)
+    lstm = lstm.double()
+    for cell, sfx in ((ref.fwd, ""), (ref.bwd, "_reverse")):
+        cell.x2h.weight.data = getattr(lstm, f"weight_ih_l0{sfx}").data
+        cell.x2h.bias.data = getattr(lstm, f"bias_ih_l0{sfx}").data
+        cell.h2h.weight.data = getattr(lstm, f"weight_hh_l0{sfx}").data
+        cell.h2h.bias.data = getattr(lstm, f"bias_hh_l0{sfx}").data
+    x = torch.rand(2, 4, 3, dtype=torch.float64)
+    (out, final), (expected, (h_n, _)) = ref(x), lstm(x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(final, torch.cat([h_n[0], h_n[1]], -1))
+
+
+def test_sample_speed_reports_rss_and_throughput() -> None:
+    (row,) = sample_speed.run([5], length=3, **TINY)
+    assert row["rows"] == 15 and row["peak RSS MiB"] > 0 and row["patient-steps/s"] > 0
+
+
+def test_time_to_quality_scores_each_variant() -> None:
+    cohort = hg.datasets.demo()
+    cohort = cohort.subset(cohort.ids[:40])
+    extra = {**TINY, "batch_size": 16, "epochs": 1}
+    timeline, summary, ceiling = time_to_quality.run(
+        ["faithful", "lean"], minutes=0.01, every=0.3, cohort=cohort, extra=extra
+    )
+    assert [r["variant"] for r in summary] == ["faithful", "lean"]
+    assert all(0 <= r["quality"] <= 1 for r in timeline) and 0 < ceiling["quality"] <= 1
+    assert not math.isnan(summary[0]["s to faithful best"])
+
+
+def test_record_appends_inside_its_own_section(tmp_path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\n## Someone else\n\ntheirs\n")
+    record("### run 1", path)
+    record("### run 2", path)
+    text = path.read_text()
+    assert text.index("theirs") < text.index(SECTION) < text.index("run 1") < text.index("run 2")
+    path.write_text(text.replace(SECTION, SECTION + "\n\nintro") + "\n## Later section\n\nlater\n")
+    record("### run 3", path)
+    text = path.read_text()
+    assert text.index("run 2") < text.index("run 3") < text.index("## Later section")
