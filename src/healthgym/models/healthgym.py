@@ -35,7 +35,7 @@ from ..training.conditional_trainer import ConditionalTrainer, build_generator, 
 from ..training.trainer import TrainResult, derive_seed
 from .conditional import Generator, draw
 from .conditioning import encode_request, matches, request_frame, requested_columns
-from .healthgym_v1 import ENCODER_FILE, MODEL_FILE, SCHEMA_FILE, WEIGHTS_FILE
+from .healthgym_v1 import ENCODER_FILE, MODEL_FILE, SCHEMA_FILE, WEIGHTS_FILE, read_model_meta
 from .layout import DesignLayout
 
 MODEL_NAME = "HealthGym"
@@ -226,7 +226,10 @@ class HealthGym:
             drawn += m
         hits = np.concatenate(found)
         if len(hits) < need:
-            wanted = {k: (None if pd.isna(v) else v) for k, v in request.items()}
+            wanted = {
+                k: None if pd.isna(v) else v.item() if isinstance(v, np.generic) else v
+                for k, v in request.items()
+            }
             raise ValueError(
                 f"the condition {wanted} held for {len(hits)} of {drawn} static draws "
                 f"({len(hits) / drawn:.3%}): too rare to meet by rejection within "
@@ -249,15 +252,7 @@ class HealthGym:
     def load(cls, path: str | Path) -> HealthGym:
         """A model from a run or model folder; weights load with `weights_only=True`."""
         path = Path(path)
-        meta_path = path / MODEL_FILE
-        if not meta_path.exists():
-            raise ValueError(f"{path}: not a healthgym run folder (no {MODEL_FILE})")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
-        if meta.get("model") != MODEL_NAME:
-            raise ValueError(f"{meta_path}: holds a {meta.get('model')!r} model, not {MODEL_NAME}")
+        meta = read_model_meta(path, MODEL_NAME)
         model = cls(**HealthGymConfig.from_dict(meta["config"]).to_dict())
         model.encoder = Encoder.load(path / ENCODER_FILE)
         weights = path / WEIGHTS_FILE
@@ -270,7 +265,7 @@ class HealthGym:
         try:
             gen.load_state_dict(state["generator"])
         except RuntimeError as e:
-            raise CheckpointError(f"{weights} does not fit {meta_path}: {e}") from None
+            raise CheckpointError(f"{weights} does not fit {path / MODEL_FILE}: {e}") from None
         model.generator = gen.eval()
         return model
 

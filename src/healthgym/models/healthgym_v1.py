@@ -193,15 +193,7 @@ class HealthGymV1:
     def load(cls, path: str | Path) -> HealthGymV1:
         """A model from a run or model folder; weights load with `weights_only=True`."""
         path = Path(path)
-        meta_path = path / MODEL_FILE
-        if not meta_path.exists():
-            raise ValueError(f"{path}: not a healthgym run folder (no {MODEL_FILE})")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
-        if meta.get("model") != MODEL_NAME:
-            raise ValueError(f"{meta_path}: holds a {meta.get('model')!r} model, not {MODEL_NAME}")
+        meta = read_model_meta(path, MODEL_NAME)
         model = cls(**V1Config.from_dict(meta["config"]).to_dict())
         model.encoder = Encoder.load(path / ENCODER_FILE)
         weights = path / WEIGHTS_FILE
@@ -212,7 +204,7 @@ class HealthGymV1:
             try:
                 model.generator.load_state_dict(state["generator"])
             except RuntimeError as e:
-                raise CheckpointError(f"{weights} does not fit {meta_path}: {e}") from None
+                raise CheckpointError(f"{weights} does not fit {path / MODEL_FILE}: {e}") from None
         else:
             ckpt = latest_checkpoint(path)
             if ckpt is None:
@@ -237,6 +229,22 @@ class HealthGymV1:
         if self.generator is None or self.encoder is None:
             raise RuntimeError("the model is not trained: call fit(cohort) or load(run_dir)")
         return self.generator.cpu(), self.encoder
+
+
+def read_model_meta(path: Path, expected: str | None = None) -> dict[str, Any]:
+    """`model.json` of a run folder, checked to name the `expected` model class."""
+    meta_path = path / MODEL_FILE
+    if not meta_path.exists():
+        raise ValueError(f"{path}: not a healthgym run folder (no {MODEL_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: not a healthgym model file")
+    if expected is not None and meta.get("model") != expected:
+        raise ValueError(f"{meta_path}: holds a {meta.get('model')!r} model, not {expected}")
+    return meta
 
 
 def design_layout(encoder: Encoder) -> DesignLayout:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .healthgym import HealthGym
-from .healthgym_v1 import MODEL_FILE, HealthGymV1
+from .healthgym_v1 import MODEL_FILE, HealthGymV1, read_model_meta
 
 #: Model classes by the name their run folders record.
 MODELS: dict[str, type[HealthGym] | type[HealthGymV1]] = {
@@ -18,14 +17,8 @@ MODELS: dict[str, type[HealthGym] | type[HealthGymV1]] = {
 def load_model(run_dir: str | Path) -> HealthGym | HealthGymV1:
     """The trained model in a run or model folder, of whichever class wrote it."""
     path = Path(run_dir)
-    meta_path = path / MODEL_FILE
-    if not meta_path.exists():
-        raise ValueError(f"{path}: not a healthgym run folder (no {MODEL_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
-    name = meta.get("model") if isinstance(meta, dict) else None
+    meta = read_model_meta(path)
+    name = meta.get("model")
     if name not in MODELS:
-        raise ValueError(f"{meta_path}: unknown model {name!r}; known: {sorted(MODELS)}")
+        raise ValueError(f"{path / MODEL_FILE}: unknown model {name!r}; known: {sorted(MODELS)}")
     return MODELS[name].load(path)
