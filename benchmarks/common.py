@@ -11,6 +11,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -102,7 +103,8 @@ def table(rows: list[dict[str, Any]], floats: str = "{:.3g}") -> str:
 
 def header(title: str, module: str, argv: list[str] | None, info: dict[str, str]) -> str:
     """Title line and how, where and on what a record was made."""
-    command = " ".join(["python -m", module, *(argv or [])])
+    args = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m", module, *args])
     return (
         f"### {title} ({info['date']})\n\n"
         f"`{command}` - commit {info['commit']}, {info['cpu']} ({info['cores']} cores), "

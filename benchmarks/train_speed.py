@@ -32,10 +32,11 @@ measured time, for both implementations (the reference does more work than it ne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -43,8 +44,10 @@ import torch
 from benchmarks.cohorts import ART_CURRICULUM, art_design, demo_design
 from benchmarks.common import header, load, machine, matmul_peak, median, record, table, timed
 from benchmarks.reference_v1 import ReferenceTrainer
+from healthgym.models import v1
 from healthgym.models.layout import DesignLayout
 from healthgym.models.v1 import pearson_matrix
+from healthgym.training import runtime
 from healthgym.training.config import V1Config
 from healthgym.training.runtime import cpu_threads, keep_freed_memory
 from healthgym.training.trainer import WGANTrainer
@@ -193,6 +196,59 @@ def compare_threads(cfg: V1Config, repeats: int = 3, length: int = 20) -> list[d
     ]
 
 
+@contextlib.contextmanager
+def _speedups(fused_penalty: bool, keep_memory: bool) -> Iterator[None]:
+    """Switch this project's two step-level speed changes off (inside `keep_freed_memory`)."""
+    libc, final = runtime._glibc(), v1.bilstm_final
+    if not fused_penalty:  # nn.LSTM in the penalty: PyTorch's op-by-op double backward
+        v1.bilstm_final = lambda h, lstm, **_: torch.cat(list(lstm(h)[1][0]), dim=-1)
+    if libc is not None and not keep_memory:  # glibc's defaults: large blocks unmapped on free
+        libc.mallopt(runtime._M_MMAP_MAX, 65536)
+        libc.mallopt(runtime._M_TRIM_THRESHOLD, 128 * 1024)
+    try:
+        yield
+    finally:
+        v1.bilstm_final = final
+        if libc is not None:
+            libc.mallopt(runtime._M_MMAP_MAX, 0)
+            libc.mallopt(runtime._M_TRIM_THRESHOLD, 2**31 - 1)
+
+
+def ablation(cfg: V1Config = V1, length: int = 30, rounds: int = 2) -> list[dict[str, Any]]:
+    """Ours with the speed changes switched off one by one, interleaved (ART, 256 x ``length``).
+
+    Each variant takes one untimed step (so the allocator settles) and one timed step per round.
+    """
+    x, lengths, layout = art_design()
+    trainer = WGANTrainer(layout, cfg)
+    real = x[: cfg.batch_size, :length].contiguous()
+    real_corr = pearson_matrix(x.reshape(-1, x.shape[-1]).double()).float()
+    variants = {
+        "before: nn.LSTM in the penalty, glibc defaults": (False, False),
+        "+ freed memory kept": (False, True),
+        "+ hand-written penalty biLSTM (current)": (True, True),
+    }
+    secs: dict[str, list[float]] = {name: [] for name in variants}
+    with cpu_threads(1), keep_freed_memory():
+        for _ in range(rounds):
+            for name, switches in variants.items():
+                with _speedups(*switches):
+                    trainer._step(real, real_corr)
+                    secs[name].append(timed(lambda: trainer._step(real, real_corr)))
+    first = median(secs[next(iter(variants))])
+    return [
+        {
+            "variant": name,
+            "L": length,
+            "batch": cfg.batch_size,
+            "s/gen step (median)": median(v),
+            "runs": " ".join(f"{t:.2f}" for t in v),
+            "speed-up": first / median(v),
+        }
+        for name, v in secs.items()
+    ]
+
+
 def run(
     cohorts: list[str],
     steps: int = 1,
@@ -225,29 +281,33 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m benchmarks.train_speed", description=__doc__.split("\n")[0]
     )
     p.add_argument("--steps", type=int, default=2, help="timed generator steps per (L, batch)")
-    p.add_argument("--cohorts", default="art,demo")
+    p.add_argument("--cohorts", default="art,demo", help='"art", "demo", both, or "none"')
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--no-threads", action="store_true", help="skip the 1 vs 2 threads comparison")
     p.add_argument("--no-epoch", action="store_true", help="skip the real one-epoch fit")
+    p.add_argument("--ablation", action="store_true", help="time the speed changes one by one")
     p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)
     info = machine()
-    summary, detail, peak = run(
-        args.cohorts.split(","), args.steps, not args.no_reference, args.threads
-    )
-    parts = [
-        header("Training speed", "benchmarks.train_speed", argv, info),
-        f"Matmul peak (torch.mm 4096^2 fp32, best of 5, {args.threads} thread(s)): "
-        f"{peak:.0f} GFLOP/s. Epoch times extrapolated from {args.steps} timed step(s) "
-        "per (L, batch).\n",
-        table(summary),
-        "\nPer (L, batch):\n",
-        table(detail),
-    ]
-    if not args.no_epoch and "art" in args.cohorts:
+    cohorts = [c for c in args.cohorts.split(",") if c not in ("", "none")]
+    parts = [header("Training speed", "benchmarks.train_speed", argv, info)]
+    if cohorts:
+        summary, detail, peak = run(cohorts, args.steps, not args.no_reference, args.threads)
+        parts += [
+            f"Matmul peak (torch.mm 4096^2 fp32, best of 5, {args.threads} thread(s)), measured "
+            f"before the cohorts: {peak:.0f} GFLOP/s (after them: "
+            f"{matmul_peak(args.threads):.0f}). Epoch times extrapolated from {args.steps} "
+            "timed step(s) per (L, batch).\n",
+            table(summary),
+            "\nPer (L, batch):\n",
+            table(detail),
+        ]
+    if not args.no_epoch and "art" in cohorts:
         secs = measured_epoch(V1, args.threads)
         parts.append(f"\nOne real `WGANTrainer.fit` epoch, ART shape, ours: {secs:.1f} s (wall).")
+    if args.ablation:
+        parts += ["\nSpeed changes one by one (ours, 1 thread, interleaved):\n", table(ablation())]
     if not args.no_threads:
         parts += [
             "\nThreads (ours, ART shape, interleaved in one process):\n",

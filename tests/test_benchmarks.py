@@ -26,6 +26,13 @@ def test_train_speed_runs_ours_and_the_reference() -> None:
     assert "| art" in table(summary)
 
 
+def test_ablation_switches_back() -> None:
+    final = train_speed.v1.bilstm_final
+    with train_speed._speedups(fused_penalty=False, keep_memory=False):
+        assert train_speed.v1.bilstm_final is not final
+    assert train_speed.v1.bilstm_final is final
+
+
 def test_epoch_plan_and_flop_count() -> None:
     plan = train_speed.epoch_plan(torch.tensor([4] * 12 + [2] * 3), (2, 4), 8)
     assert plan == {(2, 8): 1, (2, 7): 1, (4, 8): 1, (4, 4): 1}

@@ -39,15 +39,17 @@ def test_table_has_a_row_per_model_and_marks_failures():
         fake_result("a", mia_auroc=0.51234),
         {"model": "b", "status": "skipped", "error": "ImportError: no peer"},
         fake_result("c", auroc_ratio=float("nan")),
+        fake_result(harness.REFERENCE) | {"train_seconds": None, "reference": True},
     ]
     results[2]["summary"]["privacy.dcr_share"] = None
     lines = harness.build_table(results).splitlines()
-    assert len(lines) == 2 + 3
+    assert len(lines) == 2 + 4
     assert lines[0].startswith("| model | KS compl. (+) |") and lines[0].endswith("| train s |")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     assert "| 0.512 |" in lines[2] and lines[2].endswith("| 12 |")
     assert "skipped: ImportError: no peer" in lines[3]
     assert lines[4].count("n/a") == 2
+    assert lines[5].startswith(f"| {harness.REFERENCE} |") and lines[5].endswith("| - |")
 
 
 def test_section_appends_without_touching_other_sections(tmp_path):
@@ -56,12 +58,14 @@ def test_section_appends_without_touching_other_sections(tmp_path):
     started = pd.Timestamp("2025-01-02 03:04", tz="UTC").to_pydatetime()
     results = [fake_result("healthgym") | {"progress": "3 steps", "synthetic_patients": 5}]
     results[0] |= {"sample_seconds": 1.0, "notes": ["Urine: 2 rows below 0 clipped"]}
+    results.append(fake_result(harness.REFERENCE) | {"reference": True, "holdout_patients": 80})
     text = harness.section(results, "demo", 0.3, 1, "python -m benchmarks.peers", started)
     harness.append_section(text, path)
     out = path.read_text()
     assert out.startswith("# Benchmarks\n\n## Someone else's section\n\nkeep me\n\n## Peers: demo")
     assert "2025-01-02 03:04 UTC" in out and "`python -m benchmarks.peers`" in out
     assert "Urine: 2 rows below 0 clipped" in out and "torch " in out
+    assert "the 80 holdout patients scored as the synthetic cohort" in out
 
 
 def test_varlen_cohort_is_deterministic_ragged_and_from_the_demo():

@@ -17,7 +17,16 @@ import sys
 import warnings
 from pathlib import Path
 
-from .harness import COHORTS, MODELS, append_section, build_table, run_model, section
+from .harness import (
+    COHORTS,
+    DEFAULT_MODELS,
+    MODELS,
+    append_section,
+    build_table,
+    reference_result,
+    run_model,
+    section,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Beyond the training budget: data preparation, sampling and the evaluation.
@@ -27,13 +36,22 @@ EXTRA_SECONDS = 1800
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__)
     p.add_argument("--minutes", type=float, default=8.0, help="training budget per model")
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated, in order")
+    p.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated, in order; known: {', '.join(MODELS)}",
+    )
     p.add_argument("--cohort", choices=COHORTS, default="demo")
     p.add_argument("--threads", type=int, default=1, help="torch threads, the same for every model")
     p.add_argument("--out", type=Path, default=Path("runs/peers"), help="output folder")
     p.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--no-append", action="store_true", help="print the table only")
     p.add_argument("--label", default="", help="text added to the section title")
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="leave out the row that scores the real holdout as if it were synthetic",
+    )
     p.add_argument(
         "--fit-only", action="store_true", help="train and report progress; no sample or score"
     )
@@ -102,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.fit_only:
         return 0
+    if not args.no_reference:
+        results.append(reference_result(args.cohort, args.out / args.cohort / "reference"))
     print()
     print(build_table(results))
     if not args.no_append and not args.fit_only:

@@ -46,11 +46,23 @@ class _OutOfTime(Exception):
 
 
 class DGANAdapter(Adapter):
-    def __init__(self, run_dir: str | Path | None = None, seed: int = 0, sample_len: int = 1):
+    def __init__(
+        self,
+        run_dir: str | Path | None = None,
+        seed: int = 0,
+        sample_len: int = 1,
+        example_scaling: bool = True,
+    ):
         super().__init__(name="dgan", library="gretel-synthetics")
         self.seed = seed
         self.sample_len = sample_len
-        self.settings = {"epochs": EPOCHS, "sample_len": sample_len, "cuda": False}
+        self.example_scaling = example_scaling
+        self.settings = {
+            "epochs": EPOCHS,
+            "sample_len": sample_len,
+            "apply_example_scaling": example_scaling,
+            "cuda": False,
+        }
 
     # ---- encoding ---------------------------------------------------------------------------
     def _layout(self, train: Cohort) -> None:
@@ -134,6 +146,7 @@ class DGANAdapter(Adapter):
             max_sequence_len=self.max_len,
             sample_len=self.sample_len,
             epochs=EPOCHS,
+            apply_example_scaling=self.example_scaling,
             cuda=False,
         )
         self.model = DGAN(config)
@@ -190,3 +203,12 @@ class DGANAdapter(Adapter):
         statics = attrs[[key, *[v.name for v in schema.static]]]
         dynamics = dyn[[key, *[v.name for v in schema.dynamic]]]
         return to_cohort(schema, statics, dynamics, self.fill, self.notes, key)
+
+
+class DGANNoExampleScalingAdapter(DGANAdapter):
+    """DGAN with `apply_example_scaling=False`: no per-patient midpoint/half-range attributes
+    (with the library default, carried-forward gaps make many series constant, half-range 0)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(example_scaling=False, **kw)
+        self.name = "dgan-noexample"

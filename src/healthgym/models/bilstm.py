@@ -8,8 +8,9 @@ Health Gym v1 sizes, one thread: the penalty took 0.96 s that way, 0.69 s with t
 it is about half of a critic update). Here the recurrence is one autograd Function whose
 backward is a second Function with an explicit backward, so each pass is one Python loop over
 time with both directions batched (one small matmul per step), and every weight gradient is
-one large matmul after the loop. The maths is ``nn.LSTM``'s (zero initial state, gates i, f, g, o); results agree up to
-float rounding. Parameters stay in the ``nn.LSTM`` module, so state dicts do not change.
+one large matmul after the loop. The maths is ``nn.LSTM``'s (zero initial state, gates i, f,
+g, o); results agree up to float rounding. Parameters stay in the ``nn.LSTM`` module, so state
+dicts do not change.
 
 Internals: gates are stored in the order [g, i, f, o] and the i, f, o rows of the weights and
 biases are halved (exact in floating point), so one ``tanh`` serves all four gates:

@@ -143,7 +143,8 @@ def gradient_penalty(
     """WGAN-GP: mean((||grad D(xhat)|| - 1)^2), xhat between real and fake, (B, L, F) each.
 
     One alpha per sequence; the norm is over the flattened L x F. cuDNN RNNs have no double
-    backward, so on CUDA the critic runs without cuDNN here (and only here).
+    backward, so on CUDA the critic runs without cuDNN here (and only here); on CPU its LSTM
+    runs with a hand-written second derivative here (`healthgym.models.bilstm`).
     """
     alpha = torch.rand((real.shape[0], 1, 1), generator=generator, device=generator.device)
     alpha = alpha.to(real.device)
