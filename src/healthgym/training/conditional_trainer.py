@@ -47,6 +47,7 @@ from healthgym.training.conditional_losses import (
     targets,
 )
 from healthgym.training.plots import plot_learning_dynamics
+from healthgym.training.runtime import cpu_threads, keep_freed_memory, resolve_threads
 from healthgym.training.trainer import (
     METRICS_FILE,
     PLOT_FILE,
@@ -149,8 +150,25 @@ class ConditionalTrainer:
         `resume=True` continues from the newest loadable checkpoint (or starts fresh if there
         is none) with the same data and config (see RESUMABLE_CHANGES). `max_minutes` stops
         cleanly at a generator-step boundary and checkpoints the exact position. Raises
-        TrainingDiverged when a loss blows up.
+        TrainingDiverged when a loss blows up. On CPU it runs with the thread and allocator
+        policy of `training.runtime` (one thread unless HEALTHGYM_THREADS says otherwise).
         """
+        args = (static, dynamic, lengths, run_dir, resume, max_minutes, progress)
+        if self.device.type != "cpu":
+            return self._fit(*args)
+        with cpu_threads(resolve_threads()), keep_freed_memory():
+            return self._fit(*args)
+
+    def _fit(
+        self,
+        static: torch.Tensor,
+        dynamic: torch.Tensor,
+        lengths: torch.Tensor,
+        run_dir: str | Path,
+        resume: bool,
+        max_minutes: float | None,
+        progress: bool,
+    ) -> TrainResult:
         cfg = self.config
         static, dynamic, lengths = self._check_data(static, dynamic, lengths)
         run_dir = Path(run_dir)
