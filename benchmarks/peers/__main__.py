@@ -20,6 +20,7 @@ from pathlib import Path
 from .harness import (
     COHORTS,
     DEFAULT_MODELS,
+    LOG,
     MODELS,
     append_section,
     build_table,
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         ] + (["--fit-only"] if args.fit_only else [])  # fmt: skip
         print(f"[{datetime.datetime.now():%H:%M:%S}] {name}: training {args.minutes:g} min ...",
               flush=True)  # fmt: skip
-        with open(out / "worker.log", "w") as log:
+        with open(out / LOG, "w") as log:
             try:
                 subprocess.run(
                     cmd,

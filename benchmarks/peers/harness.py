@@ -36,6 +36,7 @@ OUTCOME = "in_hospital_death"
 HOLDOUT, SEED = 0.2, 0
 VARLEN_PATIENTS = 400
 PEER_PACKAGES = ("mostlyai-engine", "gretel-synthetics", "sdv", "deepecho")
+LOG = "worker.log"  #: each model's stdout and stderr, in its output folder
 
 #: (column header, summary key, direction: "+" higher is better, "-" lower, "0.5" ideal 0.5)
 COLUMNS: list[tuple[str, str, str]] = [
@@ -111,9 +112,10 @@ def run_model(
     import torch
 
     torch.set_num_threads(threads)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():  # a previous run's files; the log the parent is writing stays
+        if old.name != LOG:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     result: dict[str, Any] = {
         "model": name,
         "cohort": cohort,
