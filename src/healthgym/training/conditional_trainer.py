@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +52,7 @@ from healthgym.training.trainer import (
     PLOT_FILE,
     TrainingDiverged,
     TrainResult,
+    _truncate_metrics,
     derive_seed,
 )
 
@@ -371,24 +371,3 @@ def _fingerprint(static: torch.Tensor, dynamic: torch.Tensor, lengths: torch.Ten
     h.update(static.numpy().tobytes())
     h.update(dynamic[live_mask(lengths, dynamic.shape[1])].numpy().tobytes())
     return h.hexdigest()
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Atomically drop metric lines past `step` (and a line torn by a crash)."""
-    if not path.exists():
-        return
-    keep = []
-    with open(path) as f:
-        for line in f:
-            try:
-                if json.loads(line)["step"] > step:
-                    break
-            except (json.JSONDecodeError, KeyError):
-                break
-            keep.append(line if line.endswith("\n") else line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.writelines(keep)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
