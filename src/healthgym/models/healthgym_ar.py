@@ -1,0 +1,246 @@
+"""HealthGymAR: the autoregressive likelihood model (tokenizer + PatientModel) on a Cohort.
+
+Why a likelihood model: given minutes on a CPU, the WGAN-GP (v1 and its rebuild) is still
+far from the data when the budget ends, while a model trained by maximum likelihood improves
+every step, has a validation loss to stop on before it memorises patients, and reaches the
+quality of the best peers (measured in `benchmarks/peers`, BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..cohort import Cohort
+from ..schema import write_text_atomic
+from ..tokenizer import Tokenizer
+from ..training.ar_config import ARConfig
+from ..training.ar_trainer import LikelihoodTrainer, build_model
+from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..training.trainer import TrainResult, derive_seed
+from .autoregressive import PatientModel, draw_statics, draw_steps
+from .conditioning import request_frame
+from .healthgym_v1 import MODEL_FILE, SCHEMA_FILE, read_model_meta
+
+MODEL_NAME = "HealthGymAR"
+TOKENIZER_FILE = "tokenizer.json"
+WEIGHTS_FILE = "model.pt"
+_DECODE = 7  # keeps the decoding stream of a seed apart from the sampling stream
+
+
+class HealthGymAR:
+    """Autoregressive model of whole patients: statics, steps, missingness and length.
+
+    Every keyword is an `ARConfig` field. `fit` stops on the validation loss (or
+    `max_minutes`); `sample(n, conditions=..., static=...)` as `HealthGym`.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        fields = {f.name for f in dataclasses.fields(ARConfig)}
+        unknown = set(settings) - fields
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(fields)}")
+        self.config = ARConfig(**settings)
+        self.encoder: Tokenizer | None = None
+        self.network: PatientModel | None = None
+        self.result: TrainResult | None = None
+
+    def __repr__(self) -> str:
+        changed = {
+            f.name: getattr(self.config, f.name)
+            for f in dataclasses.fields(ARConfig)
+            if getattr(self.config, f.name) != f.default
+        }
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    # ---- training -------------------------------------------------------------------------
+    def fit(
+        self,
+        cohort: Cohort,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        max_minutes: float | None = None,
+        progress: bool = True,
+    ) -> HealthGymAR:
+        """Train on `cohort`; the run folder gets schema, tokenizer, checkpoints and metrics.
+
+        `resume=True` continues the run in `run_dir` from its last completed epoch;
+        `max_minutes` stops cleanly (the best weights so far are kept).
+        """
+        if not isinstance(cohort, Cohort):
+            raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
+        if run_dir is None:
+            with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
+                return self._fit(cohort, Path(tmp), resume, max_minutes, progress)
+        return self._fit(cohort, Path(run_dir), resume, max_minutes, progress)
+
+    def _fit(
+        self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
+    ) -> HealthGymAR:
+        cfg = self.config
+        tokenizer = Tokenizer(cohort.schema, cfg.bins, cfg.fine).fit(cohort)
+        if not tokenizer.dynamic_columns:
+            raise ValueError(f"{MODEL_NAME} needs at least one dynamic variable in the schema")
+        if resume and (run_dir / TOKENIZER_FILE).exists():
+            if Tokenizer.load(run_dir / TOKENIZER_FILE).to_dict() != tokenizer.to_dict():
+                raise ValueError(f"{run_dir}: cannot resume, the cohort differs from the run's")
+        if not resume and (run_dir / MODEL_FILE).exists():
+            raise FileExistsError(
+                f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"
+            )
+        self.encoder = tokenizer
+        tokens = tokenizer.transform(cohort, seed=cfg.seed)
+        trainer = LikelihoodTrainer(
+            tokenizer.static_vocab, tokenizer.dynamic_vocab, tokenizer.max_length, cfg
+        )
+        self._write_metadata(run_dir)
+        self.result = trainer.fit(
+            torch.from_numpy(tokens.static),
+            torch.from_numpy(tokens.dynamic),
+            torch.from_numpy(tokens.lengths),
+            run_dir,
+            resume=resume,
+            max_minutes=max_minutes,
+            progress=progress,
+        )
+        self.best_val_nll = trainer.best_val
+        self.network = trainer.model.cpu().eval()
+        self._write_weights(run_dir)
+        return self
+
+    # ---- sampling -------------------------------------------------------------------------
+    def sample(
+        self,
+        n: int | None = None,
+        seed: int | None = None,
+        length: int | None = None,
+        conditions: dict[str, Any] | None = None,
+        static: pd.DataFrame | None = None,
+        batch_size: int = 1024,
+    ) -> Cohort:
+        """`n` synthetic patients in original units and labels, fresh ids 1..n.
+
+        `length` fixes every patient's number of steps (default: drawn per patient).
+        `conditions={"Gender": "Female"}` gives every patient those static values and draws
+        the other statics from their conditional; `static=df` (one row per patient) gives
+        each patient its row's values. None/NaN asks for "missing" on `missing: flag`
+        variables.
+        """
+        kw = {"seed": seed, "length": length, "batch_size": batch_size}
+        tables = list(self.sample_batches(n, conditions=conditions, static=static, **kw))
+        # strict=False only admits a flagged variable entirely missing in a small sample.
+        return Cohort(pd.concat(tables, ignore_index=True), self._fitted()[1].schema, strict=False)
+
+    def sample_batches(
+        self,
+        n: int | None = None,
+        seed: int | None = None,
+        length: int | None = None,
+        conditions: dict[str, Any] | None = None,
+        static: pd.DataFrame | None = None,
+        batch_size: int = 1024,
+    ) -> Iterator[pd.DataFrame]:
+        """The synthetic long table in pieces of `batch_size` patients (bounded memory)."""
+        net, tokenizer = self._fitted()
+        if n is not None and (not isinstance(n, int | np.integer) or n < 1):
+            raise ValueError(f"n must be a positive number of patients, got {n!r}")
+        n, frame = request_frame(tokenizer, n, conditions, static)
+        if length is not None and not 1 <= int(length) <= tokenizer.max_length:
+            raise ValueError(f"length must lie in 1..{tokenizer.max_length}, got {length}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+        requested = None if frame is None else self._request_tokens(frame)
+        rng = torch.Generator().manual_seed(seed)
+        temperature = self.config.temperature
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            static_tokens = torch.zeros(b, 0, dtype=torch.long)
+            if net.statics is not None:
+                given = net.statics.unknown(b, torch.device("cpu"))
+                if requested is not None:
+                    given = torch.where(
+                        requested[start : start + b] >= 0, requested[start : start + b], given
+                    )
+                static_tokens = draw_statics(net.statics, given, rng, temperature)
+            dynamic, lengths = draw_steps(net.sequence, static_tokens, rng, length, temperature)
+            table = tokenizer.inverse_transform(
+                static_tokens.numpy(),
+                dynamic.numpy(),
+                lengths.numpy(),
+                ids=np.arange(start + 1, start + b + 1),
+                seed=derive_seed(seed, _DECODE, start),
+            )
+            if frame is not None:  # a requested real decodes within its bin; write it exactly
+                for name in frame.columns:
+                    table[name] = np.repeat(
+                        frame[name].to_numpy()[start : start + b], lengths.numpy()
+                    )
+            yield table
+
+    def _request_tokens(self, frame: pd.DataFrame) -> torch.Tensor:
+        """(n, S) static tokens of a request; -1 where the request leaves a token free."""
+        tokenizer = self._fitted()[1]
+        out = np.full((len(frame), len(tokenizer.static_vocab)), -1, dtype=np.int64)
+        at = 0
+        for c in tokenizer.static_columns:
+            width = len(c.vocab)
+            if c.name in frame:
+                out[:, at : at + width] = np.stack([c.token_of(v) for v in frame[c.name]])
+            at += width
+        return torch.from_numpy(out)
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write a self-contained, pickle-free model folder (JSON/YAML + weights)."""
+        self._fitted()
+        path = Path(path)
+        self._write_metadata(path)
+        self._write_weights(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> HealthGymAR:
+        """A model from a run or model folder; weights load with `weights_only=True`."""
+        path = Path(path)
+        meta = read_model_meta(path, MODEL_NAME)
+        model = cls(**ARConfig.from_dict(meta["config"]).to_dict())
+        model.encoder = Tokenizer.load(path / TOKENIZER_FILE)
+        weights = path / WEIGHTS_FILE
+        if not weights.exists():
+            raise ValueError(f"{path}: no trained weights ({WEIGHTS_FILE})")
+        state = load_checkpoint(weights, required=("model",))
+        t = model.encoder
+        net = build_model(t.static_vocab, t.dynamic_vocab, t.max_length, model.config)
+        try:
+            net.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{weights} does not fit {path / MODEL_FILE}: {e}") from None
+        model.network = net.eval()
+        return model
+
+    def _write_metadata(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        assert self.encoder is not None
+        meta = {"model": MODEL_NAME, "config": self.config.to_dict()}
+        write_text_atomic(path / MODEL_FILE, json.dumps(meta, indent=1))
+        self.encoder.save(path / TOKENIZER_FILE)
+        self.encoder.schema.to_yaml(path / SCHEMA_FILE)
+
+    def _write_weights(self, path: Path) -> None:
+        save_checkpoint({"model": self._fitted()[0].state_dict()}, path / WEIGHTS_FILE)
+
+    def _fitted(self) -> tuple[PatientModel, Tokenizer]:
+        if self.network is None or self.encoder is None:
+            raise RuntimeError("the model is not trained: call fit(cohort) or load(run_dir)")
+        return self.network, self.encoder

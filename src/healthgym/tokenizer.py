@@ -1,0 +1,340 @@
+"""Cohort <-> integer tokens, one token per variable per patient (statics) or per step.
+
+The default model (`HealthGym`) is a likelihood model over these tokens, so every variable
+becomes a small categorical: a binary or categorical variable's levels; a real variable with
+few distinct values its exact values; any other real variable `bins` equal-probability
+quantile bins (token k holds the training values with CDF in [k/bins, (k+1)/bins)). A
+variable with `missing: flag` gets one more token, "missing", so missingness is generated
+jointly with the values instead of imputed.
+
+Decoding a quantile token draws u uniformly in its CDF interval and maps it through the
+training quantile function (a grid of `GRID` quantiles, linearly interpolated), then rounds to
+the decimals the training values carry: a model that gets the token frequencies right gets
+the marginal distribution right, point masses (e.g. urine output 0) included. What the
+tokenizer keeps of the data is aggregate: level lists, distinct values of few-valued
+variables, and the quantile grid (its ends are the training minimum and maximum, as any
+min-max encoder keeps).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .cohort import Cohort, level_codes
+from .schema import Schema, write_text_atomic
+
+GRID = 1025  #: quantiles kept per binned real variable
+MAX_DECIMALS = 6  #: decoded reals are rounded to at most this many decimals
+
+
+@dataclass
+class TokenColumn:
+    """One variable's tokens: values (levels or exact values) or a quantile grid."""
+
+    name: str
+    kind: str  # "levels" (binary/categorical), "values" (few-valued real), "bins" (real)
+    values: list[Any]  # levels, or the distinct real values; empty for "bins"
+    bins: int = 0  # number of quantile bins ("bins" only)
+    grid: list[float] | None = None  # GRID training quantiles ("bins" only)
+    decimals: int | None = None  # decoded reals are rounded to this ("bins" only)
+    missing: bool = False  # the last token means "missing"
+    fine: int = 1  # "bins": each bin split into this many sub-bins, a second token
+
+    @property
+    def n_tokens(self) -> int:
+        """Size of the first (coarse) token's vocabulary."""
+        return (self.bins if self.kind == "bins" else len(self.values)) + int(self.missing)
+
+    @property
+    def xmin(self) -> float:
+        """Smallest training value of a real variable."""
+        return float(self.grid[0] if self.kind == "bins" else min(self.values))
+
+    @property
+    def xmax(self) -> float:
+        """Largest training value of a real variable."""
+        return float(self.grid[-1] if self.kind == "bins" else max(self.values))
+
+    @property
+    def vocab(self) -> list[int]:
+        """Vocabulary of each token this variable takes per row (coarse[, fine])."""
+        return (
+            [self.n_tokens, self.fine] if self.kind == "bins" and self.fine > 1 else [self.n_tokens]
+        )
+
+    @property
+    def missing_token(self) -> int:
+        if not self.missing:
+            raise ValueError(f"{self.name!r} has no missing token (its schema says missing: none)")
+        return self.n_tokens - 1
+
+    # ---- one column ------------------------------------------------------------------------
+    def encode(self, col: pd.Series, rng: np.random.Generator | None) -> np.ndarray:
+        """(n, len(vocab)) int64 tokens; ties of a binned real spread uniformly over their CDF
+        jump (`rng` None: placed at its middle). A missing value's fine token is 0."""
+        isna = col.isna().to_numpy()
+        if isna.any() and not self.missing:
+            raise ValueError(f"column {self.name!r} has missing values but no missing token")
+        out = np.zeros((len(col), len(self.vocab)), dtype=np.int64)
+        out[:, 0] = self.n_tokens - 1
+        present = col[~isna]
+        if self.kind == "levels":
+            codes = level_codes(present, self.values)
+            bad = codes < 0
+            if bad.any():
+                raise ValueError(
+                    f"column {self.name!r} has values {present[bad].unique().tolist()[:5]} "
+                    f"outside its levels {self.values}"
+                )
+            out[~isna, 0] = codes
+        elif self.kind == "values":
+            x = present.to_numpy(dtype=float)
+            known = np.asarray(self.values, dtype=float)
+            idx = np.clip(np.searchsorted(known, x), 0, len(known) - 1)
+            left = np.clip(idx - 1, 0, len(known) - 1)
+            closer = np.abs(known[left] - x) < np.abs(known[idx] - x)
+            out[~isna, 0] = np.where(closer, left, idx)
+        else:
+            u = _cdf(present.to_numpy(dtype=float), np.asarray(self.grid), rng)
+            steps = np.minimum(
+                (u * self.bins * self.fine).astype(np.int64), self.bins * self.fine - 1
+            )
+            out[~isna, 0] = steps // self.fine
+            if self.fine > 1:
+                out[~isna, 1] = steps % self.fine
+        return out
+
+    def decode(self, tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Values of `tokens` (n, len(vocab)): object array for levels, float for reals;
+        missing -> None/NaN."""
+        tokens = np.asarray(tokens).reshape(len(tokens), -1)
+        fine = tokens[:, 1] if tokens.shape[1] > 1 else 0
+        tokens = tokens[:, 0]
+        missing = tokens == self.n_tokens - 1 if self.missing else np.zeros(len(tokens), bool)
+        if self.kind == "levels":
+            out = np.asarray(self.values + [None], dtype=object)[
+                np.where(missing, len(self.values), tokens)
+            ]
+            return out
+        if self.kind == "values":
+            x = np.asarray(self.values, dtype=float)[np.where(missing, 0, tokens)]
+        else:
+            k = np.where(missing, 0, tokens * self.fine + fine).astype(float)
+            u = (k + rng.random(len(tokens))) / (self.bins * self.fine)
+            grid = np.asarray(self.grid)
+            x = np.interp(u, np.linspace(0.0, 1.0, len(grid)), grid)
+            if self.decimals is not None:
+                x = np.round(x, self.decimals)
+        return np.where(missing, np.nan, x)
+
+    def token_of(self, value: Any) -> int:
+        """The tokens (len(vocab),) of a requested value (the middle of its CDF jump for ties)."""
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return np.array([self.missing_token] + [0] * (len(self.vocab) - 1))
+        return self.encode(pd.Series([value], dtype=object), None)[0]
+
+
+def _cdf(x: np.ndarray, grid: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """u in [0, 1] with x = Q(u) for the interpolated quantile function Q on `grid`."""
+    p = np.linspace(0.0, 1.0, len(grid))
+    lo = np.searchsorted(grid, x, side="left")
+    hi = np.searchsorted(grid, x, side="right")
+    # On a flat stretch (a point mass) u is uniform over the stretch; otherwise interpolate.
+    p_lo = p[np.clip(lo - 1, 0, len(p) - 1)]
+    p_hi = p[np.clip(hi, 0, len(p) - 1)]
+    tie = hi > lo
+    g0 = grid[np.clip(lo - 1, 0, len(grid) - 1)]
+    g1 = grid[np.clip(lo, 0, len(grid) - 1)]
+    frac = np.divide(x - g0, g1 - g0, out=np.zeros_like(x), where=g1 > g0)
+    u_interp = p_lo + np.clip(frac, 0, 1) * (p[np.clip(lo, 0, len(p) - 1)] - p_lo)
+    jitter = np.full(len(x), 0.5) if rng is None else rng.random(len(x))
+    u_tie = p_lo + jitter * (p_hi - p_lo)
+    return np.clip(np.where(tie, u_tie, u_interp), 0.0, 1.0 - 1e-12)
+
+
+def _decimals(x: np.ndarray) -> int | None:
+    for d in range(MAX_DECIMALS + 1):
+        if np.allclose(np.round(x, d), x, rtol=0, atol=1e-9 * max(1.0, np.abs(x).max())):
+            return d
+    return None
+
+
+def fit_column(
+    col: pd.Series, kind: str, levels: list[Any] | None, missing: bool, bins: int, fine: int
+) -> TokenColumn:
+    """A TokenColumn for one variable's training values."""
+    if kind != "real":
+        return TokenColumn(col.name, "levels", list(levels or []), missing=missing)
+    x = col.dropna().to_numpy(dtype=float)
+    if len(x) == 0:
+        raise ValueError(f"column {col.name!r} has no values to fit")
+    distinct = np.unique(x)
+    if len(distinct) <= bins:
+        return TokenColumn(col.name, "values", distinct.tolist(), missing=missing)
+    grid = np.quantile(x, np.linspace(0.0, 1.0, GRID))
+    return TokenColumn(col.name, "bins", [], bins, grid.tolist(), _decimals(x), missing, fine)
+
+
+@dataclass
+class TokenizedCohort:
+    """Token arrays of a cohort; padding steps hold token 0 and are masked by `lengths`."""
+
+    ids: np.ndarray  # (N,)
+    start: np.ndarray  # (N,) first time step of each patient
+    static: np.ndarray  # (N, S) int64
+    dynamic: np.ndarray  # (N, T, D) int64
+    lengths: np.ndarray  # (N,) int64
+
+
+class Tokenizer:
+    """Fitted map between a cohort and its token arrays (decoding draws within bins)."""
+
+    def __init__(self, schema: Schema, bins: int = 32, fine: int = 32) -> None:
+        if bins < 2 or fine < 1:
+            raise ValueError(f"bins must be >= 2 and fine >= 1, got {bins} and {fine}")
+        self.schema = schema
+        self.bins, self.fine = bins, fine
+        self.static_columns: list[TokenColumn] = []
+        self.dynamic_columns: list[TokenColumn] = []
+        self.max_length = 0
+        self.time_origin = 0
+
+    def fit(self, cohort: Cohort) -> Tokenizer:
+        """Levels, distinct values and quantile grids from the training cohort."""
+        _check_schema(cohort, self.schema)
+        table, first = cohort.table, _first_rows(cohort)
+        for block, variables in (("static", self.schema.static), ("dynamic", self.schema.dynamic)):
+            rows = table.loc[first] if block == "static" else table
+            columns = [
+                fit_column(
+                    rows[v.name], v.kind, v.levels, v.missing == "flag", self.bins, self.fine
+                )
+                for v in variables
+            ]
+            setattr(self, f"{block}_columns", columns)
+        self.max_length = int(cohort.lengths.max())
+        starts = table[self.schema.time].to_numpy()[first]
+        self.time_origin = int(pd.Series(starts).mode().iloc[0])
+        return self
+
+    @property
+    def static_vocab(self) -> list[int]:
+        """Vocabulary per static token (a binned real takes two: coarse, fine)."""
+        return [v for c in self.static_columns for v in c.vocab]
+
+    @property
+    def dynamic_vocab(self) -> list[int]:
+        """Vocabulary per dynamic token."""
+        return [v for c in self.dynamic_columns for v in c.vocab]
+
+    def transform(self, cohort: Cohort, seed: int = 0) -> TokenizedCohort:
+        """Token arrays of `cohort` (ties in binned reals placed with `seed`)."""
+        self._check_fitted()
+        _check_schema(cohort, self.schema)
+        rng = np.random.default_rng(seed)
+        table, first = cohort.table, _first_rows(cohort)
+        pid = np.cumsum(first) - 1
+        times = table[self.schema.time].to_numpy()
+        start = times[first]
+        pos = times - start[pid]
+        lengths = np.bincount(pid)
+        n, t_max = len(lengths), max(int(lengths.max()), self.max_length)
+        statics = table.loc[first]
+        static = np.zeros((n, len(self.static_vocab)), dtype=np.int64)
+        for c, at in _offsets(self.static_columns):
+            static[:, at : at + len(c.vocab)] = c.encode(statics[c.name], rng)
+        dynamic = np.zeros((n, t_max, len(self.dynamic_vocab)), dtype=np.int64)
+        for c, at in _offsets(self.dynamic_columns):
+            dynamic[pid, pos, at : at + len(c.vocab)] = c.encode(table[c.name], rng)
+        ids = table[self.schema.id].to_numpy()[first]
+        return TokenizedCohort(ids, start, static, dynamic, lengths.astype(np.int64))
+
+    def inverse_transform(
+        self,
+        static: np.ndarray,
+        dynamic: np.ndarray,
+        lengths: np.ndarray,
+        *,
+        ids: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """The long table of token arrays: static (N, S), dynamic (N, T, D), lengths (N,)."""
+        self._check_fitted()
+        rng = np.random.default_rng(seed)
+        n = len(lengths)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        ids = np.arange(1, n + 1) if ids is None else np.asarray(ids)
+        pid = np.repeat(np.arange(n), lengths)
+        pos = np.arange(len(pid)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out: dict[str, Any] = {
+            self.schema.id: ids[pid],
+            self.schema.time: self.time_origin + pos,
+        }
+        values = {
+            c.name: c.decode(static[:, at : at + len(c.vocab)], rng)[pid]
+            for c, at in _offsets(self.static_columns)
+        }
+        for c, at in _offsets(self.dynamic_columns):
+            values[c.name] = c.decode(dynamic[pid, pos, at : at + len(c.vocab)], rng)
+        for v in self.schema.variables:
+            out[v.name] = values[v.name]
+        return pd.DataFrame(out)
+
+    # ---- persistence -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema.to_dict(),
+            "bins": self.bins,
+            "fine": self.fine,
+            "static_columns": [asdict(c) for c in self.static_columns],
+            "dynamic_columns": [asdict(c) for c in self.dynamic_columns],
+            "max_length": self.max_length,
+            "time_origin": self.time_origin,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Tokenizer:
+        tok = cls(Schema.from_dict(d["schema"]), bins=d["bins"], fine=d["fine"])
+        tok.static_columns = [TokenColumn(**c) for c in d["static_columns"]]
+        tok.dynamic_columns = [TokenColumn(**c) for c in d["dynamic_columns"]]
+        tok.max_length, tok.time_origin = d["max_length"], d["time_origin"]
+        return tok
+
+    def save(self, path: str | Path) -> None:
+        write_text_atomic(Path(path), json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a healthgym tokenizer file ({e})") from None
+
+    def _check_fitted(self) -> None:
+        if not self.dynamic_columns and not self.static_columns:
+            raise RuntimeError("the tokenizer is not fitted: call fit(cohort)")
+
+
+def _offsets(columns: list[TokenColumn]) -> list[tuple[TokenColumn, int]]:
+    """Each column with the index of its first token in its block."""
+    at, out = 0, []
+    for c in columns:
+        out.append((c, at))
+        at += len(c.vocab)
+    return out
+
+
+def _first_rows(cohort: Cohort) -> np.ndarray:
+    pid = cohort.table[cohort.schema.id].to_numpy()
+    return np.r_[True, pid[1:] != pid[:-1]]
+
+
+def _check_schema(cohort: Cohort, schema: Schema) -> None:
+    if cohort.schema.to_dict() != schema.to_dict():
+        raise ValueError("the cohort's schema differs from the tokenizer's")

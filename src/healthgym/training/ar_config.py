@@ -1,0 +1,69 @@
+"""Settings of the default model's likelihood training; defaults measured on the demo cohort.
+
+How they were chosen: README ("The default model") and `benchmarks/peers`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class ARConfig:
+    """Everything that shapes a run of the default model; JSON round-trips via to_dict."""
+
+    bins: int = 32  #: equal-probability bins per real variable (first token)
+    fine: int = 32  #: sub-bins per bin (second token); 1 turns the second token off
+    width: int = 128  #: embedding, GRU and MLP width
+    dropout: float = 0.1  #: dropout in the MLP blocks
+    batch_size: int = 128  #: patients per optimizer step
+    lr: float = 3e-3  #: AdamW learning rate (halved when the validation loss stalls)
+    weight_decay: float = 1e-4  #: AdamW weight decay
+    epochs: int = 400  #: most passes over the training patients
+    #: epochs without a better validation loss before the learning rate is halved
+    lr_patience: int = 3
+    #: epochs without a better validation loss before training stops (the best weights are kept)
+    patience: int = 8
+    val_fraction: float = 0.1  #: patients held out to measure the validation loss
+    seed: int = 0  #: seeds weights, the validation split, shuffles, masks and dropout
+    device: str = "auto"  #: "auto" (cuda if available, else cpu), "cpu", "cuda", ...
+    temperature: float = 1.0  #: sampling temperature of every softmax
+    max_loss: float = 1e6  #: a loss that is NaN, inf or larger stops the run
+
+    def __post_init__(self) -> None:
+        positive = (
+            "bins", "fine", "width", "batch_size", "lr", "epochs", "lr_patience", "patience",
+            "temperature", "max_loss",
+        )  # fmt: skip
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.bins < 2:
+            raise ValueError(f"bins must be >= 2, got {self.bins}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.weight_decay < 0 or self.seed < 0:
+            raise ValueError("weight_decay and seed must be >= 0")
+
+    def resolve_device(self) -> torch.device:
+        """The torch device named by `device` ("auto" prefers CUDA)."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ARConfig:
+        """Inverse of to_dict; unknown keys are an error, missing keys take defaults."""
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ARConfig keys: {sorted(unknown)}")
+        return cls(**d)
