@@ -87,6 +87,7 @@ def evaluate(
         notes.append("utility skipped: no outcome given")
     if holdout is not None:
         metrics["privacy"], distances = privacy_metrics(real, synthetic, holdout, seed=seed)
+        notes += metrics["privacy"]["notes"]
         figures["privacy"] = plot_privacy(distances)
     else:
         notes.append("privacy skipped: no holdout given")

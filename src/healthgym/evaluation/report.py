@@ -114,12 +114,19 @@ READINGS: dict[str, Reading] = {
         "the same classifier trained on synthetic patients",
     ),
     "utility.auroc_ratio": Reading(
-        "utility: TSTR / TRTR", 1, 0.9, 0.75, True,
-        "share of real-data predictive performance kept by training on synthetic data",
+        "utility: TSTR / TRTR, chance-corrected", 1, 0.8, 0.5, True,
+        "(TSTR - 0.5) / (TRTR - 0.5) clipped to [0, 1]: share of real-data skill above chance "
+        "kept by training on synthetic data; n/a when TRTR <= 0.5",
     ),
     "privacy.dcr_share": Reading(
         "privacy: DCR share (closer to train)", 0.5, 0.55, 0.65, False,
-        "share of synthetic patients nearer to training than to holdout patients",
+        "share of synthetic patients nearer to training than to holdout patients (equal-size "
+        "subsamples, median over draws); says little when the hub share is high",
+    ),
+    "privacy.dcr_hub_share": Reading(
+        "privacy: DCR hub share", 0, 0.05, 0.2, False,
+        "share of synthetic patients whose nearest training patient is the most common one "
+        "(hubness; holdout_hub_share is a real population's level)",
     ),
     "privacy.exact_copy_share": Reading(
         "privacy: exact copies of training patients", 0, 0.001, 0.01, False,

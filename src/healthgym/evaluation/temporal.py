@@ -177,7 +177,7 @@ def temporal_metrics(real: Cohort, synth: Cohort, lags: int = 3) -> dict[str, An
         "trend_corr_mad": mean_abs_upper(dyn_r["trend"], dyn_s["trend"]),
         "cycle_corr_mad": mean_abs_upper(dyn_r["cycle"], dyn_s["cycle"]),
         "transition_tv_mean": float(np.mean(tvs)) if tvs else np.nan,
-        "length_ks_complement": 1.0 - float(stats.ks_2samp(len_r, len_s).statistic),
+        "length_ks_complement": 1.0 - float(stats.ks_2samp(len_r, len_s, method="asymp").statistic),
         "autocorrelation": auto,
         "dynamic_correlations": {"real": dyn_r, "synthetic": dyn_s},
         "transitions": transitions,
