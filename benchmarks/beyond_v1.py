@@ -1,4 +1,4 @@
-"""HealthGymV1 (faithful) vs HealthGym (default) on the demo cohort, same wall-clock budget.
+"""HealthGymV1 (faithful) vs HealthGymGAN (beyond v1) on the demo cohort, same wall-clock budget.
 
     python -m benchmarks.beyond_v1 [--minutes 5] [--length-minutes M/2] [--out DIR]
 
@@ -46,8 +46,8 @@ ROWS = [r.label for r in READINGS.values()] + [label for label, _ in EXTRA_ROWS]
 
 
 def models() -> dict[str, Any]:
-    """The contenders, fresh: v1 with its published settings, HealthGym with its defaults."""
-    return {"HealthGymV1 (faithful)": hg.HealthGymV1(), "HealthGym": hg.HealthGym()}
+    """The contenders, fresh: v1 with its published settings, HealthGymGAN with its defaults."""
+    return {"HealthGymV1 (faithful)": hg.HealthGymV1(), "HealthGymGAN": hg.HealthGymGAN()}
 
 
 def train_and_sample(
@@ -158,7 +158,7 @@ def main() -> None:
         f"--length-minutes {length_minutes:g}"
     )
     section = "\n".join([
-        f"## beyond_v1: HealthGymV1 vs HealthGym on the demo cohort ({env['date']})",
+        f"## beyond_v1: HealthGymV1 vs HealthGymGAN on the demo cohort ({env['date']})",
         "",
         f"`{command}`; commit {env['commit']}; {env['cpu']}; torch {env['torch']}.",
         f"Training split 3,200 patients, holdout 800, {len(table.columns) - 1} models x "

@@ -24,8 +24,11 @@ BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Performance (issue 5): training speed, sampling, time to quality"
 
 
-def machine() -> dict[str, str]:
-    """Date, commit, CPU model, core count, torch version and threads, load average."""
+def machine(device: torch.device | str | None = None) -> dict[str, str]:
+    """Date, commit, CPU model, core count, torch version and threads, load average.
+
+    For a CUDA ``device`` also the card's name, the CUDA and cuDNN versions and the TF32 flags.
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -36,7 +39,7 @@ def machine() -> dict[str, str]:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {
+    info = {
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "commit": commit or "unknown",
         "cpu": cpu_model(),
@@ -45,6 +48,15 @@ def machine() -> dict[str, str]:
         "threads": str(torch.get_num_threads()),
         "load": load(),
     }
+    if device is not None and torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = str(torch.version.cuda)
+        info["cudnn"] = str(torch.backends.cudnn.version())
+        info["tf32"] = (
+            f"matmul {torch.backends.cuda.matmul.allow_tf32}, "
+            f"cuDNN {torch.backends.cudnn.allow_tf32}"
+        )
+    return info
 
 
 def cpu_model() -> str:
@@ -65,23 +77,39 @@ def load() -> str:
         return "n/a"
 
 
-def matmul_peak(threads: int, size: int = 4096, repeats: int = 5) -> float:
-    """Best fp32 ``torch.mm`` GFLOP/s on square matrices, with ``threads`` torch threads."""
+def matmul_peak(
+    threads: int,
+    size: int = 4096,
+    repeats: int = 5,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """Best ``torch.mm`` GFLOP/s on square matrices, with ``threads`` torch threads (CPU).
+
+    On CUDA the clock stops after a synchronize; fp32 there follows PyTorch's TF32 setting
+    (off by default for matmuls).
+    """
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        a, b = torch.rand(size, size), torch.rand(size, size)
+        a = torch.rand(size, size, device=device).to(dtype)
+        b = torch.rand(size, size, device=device).to(dtype)
         a @ b  # warm up
-        best = min(timed(lambda: a @ b) for _ in range(repeats))
+        best = min(timed(lambda: a @ b, device) for _ in range(repeats))
     finally:
         torch.set_num_threads(before)
     return 2 * size**3 / best / 1e9
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    """Wall seconds of one call."""
+def timed(fn: Callable[[], Any], device: torch.device | str | None = None) -> float:
+    """Wall seconds of one call; on a CUDA ``device``, queued work is waited for on both sides."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     fn()
+    if cuda:
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -105,9 +133,14 @@ def header(title: str, module: str, argv: list[str] | None, info: dict[str, str]
     """Title line and how, where and on what a record was made."""
     args = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m", module, *args])
+    gpu = (
+        f"GPU {info['gpu']} (CUDA {info['cuda']}, cuDNN {info['cudnn']}, TF32: {info['tf32']}), "
+        if "gpu" in info
+        else ""
+    )
     return (
         f"### {title} ({info['date']})\n\n"
-        f"`{command}` - commit {info['commit']}, {info['cpu']} ({info['cores']} cores), "
+        f"`{command}` - commit {info['commit']}, {gpu}{info['cpu']} ({info['cores']} cores), "
         f"torch {info['torch']}, load average {info['load']} (at start)\n"
     )
 

@@ -15,7 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: b
 
 from benchmarks.peers import harness  # noqa: E402
 from benchmarks.peers.common import Fill, peer_tables, to_cohort  # noqa: E402
-from benchmarks.peers.healthgym_models import HealthGymAdapter, HealthGymV1Adapter  # noqa: E402
+from benchmarks.peers.healthgym_models import (  # noqa: E402
+    HealthGymAdapter,
+    HealthGymGANAdapter,
+    HealthGymV1Adapter,
+)
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +127,21 @@ def test_to_cohort_repairs_what_the_schema_cannot_hold(small):
     assert "Gender: 1 patients with unknown levels" in text
 
 
-@pytest.mark.parametrize("adapter_class", [HealthGymV1Adapter, HealthGymAdapter])
-def test_healthgym_adapters_at_a_tiny_budget(adapter_class, small, tmp_path):
+GAN_TINY = {"hidden": 8, "noise_dim": 8, "batch_size": 16}
+
+
+@pytest.mark.parametrize(
+    ("adapter_class", "tiny"),
+    [
+        (HealthGymV1Adapter, GAN_TINY),
+        (HealthGymGANAdapter, GAN_TINY),
+        (HealthGymAdapter, {"width": 8, "batch_size": 16}),  # autoregressive
+    ],
+)
+def test_healthgym_adapters_at_a_tiny_budget(adapter_class, tiny, small, tmp_path):
     if getattr(hg, "HealthGym", None) is None and adapter_class is HealthGymAdapter:
         pytest.skip("healthgym.HealthGym is not importable yet")
-    adapter = adapter_class(run_dir=tmp_path / "run", hidden=8, noise_dim=8, batch_size=16)
+    adapter = adapter_class(run_dir=tmp_path / "run", **tiny)
     adapter.fit(small, minutes=0.02)
     assert "generator steps" in adapter.progress
     synth = adapter.sample(7)
@@ -155,3 +169,81 @@ def test_peer_adapter_at_a_tiny_budget(name, small, tmp_path):
     assert isinstance(synth, hg.Cohort) and 1 <= len(synth) <= 9
     assert synth.schema.names == small.schema.names
     assert np.isin(synth.lengths.to_numpy(), np.arange(1, 13)).all()
+
+
+def test_rescore_recomputes_the_summary_and_keeps_the_training_facts(tmp_path, monkeypatch):
+    """A saved run (made-up summary, a stale report file) scored again: the summary is the
+    current `healthgym.evaluate`'s, the training facts stay, `rescored` is added."""
+    import json
+
+    from benchmarks.peers.__main__ import main
+
+    demo = hg.datasets.demo()
+    real = harness._cut_stays(demo.subset(demo.ids[:150]), seed=2)
+    split = real.split(holdout=harness.HOLDOUT, seed=harness.SEED)
+    monkeypatch.setattr(harness, "load_cohort", lambda name: split)
+    out = tmp_path / "demo" / "fake"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "stale.png").write_bytes(b"old")
+    synth = harness._cut_stays(demo.subset(demo.ids[150:230]), seed=3)
+    synth.to_parquet(out / "synthetic.parquet")
+    facts = {
+        "model": "fake",
+        "cohort": "demo",
+        "minutes": 8.0,
+        "threads": 1,
+        "load_start": [2.5, 2.0, 1.5],
+        "train_patients": len(split[0]),
+        "holdout_patients": len(split[1]),
+        "settings": {"epochs": "5"},
+        "train_seconds": 480.5,
+        "progress": "123 generator steps",
+        "sample_seconds": 2.0,
+        "synthetic_patients": 80,
+        "notes": ["Urine: 3 rows below 0 clipped"],
+        "status": "ok",
+        "load_end": [1.0, 1.0, 1.0],
+    }
+    old_summary = {key: 0.123 for _, key, _ in harness.COLUMNS}
+    result = facts | {"summary": old_summary, "report_notes": ["old note"]}
+    (out / "result.json").write_text(json.dumps(result))
+    (tmp_path / "demo" / "empty").mkdir()  # no synthetic cohort: not a saved model
+
+    assert harness.saved_models(tmp_path / "demo") == ["fake"]
+    argv = ["--rescore", "--cohort", "demo", "--out", str(tmp_path), "--no-reference"]
+    assert main([*argv, "--benchmarks", str(tmp_path / "B.md"), "--no-append"]) == 0
+    assert not (tmp_path / "B.md").exists()
+
+    new = json.loads((out / "result.json").read_text())
+    assert {k: new[k] for k in facts} == facts  # training facts as recorded
+    assert new["original_summary"] == old_summary
+    assert set(new["rescored"]) >= {"date", "commit", "original_written"}
+    assert new["rescored"]["commit"] == harness.commit()
+    train, holdout = split
+    report = hg.evaluate(train, synth, holdout=holdout, outcome=harness.OUTCOME)
+    expected = {k: report.value(k) for k, _ in harness._summary_keys(report)}
+    assert set(new["summary"]) == set(expected) >= {"privacy.dcr_hub_share"}
+    for key, value in expected.items():
+        assert new["summary"][key] == pytest.approx(value, nan_ok=True), key
+    assert new["summary"]["marginals.ks_complement_mean"] != 0.123
+    assert new["report_notes"] == list(report.notes)
+    assert new["intervals"]["utility.auroc_ratio"] == pytest.approx(
+        report.metrics["utility"]["auroc_ratio_ci"], nan_ok=True
+    )
+    assert (out / "report" / "index.html").exists() and not (out / "report" / "stale.png").exists()
+
+    # a second rescore keeps the first summary as the original one; the section appends
+    assert main([*argv, "--benchmarks", str(tmp_path / "B.md")]) == 0
+    again = json.loads((out / "result.json").read_text())
+    assert again["original_summary"] == old_summary
+    assert again["rescored"]["original_written"] == new["rescored"]["original_written"]
+    text = (tmp_path / "B.md").read_text()
+    assert f"8 min per model ({harness.RESCORED};" in text
+    assert "- fake: 123 generator steps; sampled 80 patients in 2 s; Urine: 3 rows" in text
+    assert "| TSTR vs TRTR, chance-corrected (+) |" in text and "| DCR hub share (-) |" in text
+
+
+def test_rescore_of_a_folder_without_a_synthetic_cohort_is_a_failed_row(tmp_path):
+    result = harness.rescore_model("gone", "demo", tmp_path / "gone", split=(None, None))
+    assert result["status"] == "failed" and "no synthetic.parquet" in result["error"]
+    assert not (tmp_path / "gone").exists()

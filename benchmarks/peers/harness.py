@@ -24,6 +24,7 @@ import numpy as np
 MODELS: dict[str, tuple[str, str, str]] = {
     "healthgym": ("benchmarks.peers.healthgym_models", "HealthGymAdapter", "healthgym"),
     "healthgym-v1": ("benchmarks.peers.healthgym_models", "HealthGymV1Adapter", "healthgym"),
+    "healthgym-gan": ("benchmarks.peers.healthgym_models", "HealthGymGANAdapter", "healthgym"),
     "tabularargn": ("benchmarks.peers.tabularargn", "TabularARGNAdapter", "mostlyai-engine"),
     "dgan": ("benchmarks.peers.dgan", "DGANAdapter", "gretel-synthetics"),
     "par": ("benchmarks.peers.par", "PARAdapter", "sdv"),
@@ -49,10 +50,17 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("cycle diff", "temporal.cycle_corr_mad", "-"),
     ("length KS compl.", "temporal.length_ks_complement", "+"),
     ("static consist.", "structure.static_consistency", "+"),
-    ("TSTR/TRTR AUROC", "utility.auroc_ratio", "+"),
+    ("TSTR vs TRTR, chance-corrected", "utility.auroc_ratio", "+"),
     ("MIA AUROC", "privacy.mia_auroc", "0.5"),
     ("DCR share", "privacy.dcr_share", "0.5"),
+    ("DCR hub share", "privacy.dcr_hub_share", "-"),
 ]
+#: Bootstrap 95% intervals kept in result.json ("intervals") and named in the section.
+INTERVALS = {
+    "utility.auroc_ratio": "utility.auroc_ratio_ci",
+    "utility.auroc_tstr": "utility.auroc_tstr_ci",
+    "utility.auroc_trtr": "utility.auroc_trtr_ci",
+}
 
 
 # ---- cohorts -------------------------------------------------------------------------------
@@ -121,6 +129,8 @@ def run_model(
         "cohort": cohort,
         "minutes": minutes,
         "threads": threads,
+        "date": _now(),
+        "commit": commit(),
         "load_start": os.getloadavg(),
     }
     try:
@@ -147,22 +157,9 @@ def run_model(
         result["synthetic_patients"] = len(synth)
         synth.to_parquet(out / "synthetic.parquet")
         synth.schema.to_yaml(out / "schema.yaml")
-        import healthgym as hg
-
         t0 = time.monotonic()
-        dynamics = out / "run" / "learning_dynamics.png"
-        kw = {"learning_dynamics": dynamics if dynamics.exists() else None}
-        try:
-            report = hg.evaluate(train, synth, holdout=holdout, outcome=OUTCOME, **kw)
-        except ValueError as e:
-            # healthgym's utility check fails on synthetic features that are entirely NaN
-            # (a dynamic real never generated); score the rest and say so.
-            result["evaluate_error"] = f"{type(e).__name__}: {e}"
-            report = hg.evaluate(train, synth, holdout=holdout, **kw)
-        report.save(out / "report")
+        _evaluate(train, synth, holdout, out, result)
         result["evaluate_seconds"] = time.monotonic() - t0
-        result["summary"] = {k: report.value(k) for k, _ in _summary_keys(report)}
-        result["report_notes"] = list(report.notes)
         result["notes"] = list(dict.fromkeys(adapter.notes))
         result["status"] = "ok"
     except Exception as e:  # a failing peer is a row of the table, not the end of the run
@@ -172,30 +169,141 @@ def run_model(
     return _write(out, result)
 
 
+def _evaluate(train: Any, synth: Any, holdout: Any, out: Path, result: dict[str, Any]) -> Any:
+    """`healthgym.evaluate` as every model gets it (holdout, outcome, the run's learning
+    dynamics figure when there is one); writes out/report (replacing an old one) and sets
+    result's summary, intervals, report_notes and evaluate_error (only when it failed)."""
+    import healthgym as hg
+
+    dynamics = out / "run" / "learning_dynamics.png"
+    kw = {"learning_dynamics": dynamics if dynamics.exists() else None}
+    result.pop("evaluate_error", None)
+    try:
+        report = hg.evaluate(train, synth, holdout=holdout, outcome=OUTCOME, **kw)
+    except ValueError as e:
+        # healthgym's utility check fails on synthetic features that are entirely NaN
+        # (a dynamic real never generated); score the rest and say so.
+        result["evaluate_error"] = f"{type(e).__name__}: {e}"
+        report = hg.evaluate(train, synth, holdout=holdout, **kw)
+    if (out / "report").is_dir():
+        shutil.rmtree(out / "report")
+    report.save(out / "report")
+    result["summary"] = {k: report.value(k) for k, _ in _summary_keys(report)}
+    result["intervals"] = _intervals(report)
+    result["report_notes"] = list(report.notes)
+    return report
+
+
 REFERENCE = "real holdout (reference)"
 
 
-def reference_result(cohort: str, out: Path) -> dict[str, Any]:
+def reference_result(
+    cohort: str, out: Path, split: tuple[Any, Any] | None = None
+) -> dict[str, Any]:
     """The real holdout scored as if it were synthetic: the values a perfect generator could
     reach on this cohort (sampling noise of the metrics). Privacy needs a third set, so it
     is left out; utility then trains "TSTR" on the holdout and tests on 20% of the training
-    patients, against TRTR on the other 80%."""
+    patients, against TRTR on the other 80%. `split`: `load_cohort(cohort)` when given."""
     import healthgym as hg
 
-    train, holdout = load_cohort(cohort)
+    train, holdout = split if split is not None else load_cohort(cohort)
     out.mkdir(parents=True, exist_ok=True)
     report = hg.evaluate(train, holdout, outcome=OUTCOME)
+    if (out / "report").is_dir():
+        shutil.rmtree(out / "report")
     report.save(out / "report")
     result = {
         "model": REFERENCE,
         "cohort": cohort,
         "status": "ok",
         "reference": True,
+        "date": _now(),
+        "commit": commit(),
         "train_patients": len(train),
         "holdout_patients": len(holdout),
         "summary": {k: report.value(k) for k, _ in _summary_keys(report)},
+        "intervals": _intervals(report),
+        "report_notes": list(report.notes),
     }
     return _write(out, result)
+
+
+# ---- rescoring saved runs ------------------------------------------------------------------
+def saved_models(cohort_dir: Path) -> list[str]:
+    """The model folders under `cohort_dir` that hold a synthetic cohort: those of MODELS in
+    its order, then any others by name (the reference row has no synthetic cohort)."""
+    found = {p.parent.name for p in cohort_dir.glob("*/synthetic.parquet")}
+    return [m for m in MODELS if m in found] + sorted(found - set(MODELS))
+
+
+def rescore_model(
+    name: str, cohort: str, out: Path, split: tuple[Any, Any] | None = None
+) -> dict[str, Any]:
+    """Score a saved synthetic cohort (out/synthetic.parquet) again with the current
+    `healthgym.evaluate`, against the same split and with the same call as `run_model`.
+    result.json keeps the training facts (train_seconds, progress, loads, settings, notes,
+    date, commit, ...); `summary`, `intervals`, `report_notes`, `evaluate_error` and report/
+    are replaced; `rescored` says when and at which commit; the first summary is kept as
+    `original_summary`. A failure is a row of the table and leaves the folder as it was."""
+    from healthgym import Cohort
+
+    path = out / "result.json"
+    try:
+        result = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError as e:
+        result = {"error_reading": f"{type(e).__name__}: {e}"}
+    result = {"model": name, "cohort": cohort, **result}
+    if not (out / "synthetic.parquet").exists():
+        return result | {"status": "failed", "error": f"rescore: no synthetic.parquet in {out}"}
+    previous = result.get("rescored", {})
+    written = previous.get("original_written")
+    if written is None and path.exists():
+        written = _now(path.stat().st_mtime)
+    original = {
+        k: result[k] for k in ("summary", "report_notes", "evaluate_seconds") if k in result
+    }
+    new = dict(result)
+    try:
+        train, holdout = split if split is not None else load_cohort(cohort)
+        synth = Cohort.from_parquet(out / "synthetic.parquet", train.schema, strict=False)
+        t0 = time.monotonic()
+        _evaluate(train, synth, holdout, out, new)
+        seconds = time.monotonic() - t0
+    except Exception as e:
+        (out / "rescore_traceback.txt").write_text(traceback.format_exc())
+        return result | {"status": "failed", "error": f"rescore: {type(e).__name__}: {e}"}
+    if "original_summary" not in new and "summary" in original:
+        new["original_summary"] = original["summary"]
+    new["status"] = "ok"
+    new.pop("error", None)
+    new["rescored"] = {
+        "date": _now(),
+        "commit": commit(),
+        "evaluate_seconds": seconds,
+        "synthetic_patients": len(synth),
+        "original_written": written,  # result.json's time before the first rescore
+        "original_evaluate_seconds": previous.get(
+            "original_evaluate_seconds", original.get("evaluate_seconds")
+        ),
+    }
+    return _write(out, new)
+
+
+def _intervals(report: Any) -> dict[str, list[float]]:
+    out = {}
+    for key, ci in INTERVALS.items():
+        node: Any = report.metrics
+        for part in ci.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            out[key] = [float(x) for x in node]
+    return out
+
+
+def _now(timestamp: float | None = None) -> str:
+    if timestamp is None:
+        return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
 
 
 def _summary_keys(report: Any) -> list[tuple[str, Any]]:
@@ -238,10 +346,12 @@ LEGEND = (
     "'Evaluation' (summary keys `marginals.ks_complement_mean`, `marginals.tv_complement_mean`, "
     "`marginals.missing_rate_diff_mean`, `associations.mean_abs_diff`, "
     "`temporal.autocorrelation_mad`, `temporal.trend_corr_mad`, `temporal.cycle_corr_mad`, "
-    "`temporal.length_ks_complement`, `structure.static_consistency`, `utility.auroc_ratio`, "
-    "`privacy.mia_auroc`, `privacy.dcr_share`). `train s`: wall seconds of the adapter's "
+    "`temporal.length_ks_complement`, `structure.static_consistency`, `utility.auroc_ratio` "
+    "(chance-corrected: (TSTR - 0.5) / (TRTR - 0.5), clipped to [0, 1]), `privacy.mia_auroc`, "
+    "`privacy.dcr_share`, `privacy.dcr_hub_share`). `train s`: wall seconds of the adapter's "
     "`fit` (data conversion and library preprocessing included)."
 )
+RESCORED = "rescored with the current evaluation; training as recorded in the original run"
 
 
 # ---- environment ---------------------------------------------------------------------------
@@ -287,8 +397,10 @@ def section(
     command: str,
     started: datetime.datetime,
     label: str = "",
+    rescored: bool = False,
 ) -> str:
-    """The BENCHMARKS.md section of one comparison run."""
+    """The BENCHMARKS.md section of one comparison run; `rescored`: of saved runs scored
+    again (`rescore_model`), `started` the rescore's time, the training facts as recorded."""
     v = versions()
     ok = [r for r in results if r.get("status") == "ok"]
     first = results[0] if results else {}
@@ -296,17 +408,34 @@ def section(
         f"{first.get('train_patients', '?')} training / {first.get('holdout_patients', '?')} "
         "holdout patients"
     )
+    if rescored:
+        trained = [r for r in results if not r.get("reference")]
+        minutes_text = "/".join(sorted({f"{r['minutes']:g}" for r in trained if "minutes" in r}))
+        threads_text = "/".join(sorted({str(r["threads"]) for r in trained if "threads" in r}))
+        title = f"{minutes_text or '?'} min per model{label} ({RESCORED}; "
+        setup = [
+            f"- command: `{command}`",
+            f"- evaluation: commit {commit()}, healthgym {v['healthgym']}; CPU {cpu_name()}, "
+            f"{os.cpu_count()} cores (shared)",
+            f"- training and sampling: as recorded in each model's result.json (torch "
+            f"{threads_text or '?'} thread(s) for every model); the synthetic cohorts are the "
+            "saved synthetic.parquet files, scored against the same split",
+        ]
+    else:
+        title = f"{minutes:g} min per model{label} ("
+        setup = [
+            f"- command: `{command}`",
+            f"- commit {commit()}; CPU {cpu_name()}, {os.cpu_count()} cores (shared); "
+            f"torch {v['torch']} with {threads} thread(s) for every model",
+        ]
     lines = [
-        f"## Peers: {cohort} cohort, {minutes:g} min per model{label} "
-        f"({started:%Y-%m-%d %H:%M} UTC)",
+        f"## Peers: {cohort} cohort, {title}{started:%Y-%m-%d %H:%M} UTC)",
         "",
-        f"- command: `{command}`",
-        f"- commit {commit()}; CPU {cpu_name()}, {os.cpu_count()} cores (shared); "
-        f"torch {v['torch']} with {threads} thread(s) for every model",
+        *setup,
         "- versions: " + ", ".join(f"{k} {v[k]}" for k in ("healthgym", *PEER_PACKAGES, "python")),
         f"- cohort: {sizes} ({HOLDOUT:.0%} holdout by patient, seed {SEED}); every model "
         f"samples as many patients as it trained on; outcome `{OUTCOME}`",
-        "- load average (1 min) at each model's start / end: "
+        f"- load average (1 min) at each model's {'training ' if rescored else ''}start / end: "
         + ", ".join(
             f"{r['model']} {r.get('load_start', [0])[0]:.2f} / {r.get('load_end', [0])[0]:.2f}"
             for r in results
@@ -319,11 +448,12 @@ def section(
         "",
     ]
     for r in ok:
+        ci = _interval_text(r) + "".join(f"; evaluation: {n}" for n in r.get("report_notes", []))
         if r.get("reference"):
             lines.append(
                 f"- {r['model']}: the {r['holdout_patients']} holdout patients scored as the "
                 "synthetic cohort (no privacy; utility trains on the holdout and tests on 20% "
-                "of the training patients): what a perfect generator would reach"
+                f"of the training patients): what a perfect generator would reach{ci}"
             )
             continue
         extra = "; ".join(r.get("notes", [])) or "no output repairs"
@@ -332,15 +462,39 @@ def section(
                 "; healthgym.evaluate failed with the outcome "
                 f"({r['evaluate_error']}), scored without utility"
             )
+        if rescored:
+            if r.get("date"):
+                extra += f"; run started {_minute(r['date'])} UTC"
+                extra += f" at commit {r['commit']}" if r.get("commit") else ""
+            else:
+                written = (r.get("rescored") or {}).get("original_written")
+                extra += (
+                    f"; original result.json written {_minute(written)} UTC (no run date or "
+                    "commit recorded)"
+                )
+        sampled = r.get("synthetic_patients", "?")
+        seconds = r.get("sample_seconds")
+        took = "" if seconds is None else f" in {seconds:.0f} s"
         lines.append(
-            f"- {r['model']}: {r.get('progress', '')}; sampled {r['synthetic_patients']} "
-            f"patients in {r['sample_seconds']:.0f} s; {extra}"
+            f"- {r['model']}: {r.get('progress', '')}; sampled {sampled} patients{took}; "
+            f"{extra}{ci}"
         )
     for r in results:
         if r.get("status") != "ok":
             lines.append(f"- {r['model']}: {r.get('status')}: {r.get('error', '')}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _minute(iso: Any) -> str:
+    return str(iso or "?")[:16].replace("T", " ")
+
+
+def _interval_text(result: dict[str, Any]) -> str:
+    ci = (result.get("intervals") or {}).get("utility.auroc_ratio")
+    if not ci or not all(np.isfinite(ci)):
+        return ""
+    return f"; TSTR vs TRTR 95% bootstrap interval {ci[0]:.3f}-{ci[1]:.3f}"
 
 
 def append_section(text: str, path: Path) -> None:

@@ -1,5 +1,6 @@
 """healthgym's own models in the comparison: HealthGymV1 (the faithful Health Gym v1 WGAN-GP,
-published settings) and HealthGym (the default model), each with `max_minutes`.
+published settings), HealthGymGAN (the WGAN-GP beyond v1) and HealthGym (the default model,
+autoregressive), each with `max_minutes`.
 
 Both are asked for more epochs than the budget allows (`epochs=10**6`; an epoch count only
 decides when to stop, nothing is scheduled on it), so the clock stops them, as it does the
@@ -61,3 +62,13 @@ class HealthGymAdapter(_HealthGymAdapter):
             raise ImportError("healthgym.HealthGym is not importable in this checkout")
         super().__init__(**kw)
         self.name = "healthgym"
+
+
+class HealthGymGANAdapter(_HealthGymAdapter):
+    """`healthgym.HealthGymGAN()`: the WGAN-GP beyond v1 (statics head, masks, lengths)."""
+
+    model_class = hg.HealthGymGAN
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.name = "healthgym-gan"

@@ -14,9 +14,11 @@ from .cohort import Cohort, read_table, write_tables
 from .datasets.healthgym_layouts import DATASETS, published_dataset
 from .datasets.healthgym_published import load_published, published_frames
 from .evaluation import Report, evaluate
-from .models import PRESETS, HealthGym, HealthGymV1
+from .models import PRESETS, HealthGym, HealthGymGAN, HealthGymV1
 from .models.conditioning import parse_condition
 from .schema import Schema, infer_schema
+from .training import distributed
+from .training.parquet_shards import ParquetShards
 
 
 def friendly_errors(fn: Any) -> Any:
@@ -87,9 +89,9 @@ def schema(
 @click.option(
     "--model",
     "model_name",
-    type=click.Choice(["healthgym", "v1"]),
-    help="healthgym (statics once per patient, lengths, missingness, conditions) or v1 "
-    "(published) [default: v1 with --dataset or --preset, else healthgym].",
+    type=click.Choice(["healthgym", "gan", "v1"]),
+    help="healthgym (the default: autoregressive, stops on a validation loss), gan (the WGAN-GP "
+    "beyond v1) or v1 (published) [default: v1 with --dataset or --preset, else healthgym].",
 )
 @click.option(
     "--preset",
@@ -104,6 +106,18 @@ def schema(
 @click.option("--out", "run_dir", required=True, type=click.Path(), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Train v1 with N processes on this machine (torch.distributed: one per GPU, or Gloo "
+    "on CPU). Several machines: torchrun ... -m healthgym train ... (README).",
+)
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="v1 on a Parquet DATA with --schema: read it row group by row group; each process "
+    "holds only its own patients.",
+)
 @friendly_errors
 def train(
     data: str,
@@ -117,10 +131,42 @@ def train(
     run_dir: str,
     resume: bool,
     quiet: bool,
+    nproc: int | None,
+    stream: bool,
     **settings: Any,
 ) -> None:
-    """Train HealthGym (or v1) on DATA (CSV or Parquet long table) into the run folder --out."""
-    if dataset is None:
+    """Train HealthGym (or the GAN, or v1) on DATA (CSV or Parquet long table) into --out."""
+    if (nproc or 1) > 1 or distributed.env_world_size() > 1 or stream:
+        if (model_name or ("v1" if preset or dataset else "healthgym")) != "v1":
+            raise ValueError(
+                "distributed training (--nproc, torchrun) and --stream train v1: add --model v1"
+            )
+    if (nproc or 1) > 1:
+        if distributed.env_world_size() > 1:
+            raise ValueError("--nproc inside a torchrun job: torchrun already starts the processes")
+        params = dict(
+            data=data,
+            id_col=id_col,
+            time_col=time_col,
+            schema_file=schema_file,
+            dataset=dataset,
+            model_name=model_name,
+            preset=preset,
+            max_minutes=max_minutes,
+            run_dir=run_dir,
+            resume=resume,
+            quiet=quiet,
+            nproc=None,
+            stream=stream,
+            **settings,
+        )
+        _launch_training(nproc, params)
+        return
+    if stream:
+        if dataset or not schema_file:
+            raise ValueError("--stream reads DATA with --schema (not --dataset or --id/--time)")
+        cohort: Cohort | ParquetShards = ParquetShards(data, schema_file)
+    elif dataset is None:
         cohort = load_cohort(data, id_col, time_col, schema_file)
     elif id_col or time_col or schema_file:
         raise ValueError("--dataset reads the published layout: drop --id, --time and --schema")
@@ -128,20 +174,45 @@ def train(
         cohort = load_published(dataset, data)
     overrides = {k: v for k, v in settings.items() if v is not None}
     model_name = model_name or ("v1" if preset or dataset else "healthgym")
-    if model_name == "healthgym" and preset:
+    if model_name != "v1" and preset:
         raise ValueError("--preset names v1 settings: add --model v1, or drop --preset")
+    model: HealthGym | HealthGymGAN | HealthGymV1
     if model_name == "healthgym":
-        model: HealthGym | HealthGymV1 = HealthGym(**overrides)
+        model = HealthGym(**overrides)
+    elif model_name == "gan":
+        model = HealthGymGAN(**overrides)
     else:
         model = HealthGymV1.preset(preset or dataset or "faithful", **overrides)
-    click.echo(f"{cohort}\ntraining {model} -> {run_dir}", err=True)
+    main_process = distributed.is_main_process()  # in a torchrun job, rank 0 speaks
+    if main_process:
+        click.echo(f"{cohort}\ntraining {model} -> {run_dir}", err=True)
     try:
         model.fit(cohort, run_dir, resume=resume, max_minutes=max_minutes, progress=not quiet)
     except FileExistsError as e:
         raise ValueError(str(e)) from None
     r = model.result
     how = f"stopped early ({r.stopped_early})" if r.stopped_early else "finished"
-    click.echo(f"{how}: {r.epochs} epochs, {r.steps} generator steps; run folder {run_dir}")
+    if main_process:
+        click.echo(f"{how}: {r.epochs} epochs, {r.steps} generator steps; run folder {run_dir}")
+
+
+def _launch_training(nproc: int, params: dict[str, Any]) -> None:
+    """`train` with these parameters in `nproc` processes (torchrun's launcher, standalone)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    click.echo(f"starting {nproc} training processes", err=True)
+    try:
+        distributed.launch(_train_process, (params,), nproc)
+    except ChildFailedError as e:
+        ranks = ", ".join(str(r) for r in sorted(e.failures))
+        raise ValueError(
+            f"training process(es) {ranks} of {nproc} failed (messages above)"
+        ) from None
+
+
+def _train_process(params: dict[str, Any]) -> None:
+    """One process of `train --nproc N` (module level, so the launcher can start it)."""
+    train.callback(**params)
 
 
 @main.command()
@@ -183,8 +254,10 @@ def sample(
     """Generate N synthetic patients from a trained run and stream them to OUTPUT."""
     model = load(run_dir)
     if conditions:
-        if not isinstance(model, HealthGym):
-            raise ValueError(f"--condition needs a HealthGym run; {run_dir} holds {model!r}")
+        if not isinstance(model, HealthGym | HealthGymGAN):
+            raise ValueError(
+                f"--condition needs a HealthGym or HealthGymGAN run; {run_dir} holds {model!r}"
+            )
         wanted = dict(parse_condition(model.encoder.schema, c) for c in conditions)
         if len(wanted) < len(conditions):
             raise ValueError("--condition names a variable twice")

@@ -30,6 +30,7 @@ from .cohort import Cohort, level_codes
 from .schema import Schema, write_text_atomic
 
 GRID = 1025  #: quantiles kept per binned real variable
+LENGTH = "__length"  #: name of the length token
 MAX_DECIMALS = 6  #: decoded reals are rounded to at most this many decimals
 
 
@@ -73,6 +74,17 @@ class TokenColumn:
         if not self.missing:
             raise ValueError(f"{self.name!r} has no missing token (its schema says missing: none)")
         return self.n_tokens - 1
+
+    def positions(self) -> list[list[float]]:
+        """Where each token sits on its variable's scale, in [0, 1] (one list per token of
+        `vocab`): bin centres, ranks of values and levels; 0 for the missing token."""
+
+        def spread(k: int) -> list[float]:
+            return [(i + 0.5) / k for i in range(k)]
+
+        first = spread(self.bins) if self.kind == "bins" else spread(len(self.values))
+        out = [first + [0.0] * int(self.missing)]
+        return out + ([spread(self.fine)] if len(self.vocab) > 1 else [])
 
     # ---- one column ------------------------------------------------------------------------
     def encode(self, col: pd.Series, rng: np.random.Generator | None) -> np.ndarray:
@@ -211,10 +223,11 @@ class Tokenizer:
         table, first = cohort.table, _first_rows(cohort)
         for block, variables in (("static", self.schema.static), ("dynamic", self.schema.dynamic)):
             rows = table.loc[first] if block == "static" else table
+            # Fine tokens keep a value close to the patient's previous one; statics have no
+            # previous value, and a fine static token would only help memorise patients.
+            fine = 1 if block == "static" else self.fine
             columns = [
-                fit_column(
-                    rows[v.name], v.kind, v.levels, v.missing == "flag", self.bins, self.fine
-                )
+                fit_column(rows[v.name], v.kind, v.levels, v.missing == "flag", self.bins, fine)
                 for v in variables
             ]
             setattr(self, f"{block}_columns", columns)
@@ -224,14 +237,34 @@ class Tokenizer:
         return self
 
     @property
+    def length_column(self) -> TokenColumn:
+        """The number of steps, a token after the statics (token k: k + 1 steps)."""
+        return TokenColumn(LENGTH, "levels", list(range(1, self.max_length + 1)))
+
+    @property
     def static_vocab(self) -> list[int]:
-        """Vocabulary per static token (a binned real takes two: coarse, fine)."""
-        return [v for c in self.static_columns for v in c.vocab]
+        """Vocabulary per static token (the last: the length)."""
+        return [v for c in [*self.static_columns, self.length_column] for v in c.vocab]
 
     @property
     def dynamic_vocab(self) -> list[int]:
         """Vocabulary per dynamic token."""
         return [v for c in self.dynamic_columns for v in c.vocab]
+
+    @property
+    def static_positions(self) -> list[list[float]]:
+        """Per static token, its tokens' places on the variable's scale (`positions`)."""
+        return [p for c in [*self.static_columns, self.length_column] for p in c.positions()]
+
+    @property
+    def dynamic_positions(self) -> list[list[float]]:
+        """Per dynamic token, its tokens' places on the variable's scale."""
+        return [p for c in self.dynamic_columns for p in c.positions()]
+
+    @property
+    def dynamic_groups(self) -> list[int]:
+        """The variable (index) of each dynamic token."""
+        return [g for g, c in enumerate(self.dynamic_columns) for _ in c.vocab]
 
     def transform(self, cohort: Cohort, seed: int = 0) -> TokenizedCohort:
         """Token arrays of `cohort` (ties in binned reals placed with `seed`)."""
@@ -249,6 +282,7 @@ class Tokenizer:
         static = np.zeros((n, len(self.static_vocab)), dtype=np.int64)
         for c, at in _offsets(self.static_columns):
             static[:, at : at + len(c.vocab)] = c.encode(statics[c.name], rng)
+        static[:, -1] = lengths - 1
         dynamic = np.zeros((n, t_max, len(self.dynamic_vocab)), dtype=np.int64)
         for c, at in _offsets(self.dynamic_columns):
             dynamic[pid, pos, at : at + len(c.vocab)] = c.encode(table[c.name], rng)
@@ -264,7 +298,8 @@ class Tokenizer:
         ids: np.ndarray | None = None,
         seed: int = 0,
     ) -> pd.DataFrame:
-        """The long table of token arrays: static (N, S), dynamic (N, T, D), lengths (N,)."""
+        """The long table of token arrays: static (N, S) (its last token, the length, is not
+        read: `lengths` is), dynamic (N, T, D), lengths (N,)."""
         self._check_fitted()
         rng = np.random.default_rng(seed)
         n = len(lengths)

@@ -1,9 +1,9 @@
 """The default model's network: an autoregressive likelihood model over patient tokens.
 
-A patient is its static tokens s_1..s_S, then per step t the dynamic tokens x_t1..x_tD, then
-"stop" or "go on". The joint factorises as
+A patient is its static tokens s_1..s_S (the last one: the number of steps), then per step
+t the dynamic tokens x_t1..x_tD. The joint factorises as
 
-    p(s) * prod_t [ prod_j p(x_tj | x_t,<j, history, s) ] * p(stop after t | x_<=t, s)
+    p(s) * prod_t prod_j p(x_tj | x_t,<j, history, s)
 
 - statics: any-order autoregressive (every order is trained, by masking a random subset of
   the columns), so `sample(conditions=...)` fixes any subset and draws the rest from their
@@ -13,7 +13,8 @@ A patient is its static tokens s_1..s_S, then per step t the dynamic tokens x_t1
 - within a step: column j reads the GRU state plus the summed embeddings of the step's
   earlier columns (an exclusive cumulative sum, so teacher forcing is one pass), through a
   residual MLP, into its own softmax head;
-- length: a stop head on the state after each step.
+- length: a static token, so it is drawn with (and can be conditioned on like) the statics,
+  and every step knows how long the stay will be.
 
 Trained by maximum likelihood (cross-entropy), so it has no adversary, no mode collapse, and
 a validation loss to stop on.
@@ -40,12 +41,49 @@ class Block(nn.Module):
         return x + self.drop(self.down(F.gelu(self.up(self.norm(x)))))
 
 
-class Embeddings(nn.Module):
-    """One embedding table per token column; a row's embedding is their sum (or stack)."""
+FEATURES = 9  #: smooth features of a token's place u in [0, 1]: u, sin/cos(k pi u), k=1..4
 
-    def __init__(self, vocab: list[int], width: int, extra: int = 0) -> None:
+
+def place_features(positions: list[float], extra: int = 0) -> torch.Tensor:
+    """(len(positions) + extra, FEATURES): what makes neighbouring bins look alike."""
+    u = torch.tensor(positions + [0.0] * extra, dtype=torch.float32)[:, None]
+    k = torch.arange(1, 5, dtype=torch.float32) * torch.pi
+    return torch.cat([u, torch.sin(k * u), torch.cos(k * u)], dim=1)
+
+
+class TokenEmbedding(nn.Module):
+    """A learned vector per token plus a learned map of its place features (so bin 7 starts
+    out close to bin 8 and a few patients suffice to learn 'the next value is near')."""
+
+    def __init__(self, positions: list[float], width: int, extra: int = 0) -> None:
         super().__init__()
-        self.tables = nn.ModuleList(nn.Embedding(v + extra, width) for v in vocab)
+        self.table = nn.Embedding(len(positions) + extra, width)
+        self.place = nn.Linear(FEATURES, width, bias=False)
+        self.register_buffer("features", place_features(positions, extra), persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (...) -> (..., W)
+        return F.embedding(tokens, self.table.weight + self.place(self.features))
+
+
+class TokenHead(nn.Module):
+    """Logits of one token column: a free logit per token plus a smooth function of its place."""
+
+    def __init__(self, positions: list[float], width: int) -> None:
+        super().__init__()
+        self.free = nn.Linear(width, len(positions))
+        self.place = nn.Linear(width, FEATURES, bias=False)
+        self.register_buffer("features", place_features(positions), persistent=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (..., W) -> (..., v)
+        return self.free(z) + self.place(z) @ self.features.T
+
+
+class Embeddings(nn.Module):
+    """One TokenEmbedding per token column; a row's embedding is their sum (or stack)."""
+
+    def __init__(self, positions: list[list[float]], width: int, extra: int = 0) -> None:
+        super().__init__()
+        self.tables = nn.ModuleList(TokenEmbedding(p, width, extra) for p in positions)
 
     def stack(self, tokens: torch.Tensor) -> torch.Tensor:  # (..., C) -> (..., C, W)
         return torch.stack([t(tokens[..., j]) for j, t in enumerate(self.tables)], dim=-2)
@@ -57,13 +95,13 @@ class Embeddings(nn.Module):
 class StaticModel(nn.Module):
     """Any-order autoregressive model of the S static tokens of a patient."""
 
-    def __init__(self, vocab: list[int], width: int, dropout: float) -> None:
+    def __init__(self, positions: list[list[float]], width: int, dropout: float) -> None:
         super().__init__()
-        self.vocab = vocab
-        self.embed = Embeddings(vocab, width, extra=1)  # token v_j of column j = "unknown"
+        self.vocab = [len(p) for p in positions]
+        self.embed = Embeddings(positions, width, extra=1)  # token v_j of column j = "unknown"
         self.blocks = nn.Sequential(Block(width, dropout), Block(width, dropout))
         self.norm = nn.LayerNorm(width)
-        self.heads = nn.ModuleList(nn.Linear(width, v) for v in vocab)
+        self.heads = nn.ModuleList(TokenHead(p, width) for p in positions)
 
     def unknown(self, n: int, device: torch.device) -> torch.Tensor:
         """(n, S) tokens with every column unknown."""
@@ -79,75 +117,103 @@ class SequenceModel(nn.Module):
     """Dynamic tokens and length given the statics."""
 
     def __init__(
-        self, static_vocab: list[int], vocab: list[int], max_length: int, width: int, dropout: float
+        self,
+        static_positions: list[list[float]],
+        positions: list[list[float]],
+        groups: list[int],
+        max_length: int,
+        width: int,
+        dropout: float,
     ) -> None:
         super().__init__()
-        self.vocab, self.max_length = vocab, max_length
-        self.context = Embeddings(static_vocab, width) if static_vocab else None
-        self.step_in = Embeddings(vocab, width)  # a step's summary for the GRU
-        self.position = nn.Embedding(max_length + 1, width)
+        self.vocab, self.max_length = [len(p) for p in positions], max_length
+        # same[j, i] = 1 where tokens i and j belong to one variable (a real's coarse + fine)
+        g = torch.tensor(groups)
+        self.register_buffer("same", (g[:, None] == g[None, :]).float(), persistent=False)
+        self.context = Embeddings(static_positions, width) if static_positions else None
+        self.step_in = Embeddings(positions, width)  # a step's summary for the GRU
+        self.position = nn.Embedding(max_length, width)
         self.gru = nn.GRU(width, width, batch_first=True)
-        self.column_in = Embeddings(vocab, width)  # earlier columns of the same step
-        self.column_pos = nn.Parameter(torch.zeros(len(vocab), width))
+        self.column_in = Embeddings(positions, width)  # earlier columns of the same step
+        self.previous = Embeddings(positions, width)  # the variable's tokens one step earlier
+        self.column_pos = nn.Parameter(torch.zeros(len(positions), width))
         self.blocks = nn.Sequential(Block(width, dropout), Block(width, dropout))
         self.norm = nn.LayerNorm(width)
-        self.heads = nn.ModuleList(nn.Linear(width, v) for v in vocab)
-        self.stop = nn.Linear(width, 1)
+        self.heads = nn.ModuleList(TokenHead(p, width) for p in positions)
 
     def static_context(self, static: torch.Tensor, n: int) -> torch.Tensor:  # -> (B, W)
         if self.context is None:
             return self.position.weight.new_zeros(n, self.position.embedding_dim)
         return self.context(static)
 
-    def forward(
-        self, static: torch.Tensor, dynamic: torch.Tensor
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """static (B, S), dynamic (B, T, D) tokens -> logits [(B, T, v_j)], stop logits (B, T).
-
-        Stop logit t: "the stay ends after step t", read from the state after step t.
-        """
+    def forward(self, static: torch.Tensor, dynamic: torch.Tensor) -> list[torch.Tensor]:
+        """static (B, S), dynamic (B, T, D) tokens -> logits [(B, T, v_j)]."""
         b, t, _ = dynamic.shape
         c = self.static_context(static, b)  # (B, W)
         x = self.step_in(dynamic)  # (B, T, W)
-        x = torch.cat([x.new_zeros(b, 1, x.shape[-1]), x], dim=1)  # (B, T+1, W), step 0 = start
-        x = x + self.position.weight[: t + 1] + c[:, None]
-        s, _ = self.gru(x)  # (B, T+1, W): s_t has read steps < t
+        x = torch.cat([x.new_zeros(b, 1, x.shape[-1]), x[:, :-1]], dim=1)  # (B, T, W): 0 = start
+        x = x + self.position.weight[:t] + c[:, None]
+        s, _ = self.gru(x)  # (B, T, W): s_t has read steps < t
         e = self.column_in.stack(dynamic)  # (B, T, D, W)
         earlier = e.cumsum(dim=2) - e  # (B, T, D, W): columns < j of the same step
-        z = s[:, :t, None] + earlier + self.column_pos + c[:, None, None]
+        before = self.recall(dynamic[:, :-1])  # (B, T-1, D, W)
+        before = torch.cat([before.new_zeros(b, 1, *before.shape[2:]), before], dim=1)
+        z = s[:, :t, None] + earlier + before + self.column_pos + c[:, None, None]
         z = self.norm(self.blocks(z))  # (B, T, D, W)
-        logits = [head(z[:, :, j]) for j, head in enumerate(self.heads)]
-        return logits, self.stop(s[:, 1:]).squeeze(-1)
+        return [head(z[:, :, j]) for j, head in enumerate(self.heads)]
+
+    def recall(self, previous: torch.Tensor) -> torch.Tensor:
+        """(..., D) tokens of a step -> (..., D, W): for each column, its variable's tokens."""
+        return torch.einsum("...iw,ji->...jw", self.previous.stack(previous), self.same)
 
     def column_logits(self, j: int, state: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
-        """Sampling: logits (B, v_j) of column j from the step state and the earlier columns."""
+        """Sampling: logits (B, v_j) of column j from the step state (GRU state, static
+        context and the variable's previous tokens) and the earlier columns."""
         z = self.norm(self.blocks(state + earlier + self.column_pos[j]))
         return self.heads[j](z)
 
 
 class PatientModel(nn.Module):
-    """Statics (any order) + steps + length."""
+    """Statics (any order) + steps + length. `*_positions`: per token column, each token's
+    place on its variable's scale (`Tokenizer.static_positions`); `groups`: the variable of
+    each dynamic token column."""
 
     def __init__(
         self,
-        static_vocab: list[int],
-        dynamic_vocab: list[int],
+        static_positions: list[list[float]],
+        dynamic_positions: list[list[float]],
+        groups: list[int],
         max_length: int,
         width: int = 128,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.statics = StaticModel(static_vocab, width, dropout) if static_vocab else None
-        self.sequence = SequenceModel(static_vocab, dynamic_vocab, max_length, width, dropout)
+        self.statics = StaticModel(static_positions, width, dropout)
+        self.sequence = SequenceModel(
+            static_positions, dynamic_positions, groups, max_length, width, dropout
+        )
+
+
+def start_at_marginals(heads: nn.ModuleList, tokens: torch.Tensor) -> None:
+    """Set each head's bias to the log frequency of its tokens in `tokens` (rows, columns), so
+    training starts from the right marginals instead of spending its first steps on them."""
+    with torch.no_grad():
+        for j, head in enumerate(heads):
+            counts = torch.bincount(tokens[:, j], minlength=head.free.out_features).double()
+            head.free.bias.copy_(torch.log((counts + 0.5) / (counts.sum() + 0.5 * len(counts))))
 
 
 # ---- likelihood ---------------------------------------------------------------------------
 def static_nll(model: StaticModel, static: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """(B,) order-agnostic NLL estimate of the statics: a random number k of random columns
-    are known, the rest predicted, weighted S/(S-k) (unbiased for the average order)."""
+    """(B,) order-agnostic NLL estimate of the statics: a random number k of columns are
+    known, the rest predicted, weighted S/(S-k) (unbiased for the average order). Half the
+    rows take the first k columns in schema order (the order `draw_statics` samples in
+    without conditions), half a random set of k (any order, for conditional sampling)."""
     b, n = static.shape
     known_count = torch.randint(0, n, (b, 1), generator=rng, device=static.device)
     rank = torch.rand(b, n, generator=rng, device=static.device).argsort(1).argsort(1)
+    in_order = torch.rand(b, 1, generator=rng, device=static.device) < 0.5
+    rank = torch.where(in_order, torch.arange(n, device=static.device), rank)
     known = rank < known_count  # (B, S)
     inputs = torch.where(known, static, model.unknown(b, static.device))
     logits = model(inputs)
@@ -160,19 +226,15 @@ def static_nll(model: StaticModel, static: torch.Tensor, rng: torch.Generator) -
 def sequence_nll(
     model: SequenceModel, static: torch.Tensor, dynamic: torch.Tensor, lengths: torch.Tensor
 ) -> torch.Tensor:
-    """(B,) NLL of each patient's steps and length (nats), padding ignored."""
+    """(B,) NLL of each patient's steps given the statics and length (nats), padding ignored."""
     b, t, _ = dynamic.shape
-    logits, stop = model(static, dynamic)
-    steps = torch.arange(t, device=dynamic.device)
-    valid = steps < lengths[:, None]  # (B, T)
+    logits = model(static, dynamic)
+    valid = torch.arange(t, device=dynamic.device) < lengths[:, None]  # (B, T)
     ce = sum(
         F.cross_entropy(lg.reshape(b * t, -1), dynamic[:, :, j].reshape(-1), reduction="none")
         for j, lg in enumerate(logits)
     ).view(b, t)
-    ends = (steps == lengths[:, None] - 1).float()
-    decided = valid & (steps < model.max_length - 1)  # the longest stay ends by itself
-    bce = F.binary_cross_entropy_with_logits(stop, ends, reduction="none")
-    return (ce * valid).sum(1) + (bce * decided).sum(1)
+    return (ce * valid).sum(1)
 
 
 # ---- sampling -----------------------------------------------------------------------------
@@ -200,30 +262,23 @@ def draw_statics(
 def draw_steps(
     model: SequenceModel,
     static: torch.Tensor,
+    lengths: torch.Tensor,
     rng: torch.Generator,
-    length: int | None = None,
     temperature: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps (B, T, D) and lengths (B,) given static tokens (B, S); `length` fixes the length."""
-    b, steps, d = static.shape[0], model.max_length, len(model.vocab)
+) -> torch.Tensor:
+    """Steps (B, T, D) given static tokens (B, S) and lengths (B,); zeros past each length."""
+    b, steps, d = static.shape[0], int(lengths.max()), len(model.vocab)
     c = model.static_context(static, b)  # (B, W)
-    out = torch.zeros(b, steps, d, dtype=torch.long, device=static.device)
-    lengths = torch.full((b,), steps if length is None else length, device=static.device)
-    alive = torch.ones(b, dtype=torch.bool, device=static.device)
-    x, h = torch.zeros_like(c), None
-    for t in range(steps if length is None else length):
+    out = torch.zeros(b, model.max_length, d, dtype=torch.long, device=static.device)
+    x, h, before = torch.zeros_like(c), None, torch.zeros(b, d, c.shape[1], device=c.device)
+    for t in range(steps):
         s, h = model.gru((x + model.position.weight[t] + c)[:, None], h)
         s = s[:, 0]  # (B, W): has read steps < t
-        if t > 0 and length is None:  # does the stay end after step t-1?
-            ends = torch.bernoulli(torch.sigmoid(model.stop(s)).squeeze(1), generator=rng).bool()
-            lengths = torch.where(alive & ends, t, lengths)
-            alive &= ~ends
-            if not alive.any():
-                break
         earlier = torch.zeros_like(s)
         for j in range(d):
-            tok = _draw(model.column_logits(j, s + c, earlier), rng, temperature)
+            tok = _draw(model.column_logits(j, s + c + before[:, j], earlier), rng, temperature)
             out[:, t, j] = tok
             earlier = earlier + model.column_in.tables[j](tok)
         x = model.step_in(out[:, t])
-    return out, lengths
+        before = model.recall(out[:, t])
+    return out * (torch.arange(model.max_length, device=out.device) < lengths[:, None])[..., None]

@@ -1,4 +1,4 @@
-"""HealthGym networks: static head, length head, conditional sequence generator, pair critic.
+"""HealthGymGAN networks: static head, length head, conditional sequence generator, pair critic.
 
 Shapes: B batch, T steps, S static columns, D dynamic columns, Z noise size, H hidden size.
 A patient is (static (B, S), dynamic (B, T, D), length (B,)). Statics are drawn once per

@@ -4,7 +4,7 @@
 (one row per wanted patient, one column per conditioned static variable, values as the
 schema's levels, floats for reals, None/NaN for "missing" on `missing: flag` variables).
 A request naming every static variable is fed to the generator as it is; a partial one is
-met by rejection (see `HealthGym.sample`), and `matches` says which candidates qualify.
+met by rejection (see `HealthGymGAN.sample`), and `matches` says which candidates qualify.
 """
 
 from __future__ import annotations

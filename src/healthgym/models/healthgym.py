@@ -1,11 +1,9 @@
-"""HealthGym, the default model: Health Gym v1's WGAN-GP, rebuilt around the patient.
+"""HealthGym, the default model: an autoregressive likelihood model of whole patients.
 
-What it fixes in v1 (README, "HealthGym (default model): beyond v1"): statics are drawn once
-per patient by a static head, so they never drift; each patient gets a length from a head
-conditioned on the statics and the critic never reads padding; missing-value flags are
-generated as Gumbel-softmax draws with a per-step mean-matching loss, so missing rates follow
-the real ones; and `sample(conditions=...)` / `sample(static=df)` generate patients with
-chosen static values.
+Why a likelihood model: given minutes on a CPU, the WGAN-GP (v1 and its rebuild) is still
+far from the data when the budget ends, while a model trained by maximum likelihood improves
+every step, has a validation loss to stop on before it memorises patients, and reaches the
+quality of the best peers (measured in `benchmarks/peers`, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -22,51 +20,47 @@ import pandas as pd
 import torch
 
 from ..cohort import Cohort
-from ..encoding import Column, Encoder
 from ..schema import write_text_atomic
-from ..training.checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from ..training.conditional_config import HealthGymConfig
-from ..training.conditional_trainer import ConditionalTrainer, build_generator, layouts_dict
+from ..tokenizer import Tokenizer
+from ..training.ar_config import ARConfig
+from ..training.ar_trainer import LikelihoodTrainer, build_model
+from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..training.runtime import cpu_threads, resolve_threads
 from ..training.trainer import TrainResult, derive_seed
-from .conditional import Generator, draw
-from .conditioning import encode_request, matches, request_frame, requested_columns
-from .healthgym_v1 import ENCODER_FILE, MODEL_FILE, SCHEMA_FILE, WEIGHTS_FILE, read_model_meta
-from .layout import DesignLayout
+from .autoregressive import PatientModel, draw_statics, draw_steps
+from .conditioning import request_frame
+from .healthgym_v1 import MODEL_FILE, SCHEMA_FILE, read_model_meta
 
 MODEL_NAME = "HealthGym"
-#: Static candidates drawn per round when partial conditions are met by rejection.
-REJECTION_BATCH = 4096
-_REJECTION_TAG = 1  # keeps the rejection stream apart from the sampling stream of a seed
+TOKENIZER_FILE = "tokenizer.json"
+WEIGHTS_FILE = "model.pt"
+_DECODE = 7  # keeps the decoding stream of a seed apart from the sampling stream
 
 
 class HealthGym:
-    """Statics once per patient, variable lengths, generated missingness, conditional sampling.
+    """Autoregressive model of whole patients: statics, steps, missingness and length.
 
-    Every keyword is a `HealthGymConfig` field; defaults train in minutes on 2 CPU cores.
+    Every keyword is an `ARConfig` field. `fit` stops on the validation loss (or
+    `max_minutes`); `sample(n, conditions=..., static=...)` draws patients with chosen statics.
     """
 
     def __init__(self, **settings: Any) -> None:
-        fields = {f.name for f in dataclasses.fields(HealthGymConfig)}
+        fields = {f.name for f in dataclasses.fields(ARConfig)}
         unknown = set(settings) - fields
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(fields)}")
-        self.config = HealthGymConfig(**settings)
-        self.encoder: Encoder | None = None
-        self.generator: Generator | None = None
+        self.config = ARConfig(**settings)
+        self.encoder: Tokenizer | None = None
+        self.network: PatientModel | None = None
         self.result: TrainResult | None = None
 
     def __repr__(self) -> str:
         changed = {
             f.name: getattr(self.config, f.name)
-            for f in dataclasses.fields(HealthGymConfig)
+            for f in dataclasses.fields(ARConfig)
             if getattr(self.config, f.name) != f.default
         }
-        return f"HealthGym({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     # ---- training -------------------------------------------------------------------------
     def fit(
@@ -78,10 +72,10 @@ class HealthGym:
         max_minutes: float | None = None,
         progress: bool = True,
     ) -> HealthGym:
-        """Train on `cohort`; the run folder gets schema, encoder, checkpoints and metrics.
+        """Train on `cohort`; the run folder gets schema, tokenizer, checkpoints and metrics.
 
-        `resume=True` continues the run in `run_dir` from its newest checkpoint;
-        `max_minutes` stops cleanly at a step boundary (resume later to continue).
+        `resume=True` continues the run in `run_dir` from its last completed epoch;
+        `max_minutes` stops cleanly (the best weights so far are kept).
         """
         if not isinstance(cohort, Cohort):
             raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
@@ -93,30 +87,32 @@ class HealthGym:
     def _fit(
         self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
     ) -> HealthGym:
-        encoder = Encoder(cohort.schema).fit(cohort)
-        if not encoder.dynamic_columns:
-            raise ValueError("HealthGym needs at least one dynamic variable in the schema")
-        if resume and (run_dir / ENCODER_FILE).exists():
-            if Encoder.load(run_dir / ENCODER_FILE).to_dict() != encoder.to_dict():
+        cfg = self.config
+        tokenizer = Tokenizer(cohort.schema, cfg.bins, cfg.fine).fit(cohort)
+        if not tokenizer.dynamic_columns:
+            raise ValueError(f"{MODEL_NAME} needs at least one dynamic variable in the schema")
+        if resume and (run_dir / TOKENIZER_FILE).exists():
+            if Tokenizer.load(run_dir / TOKENIZER_FILE).to_dict() != tokenizer.to_dict():
                 raise ValueError(f"{run_dir}: cannot resume, the cohort differs from the run's")
         if not resume and (run_dir / MODEL_FILE).exists():
             raise FileExistsError(
                 f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"
             )
-        self.encoder = encoder
-        encoded = encoder.transform(cohort)
-        trainer = ConditionalTrainer(*block_layouts(encoder), encoder.max_length, self.config)
+        self.encoder = tokenizer
+        tokens = tokenizer.transform(cohort, seed=cfg.seed)
+        trainer = LikelihoodTrainer(tokenizer, cfg)
         self._write_metadata(run_dir)
         self.result = trainer.fit(
-            torch.from_numpy(encoded.static),
-            torch.from_numpy(encoded.dynamic),
-            torch.from_numpy(encoded.lengths),
+            torch.from_numpy(tokens.static),
+            torch.from_numpy(tokens.dynamic),
+            torch.from_numpy(tokens.lengths),
             run_dir,
             resume=resume,
             max_minutes=max_minutes,
             progress=progress,
         )
-        self.generator = trainer.generator.eval()
+        self.best_val_nll = trainer.best_val
+        self.network = trainer.model.cpu().eval()
         self._write_weights(run_dir)
         return self
 
@@ -133,19 +129,16 @@ class HealthGym:
         """`n` synthetic patients in original units and labels, fresh ids 1..n.
 
         `length` fixes every patient's number of steps (default: drawn per patient).
-        `conditions={"Gender": "Female", "ICUType": "Medical"}` gives every patient those
-        static values; `static=df` (one row per patient, columns = static variables) gives
+        `conditions={"Gender": "Female"}` gives every patient those static values and draws
+        the other statics from their conditional; `static=df` (one row per patient) gives
         each patient its row's values. None/NaN asks for "missing" on `missing: flag`
-        variables. Conditions on some statics draw the others from the static head by
-        rejection (at most `condition_max_draws` draws per patient; a real static matches
-        within `condition_tolerance` on the encoded scale, then takes the exact value).
+        variables.
         """
         kw = {"seed": seed, "length": length, "batch_size": batch_size}
-        tables = list(self.sample_batches(n, conditions=conditions, static=static, **kw))
-        encoder = self._fitted()[1]
-        # Statics are constant by construction; strict=False only admits a flagged variable
-        # that came out entirely missing in a small sample.
-        return Cohort(pd.concat(tables, ignore_index=True), encoder.schema, strict=False)
+        with cpu_threads(resolve_threads()):
+            tables = list(self.sample_batches(n, conditions=conditions, static=static, **kw))
+        # strict=False only admits a flagged variable entirely missing in a small sample.
+        return Cohort(pd.concat(tables, ignore_index=True), self._fitted()[1].schema, strict=False)
 
     def sample_batches(
         self,
@@ -157,87 +150,55 @@ class HealthGym:
         batch_size: int = 1024,
     ) -> Iterator[pd.DataFrame]:
         """The synthetic long table in pieces of `batch_size` patients (bounded memory)."""
-        gen, encoder = self._fitted()
+        net, tokenizer = self._fitted()
         if n is not None and (not isinstance(n, int | np.integer) or n < 1):
             raise ValueError(f"n must be a positive number of patients, got {n!r}")
-        n, frame = request_frame(encoder, n, conditions, static)
-        if length is not None and int(length) < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
+        n, frame = request_frame(tokenizer, n, conditions, static)
+        if length is not None and not 1 <= int(length) <= tokenizer.max_length:
+            raise ValueError(f"length must lie in 1..{tokenizer.max_length}, got {length}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
-        given = None if frame is None else self._requested_statics(frame, seed)
+        requested = None if frame is None else self._request_tokens(frame)
         rng = torch.Generator().manual_seed(seed)
+        temperature = self.config.temperature
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            fixed = None if length is None else torch.full((b,), int(length))
-            static_b = None if given is None else given[start : start + b]
-            with torch.no_grad():
-                p = draw(gen, b, rng, static=static_b, lengths=fixed, steps=length)
-            table = encoder.inverse_transform(
-                p.static.double().numpy(),
-                p.dynamic.double().numpy(),
-                p.lengths.numpy(),
+            given = net.statics.unknown(b, torch.device("cpu"))
+            if requested is not None:
+                want = requested[start : start + b]
+                given = torch.where(want >= 0, want, given)
+            if length is not None:
+                given[:, -1] = int(length) - 1
+            static_tokens = draw_statics(net.statics, given, rng, temperature)
+            lengths = static_tokens[:, -1] + 1
+            dynamic = draw_steps(net.sequence, static_tokens, lengths, rng, temperature)
+            table = tokenizer.inverse_transform(
+                static_tokens.numpy(),
+                dynamic.numpy(),
+                lengths.numpy(),
                 ids=np.arange(start + 1, start + b + 1),
+                seed=derive_seed(seed, _DECODE, start),
             )
-            if frame is not None:  # decoded reals are within rounding; write the exact values
+            if frame is not None:  # a requested real decodes within its bin; write it exactly
                 for name in frame.columns:
-                    table[name] = np.repeat(frame[name].to_numpy()[start : start + b], p.lengths)
+                    table[name] = np.repeat(
+                        frame[name].to_numpy()[start : start + b], lengths.numpy()
+                    )
             yield table
 
-    def _requested_statics(self, frame: pd.DataFrame, seed: int) -> torch.Tensor:
-        """(n, S) statics meeting the request: as given, or drawn by rejection where partial."""
-        gen, encoder = self._fitted()
-        target = encode_request(encoder, frame)  # (n, S)
-        if set(frame.columns) == {v.name for v in encoder.schema.static}:
-            return torch.from_numpy(target).float()
-        columns = requested_columns(encoder, frame)
-        idx = np.concatenate([np.arange(c.start, c.end) for c in columns])
-        group = np.unique(target[:, idx], axis=0, return_inverse=True)[1].ravel()
-        rng = torch.Generator().manual_seed(derive_seed(seed, _REJECTION_TAG))
-        out = target.copy()
-        for g in range(group.max() + 1):
-            rows = np.flatnonzero(group == g)
-            found = self._reject(gen, columns, target[rows[0]], len(rows), rng, frame.iloc[rows[0]])
-            found[:, idx] = target[rows][:, idx]
-            out[rows] = found
-        return torch.from_numpy(out).float()
-
-    def _reject(
-        self,
-        gen: Generator,
-        columns: list[Column],
-        target: np.ndarray,
-        need: int,
-        rng: torch.Generator,
-        request: pd.Series,
-    ) -> np.ndarray:
-        """`need` static rows from the static head that match `target` on `columns`."""
-        cfg = self.config
-        budget, drawn, found = cfg.condition_max_draws * need, 0, []
-        while sum(len(f) for f in found) < need and drawn < budget:
-            m = min(REJECTION_BATCH, budget - drawn)
-            z = torch.randn((m, gen.noise_dim), generator=rng)
-            u = torch.rand((m, gen.n_static), generator=rng)
-            with torch.no_grad():
-                candidates = gen.statics(z, u)[0].double().numpy()
-            found.append(candidates[matches(columns, candidates, target, cfg.condition_tolerance)])
-            drawn += m
-        hits = np.concatenate(found)
-        if len(hits) < need:
-            wanted = {
-                k: None if pd.isna(v) else v.item() if isinstance(v, np.generic) else v
-                for k, v in request.items()
-            }
-            raise ValueError(
-                f"the condition {wanted} held for {len(hits)} of {drawn} static draws "
-                f"({len(hits) / drawn:.3%}): too rare to meet by rejection within "
-                f"condition_max_draws={cfg.condition_max_draws} per patient; give every static "
-                "variable (static= with all of them) to set them directly, or raise "
-                "condition_max_draws"
-            )
-        return hits[:need]
+    def _request_tokens(self, frame: pd.DataFrame) -> torch.Tensor:
+        """(n, S) static tokens of a request; -1 where the request leaves a token free."""
+        tokenizer = self._fitted()[1]
+        out = np.full((len(frame), len(tokenizer.static_vocab)), -1, dtype=np.int64)  # + length
+        at = 0
+        for c in tokenizer.static_columns:
+            width = len(c.vocab)
+            if c.name in frame:
+                out[:, at : at + width] = np.stack([c.token_of(v) for v in frame[c.name]])
+            at += width
+        return torch.from_numpy(out)
 
     # ---- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -253,52 +214,32 @@ class HealthGym:
         """A model from a run or model folder; weights load with `weights_only=True`."""
         path = Path(path)
         meta = read_model_meta(path, MODEL_NAME)
-        model = cls(**HealthGymConfig.from_dict(meta["config"]).to_dict())
-        model.encoder = Encoder.load(path / ENCODER_FILE)
+        model = cls(**ARConfig.from_dict(meta["config"]).to_dict())
+        model.encoder = Tokenizer.load(path / TOKENIZER_FILE)
         weights = path / WEIGHTS_FILE
         if not weights.exists():
-            weights = latest_checkpoint(path)
-            if weights is None:
-                raise ValueError(f"{path}: no trained weights ({WEIGHTS_FILE} or a checkpoint)")
-        state = load_checkpoint(weights, required=("generator",))
-        gen = build_generator(*block_layouts(model.encoder), model.encoder.max_length, model.config)
+            raise ValueError(f"{path}: no trained weights ({WEIGHTS_FILE})")
+        state = load_checkpoint(weights, required=("model",))
+        net = build_model(model.encoder, model.config)
         try:
-            gen.load_state_dict(state["generator"])
+            net.load_state_dict(state["model"])
         except RuntimeError as e:
             raise CheckpointError(f"{weights} does not fit {path / MODEL_FILE}: {e}") from None
-        model.generator = gen.eval()
+        model.network = net.eval()
         return model
 
     def _write_metadata(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         assert self.encoder is not None
-        meta = {
-            "model": MODEL_NAME,
-            "config": self.config.to_dict(),
-            "layouts": layouts_dict(*block_layouts(self.encoder)),
-            "max_length": self.encoder.max_length,
-        }
+        meta = {"model": MODEL_NAME, "config": self.config.to_dict()}
         write_text_atomic(path / MODEL_FILE, json.dumps(meta, indent=1))
-        self.encoder.save(path / ENCODER_FILE)
+        self.encoder.save(path / TOKENIZER_FILE)
         self.encoder.schema.to_yaml(path / SCHEMA_FILE)
 
     def _write_weights(self, path: Path) -> None:
-        save_checkpoint({"generator": self._fitted()[0].state_dict()}, path / WEIGHTS_FILE)
+        save_checkpoint({"model": self._fitted()[0].state_dict()}, path / WEIGHTS_FILE)
 
-    def _fitted(self) -> tuple[Generator, Encoder]:
-        if self.generator is None or self.encoder is None:
+    def _fitted(self) -> tuple[PatientModel, Tokenizer]:
+        if self.network is None or self.encoder is None:
             raise RuntimeError("the model is not trained: call fit(cohort) or load(run_dir)")
-        return self.generator.cpu(), self.encoder
-
-
-def block_layouts(encoder: Encoder) -> tuple[DesignLayout | None, DesignLayout]:
-    """Layouts of the static block (None without statics) and of the dynamic block."""
-    return _layout(encoder.static_columns), _layout(encoder.dynamic_columns)
-
-
-def _layout(columns: list[Column]) -> DesignLayout | None:
-    if not columns:
-        return None
-    real_idx = [c.start for c in columns if c.kind == "real"]
-    spans = [(c.start, c.end) for c in columns if c.kind != "real"]
-    return DesignLayout(columns[-1].end, tuple(real_idx), tuple(spans))
+        return self.network, self.encoder

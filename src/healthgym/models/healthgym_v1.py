@@ -21,6 +21,7 @@ import torch
 from ..cohort import Cohort
 from ..encoding import EncodedCohort, Encoder
 from ..schema import write_text_atomic
+from ..training import distributed
 from ..training.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -28,6 +29,7 @@ from ..training.checkpoint import (
     save_checkpoint,
 )
 from ..training.config import CURRICULA, V1Config
+from ..training.parquet_shards import ParquetShards
 from ..training.trainer import TrainResult, WGANTrainer, load_generator
 from .layout import DesignLayout
 from .v1 import Generator, generate
@@ -105,7 +107,7 @@ class HealthGymV1:
     # ---- training -------------------------------------------------------------------------
     def fit(
         self,
-        cohort: Cohort,
+        cohort: Cohort | ParquetShards,
         run_dir: str | Path | None = None,
         *,
         resume: bool = False,
@@ -116,8 +118,12 @@ class HealthGymV1:
 
         `resume=True` continues the run in `run_dir` from its newest checkpoint;
         `max_minutes` stops cleanly at a step boundary (resume later to continue).
+
+        In a torchrun job (README "Distributed training") every process calls `fit` and only
+        rank 0 writes the run folder. A `ParquetShards` cohort is encoded shard by shard: each
+        process holds only its own patients.
         """
-        if not isinstance(cohort, Cohort):
+        if not isinstance(cohort, Cohort | ParquetShards):
             raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
         if run_dir is None:
             with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
@@ -125,29 +131,54 @@ class HealthGymV1:
         return self._fit(cohort, Path(run_dir), resume, max_minutes, progress)
 
     def _fit(
-        self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
+        self,
+        cohort: Cohort | ParquetShards,
+        run_dir: Path,
+        resume: bool,
+        max_minutes: float | None,
+        progress: bool,
     ) -> HealthGymV1:
-        encoder = Encoder(cohort.schema).fit(cohort)
-        if resume and (run_dir / ENCODER_FILE).exists():
-            saved = Encoder.load(run_dir / ENCODER_FILE)
-            if saved.to_dict() != encoder.to_dict():
-                raise ValueError(f"{run_dir}: cannot resume, the cohort differs from the run's")
-        self.encoder = encoder
-        encoded = encoder.transform(cohort)
-        layout = design_layout(encoder)
-        trainer = WGANTrainer(layout, self.config)
-        if not resume and ((run_dir / MODEL_FILE).exists()):
-            raise FileExistsError(
-                f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"
+        # One process: ctx is a no-op. A torchrun job: every process runs this, rank 0 writes.
+        with distributed.process_group(self.config.resolve_device()) as ctx:
+            distributed.check_batch_size(self.config.batch_size, ctx)
+            shards = isinstance(cohort, ParquetShards)
+            if shards:  # fitted on rank 0, one column at a time; sent to the others
+                fitted = cohort.fit_encoder().to_dict() if ctx.main else None
+                encoder = Encoder.from_dict(distributed.broadcast_object(fitted, ctx))
+            else:
+                encoder = Encoder(cohort.schema).fit(cohort)
+            if resume and (run_dir / ENCODER_FILE).exists():
+                saved = Encoder.load(run_dir / ENCODER_FILE)
+                if saved.to_dict() != encoder.to_dict():
+                    raise ValueError(f"{run_dir}: cannot resume, the cohort differs from the run's")
+            self.encoder = encoder
+            layout = design_layout(encoder)
+            trainer = WGANTrainer(layout, self.config)
+            exists = ctx.main and not resume and (run_dir / MODEL_FILE).exists()
+            if distributed.broadcast_object(exists, ctx):
+                raise FileExistsError(
+                    f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"
+                )
+            if ctx.main:
+                self._write_metadata(run_dir, layout)
+            if shards:
+                x, lengths = cohort.design(encoder, ctx.rank, ctx.world)
+            else:
+                encoded = encoder.transform(cohort)
+                x = torch.from_numpy(design_matrix(encoded)).float()
+                lengths = torch.from_numpy(encoded.lengths).long()
+            self.result = trainer.fit(
+                x,
+                lengths,
+                run_dir,
+                resume=resume,
+                max_minutes=max_minutes,
+                progress=progress,
+                sharded=shards,
             )
-        self._write_metadata(run_dir, layout)
-        x = torch.from_numpy(design_matrix(encoded)).float()
-        lengths = torch.from_numpy(encoded.lengths).long()
-        self.result = trainer.fit(
-            x, lengths, run_dir, resume=resume, max_minutes=max_minutes, progress=progress
-        )
-        self.generator = trainer.generator.eval()
-        self._write_weights(run_dir)
+            self.generator = trainer.generator.eval()
+            if ctx.main:
+                self._write_weights(run_dir)
         return self
 
     # ---- sampling -------------------------------------------------------------------------

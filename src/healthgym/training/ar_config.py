@@ -18,11 +18,12 @@ class ARConfig:
 
     bins: int = 32  #: equal-probability bins per real variable (first token)
     fine: int = 32  #: sub-bins per bin (second token); 1 turns the second token off
-    width: int = 128  #: embedding, GRU and MLP width
-    dropout: float = 0.1  #: dropout in the MLP blocks
-    batch_size: int = 128  #: patients per optimizer step
+    width: int = 64  #: embedding, GRU and MLP width
+    dropout: float = 0.2  #: dropout in the MLP blocks
+    #: patients per optimizer step (smaller on small cohorts: an epoch takes >= 20 steps)
+    batch_size: int = 128
     lr: float = 3e-3  #: AdamW learning rate (halved when the validation loss stalls)
-    weight_decay: float = 1e-4  #: AdamW weight decay
+    weight_decay: float = 0.01  #: AdamW weight decay
     epochs: int = 400  #: most passes over the training patients
     #: epochs without a better validation loss before the learning rate is halved
     lr_patience: int = 3

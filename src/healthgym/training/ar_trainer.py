@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..models.autoregressive import PatientModel, sequence_nll, static_nll
+from ..models.autoregressive import PatientModel, sequence_nll, start_at_marginals, static_nll
+from ..tokenizer import Tokenizer
 from .ar_config import ARConfig
 from .checkpoint import (
     CheckpointError,
@@ -32,21 +33,38 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from .plots import plot_likelihood_curve
 from .runtime import cpu_threads, keep_freed_memory, resolve_threads
-from .trainer import METRICS_FILE, TrainingDiverged, TrainResult, derive_seed
+from .trainer import METRICS_FILE, PLOT_FILE, TrainingDiverged, TrainResult, derive_seed
 
 CHECKPOINT_FORMAT = "healthgym-ar-1"
 CHECKPOINT_KEYS = ("format", "model", "best", "optimizer", "state", "config", "fingerprint")
 #: Config fields a resumed run may change.
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "patience", "temperature"})
-_INIT, _SPLIT, _EPOCH, _VAL = 0, 1, 2, 3
+_INIT, _SPLIT, _EPOCH, _VAL, _STATICS = 0, 1, 2, 3, 4
+MIN_STEPS, MIN_BATCH = 20, 8  #: optimizer steps per epoch at least; smallest batch
+STATIC_EVERY = 50  #: full-batch steps of the static model between validations
+STATIC_MAX_STEPS = 1000  #: full-batch steps of the static model
 
 
-def build_model(static_vocab: list[int], dynamic_vocab: list[int], max_length: int, cfg: ARConfig):
-    """The seeded, untrained network for these vocabularies."""
+def build_model(tokens: Tokenizer, cfg: ARConfig) -> PatientModel:
+    """The seeded, untrained network for a fitted tokenizer's token columns."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, _INIT))
-        return PatientModel(static_vocab, dynamic_vocab, max_length, cfg.width, cfg.dropout)
+        return PatientModel(
+            tokens.static_positions,
+            tokens.dynamic_positions,
+            tokens.dynamic_groups,
+            tokens.max_length,
+            cfg.width,
+            cfg.dropout,
+        )
+
+
+def batch_size(n_train: int, cfg: ARConfig) -> int:
+    """`cfg.batch_size`, smaller for small cohorts so that an epoch (the unit of validation,
+    learning-rate halving and early stopping) has at least MIN_STEPS optimizer steps."""
+    return max(MIN_BATCH, min(cfg.batch_size, n_train // MIN_STEPS))
 
 
 def split_patients(n: int, cfg: ARConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -59,13 +77,10 @@ def split_patients(n: int, cfg: ARConfig) -> tuple[np.ndarray, np.ndarray]:
 class LikelihoodTrainer:
     """Trains a `PatientModel` on token tensors; see the module docstring for the schedule."""
 
-    def __init__(
-        self, static_vocab: list[int], dynamic_vocab: list[int], max_length: int, config: ARConfig
-    ) -> None:
+    def __init__(self, tokens: Tokenizer, config: ARConfig) -> None:
         self.config = config
         self.device = config.resolve_device()
-        self.model = build_model(static_vocab, dynamic_vocab, max_length, config).to(self.device)
-        self.vocab = {"static": static_vocab, "dynamic": dynamic_vocab, "max_length": max_length}
+        self.model = build_model(tokens, config).to(self.device)
         self.threads: int | str | None = None
 
     def fit(
@@ -102,8 +117,10 @@ class LikelihoodTrainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = run_dir / METRICS_FILE
         fingerprint = _fingerprint(static, dynamic, lengths)
-        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        params = self.model.sequence.parameters()
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         state = {"epoch": 0, "step": 0, "best_val": math.inf, "bad": 0, "lr": cfg.lr}
+        state["static_val"] = math.nan
         best = copy.deepcopy(self.model.state_dict())
         if resume:
             loaded = load_latest(run_dir, required=CHECKPOINT_KEYS)
@@ -113,7 +130,11 @@ class LikelihoodTrainer:
             raise FileExistsError(f"{run_dir} holds a run; pass resume=True or use a new run_dir")
         train_idx, val_idx = split_patients(len(lengths), cfg)
         data = [t.to(self.device) for t in (static, dynamic, lengths)]
-        per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+        if state["epoch"] == 0:
+            self._start_at_marginals(data, train_idx)
+            state["static_val"] = self._fit_statics(data[0], train_idx, val_idx)
+            best = copy.deepcopy(self.model.state_dict())
+        per_epoch = math.ceil(len(train_idx) / batch_size(len(train_idx), cfg))
         started, stopped, ckpt = time.monotonic(), None, None
         bar = tqdm(total=cfg.epochs, initial=state["epoch"], disable=not progress, unit="epoch")
         with open(metrics_path, "a") as log, bar:
@@ -139,6 +160,7 @@ class LikelihoodTrainer:
                 state["epoch"] += 1
                 row = {"epoch": state["epoch"], "step": state["step"], "train_nll": loss}
                 row |= {"val_nll": val, "lr": state["lr"], "seconds": time.perf_counter() - t0}
+                row["static_val_nll"] = state["static_val"]
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.update()
@@ -151,6 +173,8 @@ class LikelihoodTrainer:
                     break
         self.model.load_state_dict(best)
         self.model.eval()
+        if metrics_path.stat().st_size:
+            plot_likelihood_curve(metrics_path, run_dir / PLOT_FILE)
         if stopped is None and state["bad"] >= cfg.patience:
             stopped = "early_stopping"
         self.best_val = state["best_val"]
@@ -174,10 +198,11 @@ class LikelihoodTrainer:
         total, count, done = 0.0, 0, 0
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
             torch.manual_seed(seed)  # dropout
-            for start in range(0, len(order), cfg.batch_size):
+            size = batch_size(len(train_idx), cfg)
+            for start in range(0, len(order), size):
                 if max_minutes is not None and time.monotonic() - started >= 60 * max_minutes:
                     break
-                ids = torch.from_numpy(order[start : start + cfg.batch_size]).to(self.device)
+                ids = torch.from_numpy(order[start : start + size]).to(self.device)
                 nll = self._nll(data, ids, rng).mean()
                 if not abs(nll.item()) <= cfg.max_loss:
                     raise TrainingDiverged(
@@ -192,12 +217,51 @@ class LikelihoodTrainer:
         return total / max(count, 1), done
 
     def _nll(self, data: list[torch.Tensor], ids: torch.Tensor, rng: torch.Generator):
+        """(B,) NLL of the patients' steps and lengths given their statics."""
         static, dynamic, lengths = (t[ids] for t in data)
         t_max = int(lengths.max())
-        nll = sequence_nll(self.model.sequence, static, dynamic[:, :t_max], lengths)
-        if self.model.statics is not None:
-            nll = nll + static_nll(self.model.statics, static, rng)
-        return nll  # (B,)
+        return sequence_nll(self.model.sequence, static, dynamic[:, :t_max], lengths)
+
+    def _start_at_marginals(self, data: list[torch.Tensor], train_idx: np.ndarray) -> None:
+        static, dynamic, lengths = (t[torch.from_numpy(train_idx).to(self.device)] for t in data)
+        start_at_marginals(self.model.statics.heads, static)
+        live = torch.arange(dynamic.shape[1], device=self.device) < lengths[:, None]
+        start_at_marginals(self.model.sequence.heads, dynamic[live])
+
+    def _fit_statics(self, static: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarray):
+        """Fit the static model on its own first: a few tokens per patient give it far less
+        signal per batch than the steps give the sequence model, so it takes its own
+        full-batch steps (fresh orders each step, learning rate decaying to 0 over
+        STATIC_MAX_STEPS, validated every STATIC_EVERY steps, the best kept).
+        Returns the best validation NLL of the statics (nats per patient)."""
+        cfg, model = self.config, self.model.statics
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, STATIC_MAX_STEPS)
+        rng = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, _STATICS))
+        val = static[torch.from_numpy(val_idx).to(self.device)]
+        train = static[torch.from_numpy(train_idx).to(self.device)]
+        best_val, best, bad = math.inf, copy.deepcopy(model.state_dict()), 0
+        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
+            torch.manual_seed(derive_seed(cfg.seed, _STATICS))  # dropout
+            for step in range(1, STATIC_MAX_STEPS + 1):
+                model.train()
+                loss = static_nll(model, train, rng).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if step % STATIC_EVERY:
+                    continue
+                model.eval()
+                val_rng = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, _VAL))
+                with torch.no_grad():  # every order, averaged over a few fixed mask draws
+                    v = np.mean([static_nll(model, val, val_rng).mean().item() for _ in range(4)])
+                if v < best_val:
+                    best_val, best, bad = v, copy.deepcopy(model.state_dict()), 0
+                elif (bad := bad + 1) >= cfg.patience:
+                    break
+        model.load_state_dict(best)
+        return float(best_val)
 
     @torch.no_grad()
     def _validate(self, data: list[torch.Tensor], val_idx: np.ndarray) -> float:
@@ -227,7 +291,6 @@ class LikelihoodTrainer:
                 "optimizer": opt.state_dict(),
                 "state": dict(state),
                 "config": self.config.to_dict(),
-                "vocab": self.vocab,
                 "fingerprint": fingerprint,
             },
             path,

@@ -1,6 +1,6 @@
-"""Settings of the HealthGym model (beyond v1); defaults measured on the demo cohort, 2 CPU cores.
+"""Settings of HealthGymGAN (beyond v1); defaults measured on the demo cohort, 2 CPU cores.
 
-How the defaults were chosen is in README ("HealthGym (default model): beyond v1").
+How the defaults were chosen is in README ("HealthGymGAN: beyond v1").
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 
 
 @dataclass(frozen=True)
-class HealthGymConfig:
-    """Everything that shapes a HealthGym run; JSON round-trips through to_dict/from_dict."""
+class GANConfig:
+    """Everything that shapes a HealthGymGAN run; JSON round-trips through to_dict/from_dict."""
 
     noise_dim: int = 32  #: N(0, 1) noise per patient (static head) and per step (sequence)
     hidden: int = 64  #: LSTM hidden size per direction and MLP width, every network
@@ -71,9 +71,9 @@ class HealthGymConfig:
         return dataclasses.asdict(self) | {"betas": list(self.betas)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HealthGymConfig:
+    def from_dict(cls, d: dict[str, Any]) -> GANConfig:
         """Inverse of to_dict; unknown keys are an error, missing keys take defaults."""
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown HealthGymConfig keys: {sorted(unknown)}")
+            raise ValueError(f"unknown GANConfig keys: {sorted(unknown)}")
         return cls(**d)

@@ -1,4 +1,4 @@
-"""Losses of HealthGym training, all blind to padding: gradient penalty, correlation, rates.
+"""Losses of HealthGymGAN training, all blind to padding: gradient penalty, correlation, rates.
 
 Shapes: B batch, T steps, S static columns, D dynamic columns.
 """

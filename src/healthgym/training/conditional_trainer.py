@@ -1,4 +1,4 @@
-"""HealthGym training: WGAN-GP on (statics, sequence) pairs with masks; length head by likelihood.
+"""HealthGymGAN: WGAN-GP on (statics, sequence) pairs with masks; length head by likelihood.
 
 Per generator step: `critic_iters` critic updates on one real batch (fresh fakes each), then
 one generator update on -D(fake) + correlation and rate losses + the length head's
@@ -35,7 +35,7 @@ from healthgym.training.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from healthgym.training.conditional_config import HealthGymConfig
+from healthgym.training.conditional_config import GANConfig
 from healthgym.training.conditional_losses import (
     Targets,
     gradient_penalty,
@@ -87,7 +87,7 @@ def layouts_dict(static: DesignLayout | None, dynamic: DesignLayout) -> dict[str
 
 
 def build_generator(
-    static: DesignLayout | None, dynamic: DesignLayout, max_length: int, cfg: HealthGymConfig
+    static: DesignLayout | None, dynamic: DesignLayout, max_length: int, cfg: GANConfig
 ) -> Generator:
     return Generator(
         static, dynamic, max_length, cfg.noise_dim, cfg.hidden, cfg.tau, cfg.hard_spans
@@ -95,18 +95,18 @@ def build_generator(
 
 
 class ConditionalTrainer:
-    """Trains a HealthGym `Generator` against a `PairCritic` on encoded cohort arrays."""
+    """Trains a HealthGymGAN `Generator` against a `PairCritic` on encoded cohort arrays."""
 
     def __init__(
         self,
         static_layout: DesignLayout | None,
         dynamic_layout: DesignLayout,
         max_length: int,
-        config: HealthGymConfig | None = None,
+        config: GANConfig | None = None,
     ) -> None:
         self.layouts = (static_layout, dynamic_layout)
         self.max_length = max_length
-        self.config = config or HealthGymConfig()
+        self.config = config or GANConfig()
         self.device = self.config.resolve_device()
         self._init_state(None)
 

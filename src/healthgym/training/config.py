@@ -39,6 +39,10 @@ class V1Config:
     seed: int = 0  #: seeds initial weights, noise, penalties, thresholds and shuffles
     device: str = "auto"  #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     max_loss: float = 1e6  #: a loss that is NaN, inf or larger in magnitude stops the run
+    #: mixed precision: generator and critic forward passes under bf16 autocast; the gradient
+    #: penalty (interpolation, critic pass, double backward), the losses and the weights stay
+    #: fp32. Off by default (the published settings are fp32); meant for CUDA
+    amp: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))

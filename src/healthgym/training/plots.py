@@ -42,3 +42,28 @@ def plot_learning_dynamics(metrics_path: str | Path, out_png: str | Path) -> Pat
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=110)
     return out_png
+
+
+def plot_likelihood_curve(metrics_path: str | Path, out_png: str | Path) -> Path:
+    """Training and validation NLL per epoch, with the best (kept) epoch marked.
+
+    The gap between the two curves is the memorisation the early stopping guards against.
+    """
+    with open(metrics_path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        raise ValueError(f"{metrics_path} has no metrics to plot")
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    epochs = [r["epoch"] for r in rows]
+    for key, label in (("train_nll", "training"), ("val_nll", "validation (held-out patients)")):
+        ax.plot(epochs, [r[key] for r in rows], marker=".", lw=1, label=label)
+    best = min(rows, key=lambda r: r["val_nll"])
+    ax.axvline(best["epoch"], color="grey", ls="--", lw=0.8, label=f"kept: epoch {best['epoch']}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("negative log-likelihood per patient (nats)")
+    ax.legend(loc="best", fontsize=8)
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110)
+    return out_png

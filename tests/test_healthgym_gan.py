@@ -1,4 +1,4 @@
-"""HealthGym (beyond v1): statics once per patient, masks, lengths, learning, conditions, runs."""
+"""HealthGymGAN: statics once per patient, masks, lengths, learning, conditions, runs."""
 
 import json
 
@@ -12,7 +12,7 @@ import healthgym as hg
 from conftest import make_table
 from healthgym.cli import main
 from healthgym.models.conditional import PairCritic, draw
-from healthgym.models.healthgym import block_layouts
+from healthgym.models.healthgym_gan import block_layouts
 from healthgym.training.conditional_losses import (
     gradient_penalty,
     pair_correlation_loss,
@@ -63,11 +63,11 @@ def cohort():
 @pytest.fixture(scope="module")
 def trained(cohort, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    return hg.HealthGym(**TINY).fit(cohort, run, progress=False), run
+    return hg.HealthGymGAN(**TINY).fit(cohort, run, progress=False), run
 
 
-def untrained(cohort: hg.Cohort, **settings) -> hg.HealthGym:
-    model = hg.HealthGym(**{**TINY, **settings})
+def untrained(cohort: hg.Cohort, **settings) -> hg.HealthGymGAN:
+    model = hg.HealthGymGAN(**{**TINY, **settings})
     model.encoder = hg.Encoder(cohort.schema).fit(cohort)
     layouts = block_layouts(model.encoder)
     with torch.random.fork_rng(devices=[]):
@@ -140,7 +140,7 @@ def test_learns_skewed_statics_lengths_and_missingness(toy, tmp_path):
 
     settings = {"hidden": 32, "noise_dim": 16, "batch_size": 64, "epochs": 30, "seed": 1}
     before = distances(untrained(toy, **settings))
-    model = hg.HealthGym(**settings).fit(toy, tmp_path / "run", progress=False)
+    model = hg.HealthGymGAN(**settings).fit(toy, tmp_path / "run", progress=False)
     after = distances(model)
     assert after["static_tv"] < 0.1 < before["static_tv"], (before, after)
     assert after["length_gap"] < 0.5 * before["length_gap"], (before, after)
@@ -198,12 +198,12 @@ def test_run_folder_save_load_and_dispatch(trained, tmp_path):
     assert {"model.json", "schema.yaml", "encoder.json", "generator.pt", "metrics.jsonl",
             "learning_dynamics.png", "checkpoints"} <= names  # fmt: skip
     meta = json.loads((run / "model.json").read_text())
-    assert meta["model"] == "HealthGym" and meta["config"]["hidden"] == 16
+    assert meta["model"] == "HealthGymGAN" and meta["config"]["hidden"] == 16
     assert "Len_NLL" in json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     want = model.sample(8, seed=2, conditions={"sex": "Male"}).table
     for folder in (run, model.save(tmp_path / "saved")):
         again = hg.load(folder)
-        assert isinstance(again, hg.HealthGym)
+        assert isinstance(again, hg.HealthGymGAN)
         pd.testing.assert_frame_equal(
             again.sample(8, seed=2, conditions={"sex": "Male"}).table, want
         )
@@ -215,12 +215,12 @@ def test_run_folder_save_load_and_dispatch(trained, tmp_path):
 
 
 def test_resume_gives_the_uninterrupted_run(cohort, tmp_path):
-    whole = hg.HealthGym(**TINY).fit(cohort, tmp_path / "a", progress=False)
-    part = hg.HealthGym(**TINY).fit(cohort, tmp_path / "b", max_minutes=0, progress=False)
+    whole = hg.HealthGymGAN(**TINY).fit(cohort, tmp_path / "a", progress=False)
+    part = hg.HealthGymGAN(**TINY).fit(cohort, tmp_path / "b", max_minutes=0, progress=False)
     assert part.result.stopped_early == "max_minutes" and part.result.steps == 1
     with pytest.raises(FileExistsError, match="holds a run"):
-        hg.HealthGym(**TINY).fit(cohort, tmp_path / "b", progress=False)
-    done = hg.HealthGym(**TINY).fit(cohort, tmp_path / "b", resume=True, progress=False)
+        hg.HealthGymGAN(**TINY).fit(cohort, tmp_path / "b", progress=False)
+    done = hg.HealthGymGAN(**TINY).fit(cohort, tmp_path / "b", resume=True, progress=False)
     assert done.result.steps == whole.result.steps
     pd.testing.assert_frame_equal(done.sample(9, seed=5).table, whole.sample(9, seed=5).table)
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()

@@ -1,0 +1,72 @@
+"""Tokenizer: cohort <-> tokens, exact for levels and few-valued reals, within-bin for reals."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import healthgym as hg
+from conftest import make_table
+from healthgym.tokenizer import GRID, Tokenizer
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    table = make_table(300, seed=1)
+    table.loc[table.index % 7 == 0, "hr"] = 0.0  # a point mass inside a continuous variable
+    return hg.Cohort(table, id="pid", time="hour")
+
+
+def test_round_trip_keeps_levels_values_missingness_and_marginals(cohort):
+    tok = Tokenizer(cohort.schema, bins=16, fine=8).fit(cohort)
+    kinds = {c.name: c.kind for c in tok.static_columns + tok.dynamic_columns}
+    assert kinds == {"sex": "levels", "unit": "levels", "age": "bins", "hr": "bins",
+                     "lactate": "bins", "vent": "levels", "gcs": "levels"}  # fmt: skip
+    tokens = tok.transform(cohort, seed=0)
+    assert tok.dynamic_vocab == [16, 8, 16 + 1, 8, 2, 3]  # hr, lactate (+ missing), vent, gcs
+    back = tok.inverse_transform(tokens.static, tokens.dynamic, tokens.lengths, ids=tokens.ids)
+    real = cohort.table
+    for name in ("pid", "hour", "sex", "unit", "vent", "gcs"):
+        assert (back[name].to_numpy() == real[name].to_numpy()).all(), name
+    assert (back.lactate.isna() == real.lactate.isna()).all()
+    # A binned value comes back inside its 1/(bins * fine) slice of the training CDF.
+    # Statics take no fine token (nothing to stay close to): within 1/bins.
+    for name, width in (("hr", 1 / (16 * 8)), ("lactate", 1 / (16 * 8)), ("age", 1 / 16)):
+        q = np.sort(real[name].dropna().to_numpy())
+        cdf_real = np.searchsorted(q, real[name].dropna(), side="right") / len(q)
+        cdf_back = np.searchsorted(q, back[name].dropna(), side="right") / len(q)
+        assert np.abs(cdf_real - cdf_back).max() < 2 * width + 0.02, name
+    assert tok.static_vocab == [2, 3, 16, tok.max_length]  # sex, unit, age, length
+    assert (tokens.static[:, -1] + 1 == tokens.lengths).all()
+    # The point mass stays exact, but for the one fine slice it shares with its neighbour.
+    assert abs((back.hr == 0).sum() - (real.hr == 0).sum()) <= len(real) / (16 * 8)
+    assert (back.hr == 0).sum() > 0.9 * (real.hr == 0).sum()
+    assert np.array_equal(back.hr, back.hr.round(1))  # decimals of the training values
+
+
+def test_few_valued_reals_are_exact_and_statics_constant():
+    table = make_table(50, seed=2)
+    table["score"] = (table.index % 5) * 0.5 + 0.25  # 5 distinct non-integer values
+    cohort = hg.Cohort(table, id="pid", time="hour")
+    tok = Tokenizer(cohort.schema).fit(cohort)
+    col = next(c for c in tok.dynamic_columns if c.name == "score")
+    assert col.kind == "values" and col.vocab == [5]
+    t = tok.transform(cohort)
+    back = tok.inverse_transform(t.static, t.dynamic, t.lengths, ids=t.ids)
+    assert np.array_equal(back.score, table.score)
+    assert back.groupby("pid").age.nunique().max() == 1
+
+
+def test_save_load_and_errors(cohort, tmp_path):
+    tok = Tokenizer(cohort.schema).fit(cohort)
+    tok.save(tmp_path / "tok.json")
+    again = Tokenizer.load(tmp_path / "tok.json")
+    assert again.to_dict() == tok.to_dict()
+    assert len(again.dynamic_columns[0].grid) == GRID
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not a healthgym tokenizer file"):
+        Tokenizer.load(tmp_path / "bad.json")
+    col = next(c for c in tok.static_columns if c.name == "unit")
+    with pytest.raises(ValueError, match=r"column 'unit' has values \['PICU'\] outside"):
+        col.encode(pd.Series(["PICU"]), None)
+    with pytest.raises(ValueError, match="bins must be >= 2"):
+        Tokenizer(cohort.schema, bins=1)
