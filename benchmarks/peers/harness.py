@@ -31,7 +31,7 @@ MODELS: dict[str, tuple[str, str, str]] = {
     # not in the default list: DGAN without per-patient example scaling (see dgan.py)
     "dgan-noexample": ("benchmarks.peers.dgan", "DGANNoExampleScalingAdapter", "gretel-synthetics"),
 }
-DEFAULT_MODELS = ("healthgym", "healthgym-v1", "tabularargn", "dgan", "par")
+DEFAULT_MODELS = ("healthgym", "healthgym-gan", "healthgym-v1", "tabularargn", "dgan", "par")
 COHORTS = ("demo", "varlen")
 OUTCOME = "in_hospital_death"
 HOLDOUT, SEED = 0.2, 0
