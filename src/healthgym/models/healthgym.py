@@ -8,9 +8,7 @@ quality of the best peers (measured in `benchmarks/peers`, BENCHMARKS.md).
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +24,9 @@ from ..training.ar_config import ARConfig
 from ..training.ar_trainer import LikelihoodTrainer, build_model
 from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..training.runtime import cpu_threads, resolve_threads
-from ..training.trainer import TrainResult, derive_seed
+from ..training.trainer import derive_seed
 from .autoregressive import PatientModel, draw_statics, draw_steps
+from .base import RunFolderModel
 from .conditioning import request_frame
 from .healthgym_v1 import MODEL_FILE, SCHEMA_FILE, read_model_meta
 
@@ -37,52 +36,19 @@ WEIGHTS_FILE = "model.pt"
 _DECODE = 7  # keeps the decoding stream of a seed apart from the sampling stream
 
 
-class HealthGym:
+class HealthGym(RunFolderModel):
     """Autoregressive model of whole patients: statics, steps, missingness and length.
 
     Every keyword is an `ARConfig` field. `fit` stops on the validation loss (or
     `max_minutes`); `sample(n, conditions=..., static=...)` draws patients with chosen statics.
     """
 
+    config_class = ARConfig
+
     def __init__(self, **settings: Any) -> None:
-        fields = {f.name for f in dataclasses.fields(ARConfig)}
-        unknown = set(settings) - fields
-        if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(fields)}")
-        self.config = ARConfig(**settings)
+        super().__init__(**settings)
         self.encoder: Tokenizer | None = None
         self.network: PatientModel | None = None
-        self.result: TrainResult | None = None
-
-    def __repr__(self) -> str:
-        changed = {
-            f.name: getattr(self.config, f.name)
-            for f in dataclasses.fields(ARConfig)
-            if getattr(self.config, f.name) != f.default
-        }
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-    # ---- training -------------------------------------------------------------------------
-    def fit(
-        self,
-        cohort: Cohort,
-        run_dir: str | Path | None = None,
-        *,
-        resume: bool = False,
-        max_minutes: float | None = None,
-        progress: bool = True,
-    ) -> HealthGym:
-        """Train on `cohort`; the run folder gets schema, tokenizer, checkpoints and metrics.
-
-        `resume=True` continues the run in `run_dir` from its last completed epoch;
-        `max_minutes` stops cleanly (the best weights so far are kept).
-        """
-        if not isinstance(cohort, Cohort):
-            raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
-        if run_dir is None:
-            with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
-                return self._fit(cohort, Path(tmp), resume, max_minutes, progress)
-        return self._fit(cohort, Path(run_dir), resume, max_minutes, progress)
 
     def _fit(
         self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool

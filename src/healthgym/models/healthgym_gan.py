@@ -10,9 +10,7 @@ chosen static values.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,8 @@ from ..training.checkpoint import (
 )
 from ..training.conditional_config import GANConfig
 from ..training.conditional_trainer import ConditionalTrainer, build_generator, layouts_dict
-from ..training.trainer import TrainResult, derive_seed
+from ..training.trainer import derive_seed
+from .base import RunFolderModel
 from .conditional import Generator, draw
 from .conditioning import encode_request, matches, request_frame, requested_columns
 from .healthgym_v1 import ENCODER_FILE, MODEL_FILE, SCHEMA_FILE, WEIGHTS_FILE, read_model_meta
@@ -44,51 +43,18 @@ REJECTION_BATCH = 4096
 _REJECTION_TAG = 1  # keeps the rejection stream apart from the sampling stream of a seed
 
 
-class HealthGymGAN:
+class HealthGymGAN(RunFolderModel):
     """Statics once per patient, variable lengths, generated missingness, conditional sampling.
 
     Every keyword is a `GANConfig` field; defaults train in minutes on 2 CPU cores.
     """
 
+    config_class = GANConfig
+
     def __init__(self, **settings: Any) -> None:
-        fields = {f.name for f in dataclasses.fields(GANConfig)}
-        unknown = set(settings) - fields
-        if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(fields)}")
-        self.config = GANConfig(**settings)
+        super().__init__(**settings)
         self.encoder: Encoder | None = None
         self.generator: Generator | None = None
-        self.result: TrainResult | None = None
-
-    def __repr__(self) -> str:
-        changed = {
-            f.name: getattr(self.config, f.name)
-            for f in dataclasses.fields(GANConfig)
-            if getattr(self.config, f.name) != f.default
-        }
-        return f"HealthGymGAN({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-    # ---- training -------------------------------------------------------------------------
-    def fit(
-        self,
-        cohort: Cohort,
-        run_dir: str | Path | None = None,
-        *,
-        resume: bool = False,
-        max_minutes: float | None = None,
-        progress: bool = True,
-    ) -> HealthGymGAN:
-        """Train on `cohort`; the run folder gets schema, encoder, checkpoints and metrics.
-
-        `resume=True` continues the run in `run_dir` from its newest checkpoint;
-        `max_minutes` stops cleanly at a step boundary (resume later to continue).
-        """
-        if not isinstance(cohort, Cohort):
-            raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
-        if run_dir is None:
-            with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
-                return self._fit(cohort, Path(tmp), resume, max_minutes, progress)
-        return self._fit(cohort, Path(run_dir), resume, max_minutes, progress)
 
     def _fit(
         self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool

@@ -7,9 +7,7 @@ and the evaluation measures it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,8 @@ from ..training.checkpoint import (
 )
 from ..training.config import CURRICULA, V1Config
 from ..training.parquet_shards import ParquetShards
-from ..training.trainer import TrainResult, WGANTrainer, load_generator
+from ..training.trainer import WGANTrainer, load_generator
+from .base import RunFolderModel
 from .layout import DesignLayout
 from .v1 import Generator, generate
 
@@ -73,21 +72,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class HealthGymV1:
+class HealthGymV1(RunFolderModel):
     """The published WGAN-GP (biLSTM generator and critic, correlation loss, curriculum).
 
-    Every keyword is a `V1Config` field; defaults are the published ones.
+    Every keyword is a `V1Config` field; defaults are the published ones. In a torchrun job
+    (README "Distributed training") every process calls `fit` and only rank 0 writes the run
+    folder; a `ParquetShards` cohort is encoded shard by shard (each process holds only its
+    own patients).
     """
 
+    config_class = V1Config
+    accepts = (Cohort, ParquetShards)
+
     def __init__(self, **settings: Any) -> None:
-        fields = {f.name for f in dataclasses.fields(V1Config)}
-        unknown = set(settings) - fields
-        if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(fields)}")
-        self.config = V1Config(**settings)
+        super().__init__(**settings)
         self.encoder: Encoder | None = None
         self.generator: Generator | None = None
-        self.result: TrainResult | None = None
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> HealthGymV1:
@@ -95,40 +95,6 @@ class HealthGymV1:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
-
-    def __repr__(self) -> str:
-        changed = {
-            f.name: getattr(self.config, f.name)
-            for f in dataclasses.fields(V1Config)
-            if getattr(self.config, f.name) != f.default
-        }
-        return f"HealthGymV1({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-    # ---- training -------------------------------------------------------------------------
-    def fit(
-        self,
-        cohort: Cohort | ParquetShards,
-        run_dir: str | Path | None = None,
-        *,
-        resume: bool = False,
-        max_minutes: float | None = None,
-        progress: bool = True,
-    ) -> HealthGymV1:
-        """Train on `cohort`; the run folder gets schema, encoder, checkpoints and metrics.
-
-        `resume=True` continues the run in `run_dir` from its newest checkpoint;
-        `max_minutes` stops cleanly at a step boundary (resume later to continue).
-
-        In a torchrun job (README "Distributed training") every process calls `fit` and only
-        rank 0 writes the run folder. A `ParquetShards` cohort is encoded shard by shard: each
-        process holds only its own patients.
-        """
-        if not isinstance(cohort, Cohort | ParquetShards):
-            raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
-        if run_dir is None:
-            with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
-                return self._fit(cohort, Path(tmp), resume, max_minutes, progress)
-        return self._fit(cohort, Path(run_dir), resume, max_minutes, progress)
 
     def _fit(
         self,

@@ -1,0 +1,63 @@
+"""What every model class shares: keyword settings checked against its config dataclass, a
+repr of the changed settings, and `fit` on a cohort into a run folder (a temporary one when
+none is given). Subclasses implement `_fit`, `sample`, `save` and `load`."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..cohort import Cohort
+from ..training.trainer import TrainResult
+
+
+class RunFolderModel:
+    """Base of HealthGym, HealthGymGAN and HealthGymV1."""
+
+    config_class: ClassVar[type]
+    #: cohort types `fit` accepts
+    accepts: ClassVar[tuple[type, ...]] = (Cohort,)
+
+    def __init__(self, **settings: Any) -> None:
+        fields = {f.name for f in dataclasses.fields(self.config_class)}
+        unknown = set(settings) - fields
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(fields)}")
+        self.config = self.config_class(**settings)
+        self.result: TrainResult | None = None
+
+    def __repr__(self) -> str:
+        changed = {
+            f.name: getattr(self.config, f.name)
+            for f in dataclasses.fields(self.config_class)
+            if getattr(self.config, f.name) != f.default
+        }
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def fit(
+        self,
+        cohort: Any,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        max_minutes: float | None = None,
+        progress: bool = True,
+    ) -> Any:
+        """Train on `cohort`; the run folder gets schema, encoder, checkpoints and metrics.
+
+        `resume=True` continues the run in `run_dir` from its newest checkpoint;
+        `max_minutes` stops cleanly (resume later to continue).
+        """
+        if not isinstance(cohort, self.accepts):
+            raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
+        if run_dir is None:
+            with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
+                return self._fit(cohort, Path(tmp), resume, max_minutes, progress)
+        return self._fit(cohort, Path(run_dir), resume, max_minutes, progress)
+
+    def _fit(
+        self, cohort: Any, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
+    ) -> Any:
+        raise NotImplementedError
