@@ -1,6 +1,7 @@
 """What every model class shares: keyword settings checked against its config dataclass, a
-repr of the changed settings, and `fit` on a cohort into a run folder (a temporary one when
-none is given). Subclasses implement `_fit`, `sample`, `save` and `load`."""
+repr of the changed settings, `fit` on a cohort into a run folder (a temporary one when none
+is given) and `save`. Subclasses implement `_fit`, `_fitted`, `_write_metadata`,
+`_write_weights`, `sample` and `load`."""
 
 from __future__ import annotations
 
@@ -57,7 +58,24 @@ class RunFolderModel:
                 return self._fit(cohort, Path(tmp), resume, max_minutes, progress)
         return self._fit(cohort, Path(run_dir), resume, max_minutes, progress)
 
+    def save(self, path: str | Path) -> Path:
+        """Write a self-contained, pickle-free model folder (JSON/YAML + weights)."""
+        self._fitted()
+        path = Path(path)
+        self._write_metadata(path)
+        self._write_weights(path)
+        return path
+
     def _fit(
         self, cohort: Any, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
     ) -> Any:
+        raise NotImplementedError
+
+    def _fitted(self) -> Any:
+        raise NotImplementedError
+
+    def _write_metadata(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def _write_weights(self, path: Path) -> None:
         raise NotImplementedError

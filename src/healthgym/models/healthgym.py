@@ -167,14 +167,6 @@ class HealthGym(RunFolderModel):
         return torch.from_numpy(out)
 
     # ---- persistence ----------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write a self-contained, pickle-free model folder (JSON/YAML + weights)."""
-        self._fitted()
-        path = Path(path)
-        self._write_metadata(path)
-        self._write_weights(path)
-        return path
-
     @classmethod
     def load(cls, path: str | Path) -> HealthGym:
         """A model from a run or model folder; weights load with `weights_only=True`."""
