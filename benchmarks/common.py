@@ -29,19 +29,9 @@ def machine(device: torch.device | str | None = None) -> dict[str, str]:
 
     For a CUDA ``device`` also the card's name, the CUDA and cuDNN versions and the TF32 flags.
     """
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
     info = {
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "commit": commit or "unknown",
+        "commit": commit(),
         "cpu": cpu_model(),
         "cores": str(os.cpu_count()),
         "torch": torch.__version__,
@@ -57,6 +47,21 @@ def machine(device: torch.device | str | None = None) -> dict[str, str]:
             f"cuDNN {torch.backends.cudnn.allow_tf32}"
         )
     return info
+
+
+def commit() -> str:
+    """The short hash of HEAD, or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return out or "unknown"
 
 
 def cpu_model() -> str:
@@ -145,15 +150,15 @@ def header(title: str, module: str, argv: list[str] | None, info: dict[str, str]
     )
 
 
-def record(text: str, path: Path = BENCHMARKS_MD) -> None:
-    """Append a record at the end of this project's section of BENCHMARKS.md (made if absent).
+def record(text: str, path: Path = BENCHMARKS_MD, section: str = SECTION) -> None:
+    """Append a record at the end of `section` of BENCHMARKS.md (made if absent).
 
     Other sections are left as they are; the file is replaced atomically.
     """
     old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION not in old:
-        old = old.rstrip("\n") + f"\n\n{SECTION}\n"
-    start = old.index(SECTION) + len(SECTION)
+    if section not in old:
+        old = old.rstrip("\n") + f"\n\n{section}\n"
+    start = old.index(section) + len(section)
     nxt = old.find("\n## ", start)
     end = len(old) if nxt < 0 else nxt + 1
     new = (

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import BENCHMARKS_MD, header, load, machine, table
+from benchmarks.common import header, load, machine, record, table
 from healthgym.datasets.healthgym_layouts import ART_CODES, LAYOUTS
 
 SECTION = "## Data at scale (issue 8): cohorts larger than memory-friendly tensors"
@@ -160,26 +160,6 @@ def measure(mode: str, path: Path, tmp: Path) -> dict[str, Any]:
     return row
 
 
-def record_section(text: str, path: Path = BENCHMARKS_MD) -> None:
-    """Append ``text`` under this benchmark's own section of BENCHMARKS.md (made if absent)."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION not in old:
-        old = old.rstrip("\n") + f"\n\n{SECTION}\n"
-    start = old.index(SECTION) + len(SECTION)
-    nxt = old.find("\n## ", start)
-    end = len(old) if nxt < 0 else nxt + 1
-    new = (
-        old[:end].rstrip("\n")
-        + "\n\n"
-        + text.strip("\n")
-        + "\n"
-        + ("\n" + old[end:] if nxt >= 0 else "")
-    )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new)
-    tmp.replace(path)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.data_scale", description=__doc__.split("\n")[0]
@@ -218,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(text)
     if not args.no_record:
-        record_section(text)
+        record(text, section=SECTION)
 
 
 if __name__ == "__main__":

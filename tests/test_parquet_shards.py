@@ -83,8 +83,8 @@ def test_data_scale_benchmark_runs_small(tmp_path: Path) -> None:
     assert row["float32 tensor MiB"] == "0" and float(row["peak RSS MiB"]) > 0
     md = tmp_path / "B.md"
     md.write_text("# Benchmarks\n\n## Other\n\nkept\n")
-    data_scale.record_section("### first", md)
-    data_scale.record_section("### second", md)
+    data_scale.record("### first", md, section=data_scale.SECTION)
+    data_scale.record("### second", md, section=data_scale.SECTION)
     text = md.read_text()
     assert text.index("kept") < text.index(data_scale.SECTION) < text.index("### first")
     assert text.index("### first") < text.index("### second")

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import time
 import traceback
 from importlib import metadata
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import commit, cpu_model
 
 #: name -> (module, adapter class, pip distribution that must be installed)
 MODELS: dict[str, tuple[str, str, str]] = {
@@ -365,30 +366,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def section(
     results: list[dict[str, Any]],
     cohort: str,
@@ -415,7 +392,7 @@ def section(
         title = f"{minutes_text or '?'} min per model{label} ({RESCORED}; "
         setup = [
             f"- command: `{command}`",
-            f"- evaluation: commit {commit()}, healthgym {v['healthgym']}; CPU {cpu_name()}, "
+            f"- evaluation: commit {commit()}, healthgym {v['healthgym']}; CPU {cpu_model()}, "
             f"{os.cpu_count()} cores (shared)",
             f"- training and sampling: as recorded in each model's result.json (torch "
             f"{threads_text or '?'} thread(s) for every model); the synthetic cohorts are the "
@@ -425,7 +402,7 @@ def section(
         title = f"{minutes:g} min per model{label} ("
         setup = [
             f"- command: `{command}`",
-            f"- commit {commit()}; CPU {cpu_name()}, {os.cpu_count()} cores (shared); "
+            f"- commit {commit()}; CPU {cpu_model()}, {os.cpu_count()} cores (shared); "
             f"torch {v['torch']} with {threads} thread(s) for every model",
         ]
     lines = [

@@ -10,7 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pandas as pd
+
 from ..cohort import Cohort
+from ..training.runtime import cpu_threads, resolve_threads
 from ..training.trainer import TrainResult
 
 
@@ -78,4 +81,36 @@ class RunFolderModel:
         raise NotImplementedError
 
     def _write_weights(self, path: Path) -> None:
+        raise NotImplementedError
+
+
+class ConditionalModel(RunFolderModel):
+    """Base of the models that draw statics once per patient and take `conditions=` /
+    `static=` (HealthGym, HealthGymGAN); they implement `sample_batches`."""
+
+    def sample(
+        self,
+        n: int | None = None,
+        seed: int | None = None,
+        length: int | None = None,
+        conditions: dict[str, Any] | None = None,
+        static: pd.DataFrame | None = None,
+        batch_size: int = 1024,
+    ) -> Cohort:
+        """`n` synthetic patients in original units and labels, fresh ids 1..n.
+
+        `length` fixes every patient's number of steps (default: drawn per patient).
+        `conditions={"Gender": "Female", "ICUType": "Medical"}` gives every patient those
+        static values; `static=df` (one row per patient, columns = static variables) gives
+        each patient its row's values. None/NaN asks for "missing" on `missing: flag`
+        variables. How the other statics are drawn: see the class.
+        """
+        kw = {"seed": seed, "length": length, "batch_size": batch_size}
+        with cpu_threads(resolve_threads()):
+            tables = list(self.sample_batches(n, conditions=conditions, static=static, **kw))
+        # Statics are constant by construction; strict=False only admits a flagged variable
+        # that came out entirely missing in a small sample.
+        return Cohort(pd.concat(tables, ignore_index=True), self._fitted()[1].schema, strict=False)
+
+    def sample_batches(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError

@@ -47,6 +47,32 @@ def request_frame(
     return len(frame), pd.DataFrame({c: _checked_values(encoder, c, frame[c]) for c in frame})
 
 
+def sampling_request(
+    encoder: Any,
+    n: int | None,
+    conditions: dict[str, Any] | None,
+    static: pd.DataFrame | None,
+    length: int | None,
+    batch_size: int,
+    seed: int | None,
+    max_length: int | None = None,
+) -> tuple[int, pd.DataFrame | None, int]:
+    """Checked sampling arguments -> (patients, request frame or None, seed).
+
+    `length` must lie in 1..`max_length` (no upper bound when None); a None seed is drawn.
+    """
+    if n is not None and (not isinstance(n, int | np.integer) or n < 1):
+        raise ValueError(f"n must be a positive number of patients, got {n!r}")
+    n, frame = request_frame(encoder, n, conditions, static)
+    if length is not None and not 1 <= int(length) <= (max_length or int(length)):
+        raise ValueError(f"length must lie in 1..{max_length or 'any'}, got {length}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**63))
+    return n, frame, seed
+
+
 def _check_columns(schema: Schema, columns: list[Any]) -> None:
     statics = [v.name for v in schema.static]
     dynamic = [c for c in columns if c in schema and not schema[c].is_static]

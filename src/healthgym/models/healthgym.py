@@ -23,11 +23,10 @@ from ..tokenizer import Tokenizer
 from ..training.ar_config import ARConfig
 from ..training.ar_trainer import LikelihoodTrainer, build_model
 from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ..training.runtime import cpu_threads, resolve_threads
 from ..training.trainer import derive_seed
 from .autoregressive import PatientModel, draw_statics, draw_steps
-from .base import RunFolderModel
-from .conditioning import request_frame
+from .base import ConditionalModel
+from .conditioning import sampling_request
 from .healthgym_v1 import MODEL_FILE, SCHEMA_FILE, read_model_meta
 
 MODEL_NAME = "HealthGym"
@@ -36,11 +35,12 @@ WEIGHTS_FILE = "model.pt"
 _DECODE = 7  # keeps the decoding stream of a seed apart from the sampling stream
 
 
-class HealthGym(RunFolderModel):
+class HealthGym(ConditionalModel):
     """Autoregressive model of whole patients: statics, steps, missingness and length.
 
     Every keyword is an `ARConfig` field. `fit` stops on the validation loss (or
-    `max_minutes`); `sample(n, conditions=..., static=...)` draws patients with chosen statics.
+    `max_minutes`); `sample(n, conditions=..., static=..., length=...)` fixes those and
+    draws the other statics (and the length) from their conditional, without rejection.
     """
 
     config_class = ARConfig
@@ -83,29 +83,6 @@ class HealthGym(RunFolderModel):
         return self
 
     # ---- sampling -------------------------------------------------------------------------
-    def sample(
-        self,
-        n: int | None = None,
-        seed: int | None = None,
-        length: int | None = None,
-        conditions: dict[str, Any] | None = None,
-        static: pd.DataFrame | None = None,
-        batch_size: int = 1024,
-    ) -> Cohort:
-        """`n` synthetic patients in original units and labels, fresh ids 1..n.
-
-        `length` fixes every patient's number of steps (default: drawn per patient).
-        `conditions={"Gender": "Female"}` gives every patient those static values and draws
-        the other statics from their conditional; `static=df` (one row per patient) gives
-        each patient its row's values. None/NaN asks for "missing" on `missing: flag`
-        variables.
-        """
-        kw = {"seed": seed, "length": length, "batch_size": batch_size}
-        with cpu_threads(resolve_threads()):
-            tables = list(self.sample_batches(n, conditions=conditions, static=static, **kw))
-        # strict=False only admits a flagged variable entirely missing in a small sample.
-        return Cohort(pd.concat(tables, ignore_index=True), self._fitted()[1].schema, strict=False)
-
     def sample_batches(
         self,
         n: int | None = None,
@@ -117,15 +94,9 @@ class HealthGym(RunFolderModel):
     ) -> Iterator[pd.DataFrame]:
         """The synthetic long table in pieces of `batch_size` patients (bounded memory)."""
         net, tokenizer = self._fitted()
-        if n is not None and (not isinstance(n, int | np.integer) or n < 1):
-            raise ValueError(f"n must be a positive number of patients, got {n!r}")
-        n, frame = request_frame(tokenizer, n, conditions, static)
-        if length is not None and not 1 <= int(length) <= tokenizer.max_length:
-            raise ValueError(f"length must lie in 1..{tokenizer.max_length}, got {length}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**63))
+        n, frame, seed = sampling_request(
+            tokenizer, n, conditions, static, length, batch_size, seed, tokenizer.max_length
+        )
         requested = None if frame is None else self._request_tokens(frame)
         rng = torch.Generator().manual_seed(seed)
         temperature = self.config.temperature

@@ -31,9 +31,9 @@ from ..training.checkpoint import (
 from ..training.conditional_config import GANConfig
 from ..training.conditional_trainer import ConditionalTrainer, build_generator, layouts_dict
 from ..training.trainer import derive_seed
-from .base import RunFolderModel
+from .base import ConditionalModel
 from .conditional import Generator, draw
-from .conditioning import encode_request, matches, request_frame, requested_columns
+from .conditioning import encode_request, matches, requested_columns, sampling_request
 from .healthgym_v1 import ENCODER_FILE, MODEL_FILE, SCHEMA_FILE, WEIGHTS_FILE, read_model_meta
 from .layout import DesignLayout
 
@@ -43,10 +43,13 @@ REJECTION_BATCH = 4096
 _REJECTION_TAG = 1  # keeps the rejection stream apart from the sampling stream of a seed
 
 
-class HealthGymGAN(RunFolderModel):
+class HealthGymGAN(ConditionalModel):
     """Statics once per patient, variable lengths, generated missingness, conditional sampling.
 
     Every keyword is a `GANConfig` field; defaults train in minutes on 2 CPU cores.
+    Conditions on some statics draw the others from the static head by rejection (at most
+    `condition_max_draws` draws per patient; a real static matches within
+    `condition_tolerance` on the encoded scale, then takes the exact value).
     """
 
     config_class = GANConfig
@@ -87,32 +90,6 @@ class HealthGymGAN(RunFolderModel):
         return self
 
     # ---- sampling -------------------------------------------------------------------------
-    def sample(
-        self,
-        n: int | None = None,
-        seed: int | None = None,
-        length: int | None = None,
-        conditions: dict[str, Any] | None = None,
-        static: pd.DataFrame | None = None,
-        batch_size: int = 1024,
-    ) -> Cohort:
-        """`n` synthetic patients in original units and labels, fresh ids 1..n.
-
-        `length` fixes every patient's number of steps (default: drawn per patient).
-        `conditions={"Gender": "Female", "ICUType": "Medical"}` gives every patient those
-        static values; `static=df` (one row per patient, columns = static variables) gives
-        each patient its row's values. None/NaN asks for "missing" on `missing: flag`
-        variables. Conditions on some statics draw the others from the static head by
-        rejection (at most `condition_max_draws` draws per patient; a real static matches
-        within `condition_tolerance` on the encoded scale, then takes the exact value).
-        """
-        kw = {"seed": seed, "length": length, "batch_size": batch_size}
-        tables = list(self.sample_batches(n, conditions=conditions, static=static, **kw))
-        encoder = self._fitted()[1]
-        # Statics are constant by construction; strict=False only admits a flagged variable
-        # that came out entirely missing in a small sample.
-        return Cohort(pd.concat(tables, ignore_index=True), encoder.schema, strict=False)
-
     def sample_batches(
         self,
         n: int | None = None,
@@ -124,15 +101,7 @@ class HealthGymGAN(RunFolderModel):
     ) -> Iterator[pd.DataFrame]:
         """The synthetic long table in pieces of `batch_size` patients (bounded memory)."""
         gen, encoder = self._fitted()
-        if n is not None and (not isinstance(n, int | np.integer) or n < 1):
-            raise ValueError(f"n must be a positive number of patients, got {n!r}")
-        n, frame = request_frame(encoder, n, conditions, static)
-        if length is not None and int(length) < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**63))
+        n, frame, seed = sampling_request(encoder, n, conditions, static, length, batch_size, seed)
         given = None if frame is None else self._requested_statics(frame, seed)
         rng = torch.Generator().manual_seed(seed)
         for start in range(0, n, batch_size):
