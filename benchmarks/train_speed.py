@@ -49,8 +49,10 @@ import argparse
 import contextlib
 import dataclasses
 import math
+import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -69,7 +71,7 @@ from healthgym.models.layout import DesignLayout
 from healthgym.models.v1 import pearson_matrix
 from healthgym.training import runtime
 from healthgym.training.config import V1Config
-from healthgym.training.runtime import cpu_threads, keep_freed_memory
+from healthgym.training.runtime import cpu_threads, keep_freed_memory, resolve_threads
 from healthgym.training.trainer import WGANTrainer
 
 V1 = V1Config(device="cpu")  # Health Gym v1 settings
@@ -303,33 +305,79 @@ def measured_epoch(cfg: V1Config, threads: int) -> float:
         return timed(lambda: trainer.fit(x, lengths, tmp, progress=False), device)
 
 
-def compare_threads(cfg: V1Config, repeats: int = 3, length: int = 20) -> list[dict[str, Any]]:
-    """Ours at 1 and 2 threads, interleaved, on one ART batch (256 x ``length``)."""
+def compare_threads(
+    cfg: V1Config, counts: tuple[int, ...] = (1, 2), repeats: int = 3, length: int = 20
+) -> list[dict[str, Any]]:
+    """Ours at each thread count, interleaved, on one ART batch (256 x ``length``): first on
+    the machine as it is, then with one competing busy process (another user's job)."""
     x, lengths, layout = art_design()
     trainer = WGANTrainer(layout, cfg)
     real = x[: cfg.batch_size, :length].contiguous()
     real_corr = pearson_matrix(x.reshape(-1, x.shape[-1]).double()).float()
-    secs: dict[int, list[float]] = {1: [], 2: []}
-    with keep_freed_memory():
-        for n in secs:
-            with cpu_threads(n):
-                trainer._step(real, real_corr)  # warm-up per thread count
-        for _ in range(repeats):
+    rows = []
+    for other in ("none", "1 busy process"):
+        secs: dict[int, list[float]] = {n: [] for n in counts}
+        with busy_process(other != "none"), keep_freed_memory():
             for n in secs:
                 with cpu_threads(n):
-                    secs[n].append(timed(lambda: trainer._step(real, real_corr)))
-    return [
-        {
-            "threads": n,
-            "L": length,
-            "batch": cfg.batch_size,
-            "s/gen step (median)": median(v),
-            "runs": " ".join(f"{t:.2f}" for t in v),
-            "mm peak GFLOP/s": matmul_peak(n),
-            "load after": load(),
-        }
-        for n, v in secs.items()
-    ]
+                    trainer._step(real, real_corr)  # warm-up per thread count
+            for _ in range(repeats):
+                for n in secs:
+                    with cpu_threads(n):
+                        secs[n].append(timed(lambda: trainer._step(real, real_corr)))
+            rows += [
+                {
+                    "other load": other,
+                    "threads": n,
+                    "L": length,
+                    "batch": cfg.batch_size,
+                    "s/gen step (median)": median(v),
+                    "runs": " ".join(f"{t:.2f}" for t in v),
+                    "x faster than 1 thread": median(secs[counts[0]]) / median(v),
+                    "load after": load(),
+                }
+                for n, v in secs.items()
+            ]
+    return rows
+
+
+@contextlib.contextmanager
+def busy_process(on: bool = True) -> Iterator[None]:
+    """A competing process that keeps one core busy while the block runs."""
+    if not on:
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # scheduled before the timing starts
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def lstm_ceiling(cfg: V1Config, threads: int, length: int = 30, repeats: int = 3) -> dict:
+    """GFLOP/s of PyTorch's own fused LSTM (oneDNN on CPU), forward and backward, on the
+    critic's shape (2 x 256 sequences x ``length``, biLSTM of ``hidden``): the kernel that runs
+    a third of a v1 step, and a ceiling for the step's effective throughput."""
+    h = cfg.hidden
+    lstm = nn.LSTM(h, h, batch_first=True, bidirectional=True)
+    x = torch.randn(2 * cfg.batch_size, length, h, requires_grad=True)
+
+    def fwd_bwd() -> None:
+        _, (h_n, _) = lstm(x)
+        h_n.sum().backward()
+
+    flops = 3 * 2 * x.shape[0] * length * 2 * 4 * h * (h + h)  # forward + 2x backward, 2 dirs
+    with cpu_threads(threads), keep_freed_memory():
+        fwd_bwd()
+        secs = median([timed(fwd_bwd) for _ in range(repeats)])
+    return {
+        "threads": threads,
+        "shape": f"{x.shape[0]} x {length} x {h}",
+        "s": secs,
+        "GFLOP/s": flops / secs / 1e9,
+    }
 
 
 @contextlib.contextmanager
@@ -443,9 +491,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--steps", type=int, default=2, help="timed generator steps per (L, batch)")
     p.add_argument("--cohorts", default="art,demo", help='"art", "demo", both, or "none"')
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--threads",
+        default="1,auto",
+        help='CPU thread counts to time, comma-separated; "auto" is the library default '
+        "(the idle cores at the start, healthgym.training.runtime)",
+    )
+    p.add_argument(
+        "--thread-counts",
+        default="1,2",
+        help="counts for the threads comparison (idle, then with a competing busy process)",
+    )
     p.add_argument("--no-reference", action="store_true")
-    p.add_argument("--no-threads", action="store_true", help="skip the 1 vs 2 threads comparison")
+    p.add_argument("--no-threads", action="store_true", help="skip the threads comparison")
     p.add_argument("--no-epoch", action="store_true", help="skip the real one-epoch fit")
     p.add_argument("--ablation", action="store_true", help="time the speed changes one by one")
     p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
@@ -474,35 +532,47 @@ def main(argv: list[str] | None = None) -> None:
     title = f"Training speed, {info['gpu']}" if cuda else "Training speed"
     parts = [header(title, "benchmarks.train_speed", argv, info)]
     peak_size = 8192 if cuda else 4096
-    where = "on the GPU" if cuda else f"{args.threads} thread(s)"
+    thread_counts = list(dict.fromkeys(resolve_threads(t) for t in args.threads.split(",")))
+    if cuda:
+        thread_counts = thread_counts[-1:]
+    peaks: dict[int, tuple[float, float]] = {}
     if cohorts:
         errors: dict[str, str] = {}
-        summary, detail, peak = run(
-            cohorts,
-            args.steps,
-            not args.no_reference,
-            args.threads,
-            cfg,
-            peak_size=peak_size,
-            amp=args.amp,
-            native_gp=cuda and not args.no_gp_variant,
-            errors=errors,
-            progress=True,
+        summary, detail = [], []
+        for threads in thread_counts:
+            rows, per_shape, peak = run(
+                cohorts,
+                args.steps,
+                not args.no_reference,
+                threads,
+                cfg,
+                peak_size=peak_size,
+                amp=args.amp,
+                native_gp=cuda and not args.no_gp_variant,
+                errors=errors,
+                progress=True,
+            )
+            summary += rows
+            detail += [{"threads": threads, **row} for row in per_shape]
+            peaks[threads] = (peak, matmul_peak(threads, peak_size, device=device))
+        where = "on the GPU" if cuda else "at each thread count"
+        text = ", ".join(
+            f"{'' if cuda else f'{n} thread(s): '}{a:.0f} GFLOP/s (after the cohorts: {b:.0f})"
+            for n, (a, b) in peaks.items()
         )
-        after = matmul_peak(args.threads, peak_size, device=device)
-        peaks = (
+        note = (
             f"Matmul peak (torch.mm {peak_size}^2 fp32, best of 5, {where}), measured before "
-            f"the cohorts: {peak:.0f} GFLOP/s (after them: {after:.0f})."
+            f"the cohorts: {text}. '% of mm peak' is against the peak at the row's thread count."
         )
         if args.amp:
             size = peak_size if cuda else 1024
-            bf16 = matmul_peak(args.threads, size, device=device, dtype=torch.bfloat16)
-            peaks += (
+            bf16 = matmul_peak(thread_counts[-1], size, device=device, dtype=torch.bfloat16)
+            note += (
                 f" bf16 (torch.mm {size}^2): {bf16:.0f} GFLOP/s; '% of mm peak' is against the "
                 "fp32 peak in every row."
             )
         parts += [
-            f"{peaks} Epoch times extrapolated from {args.steps} timed step(s) per (L, batch).\n",
+            f"{note} Epoch times extrapolated from {args.steps} timed step(s) per (L, batch).\n",
             table(summary) if summary else "(no implementation finished)",
         ]
         if errors:
@@ -511,15 +581,27 @@ def main(argv: list[str] | None = None) -> None:
             )
         if detail:
             parts += ["\nPer (L, batch):\n", table(detail)]
+        if not cuda:
+            ceiling = [lstm_ceiling(cfg, n) for n in thread_counts]
+            for row in ceiling:
+                row["% of mm peak"] = 100 * row["GFLOP/s"] / peaks[row["threads"]][0]
+            parts += [
+                "\nCeiling: PyTorch's fused LSTM alone (oneDNN), forward + backward, the "
+                "critic's shape (FLOPs as in the docstring):\n",
+                table(ceiling),
+            ]
     if not args.no_epoch and "art" in cohorts:
         epochs = [(OURS, cfg)] + (
             [(OURS_AMP, dataclasses.replace(cfg, amp=True))] if args.amp else []
         )
         done = []
         for name, c in epochs:
-            secs = _attempt(lambda c=c: measured_epoch(c, args.threads))
+            secs = _attempt(lambda c=c: measured_epoch(c, thread_counts[-1]))
             done.append(f"{name}: {secs:.1f} s" if isinstance(secs, float) else f"{name}: {secs}")
-        parts.append(f"\nOne real `WGANTrainer.fit` epoch, ART shape, wall: {'; '.join(done)}.")
+        parts.append(
+            f"\nOne real `WGANTrainer.fit` epoch, ART shape, {thread_counts[-1]} thread(s), "
+            f"wall: {'; '.join(done)}."
+        )
     if cuda:
         gib = torch.cuda.max_memory_allocated(device) / 2**30
         parts.append(
@@ -544,8 +626,9 @@ def main(argv: list[str] | None = None) -> None:
             ]
     if not args.no_threads and not cuda:
         parts += [
-            "\nThreads (ours, ART shape, interleaved in one process):\n",
-            table(compare_threads(V1)),
+            "\nThreads (ours, ART shape, interleaved in one process; then again while another "
+            "process keeps one core busy):\n",
+            table(compare_threads(V1, tuple(int(n) for n in args.thread_counts.split(",")))),
         ]
     parts.append(f"\nLoad average at the end: {load()}.")
     text = "\n".join(parts)

@@ -1,11 +1,15 @@
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 # The suite trains tiny networks: one thread is fastest, and two threads on a busy 2-core
-# machine stall in OpenMP barriers (measured: 30 ms vs 3 s per training step).
+# machine stall in OpenMP barriers (measured: 30 ms vs 3 s per training step). Pinned, not
+# "auto", so results do not depend on the machine's load (tests of "auto" unset it).
 torch.set_num_threads(1)
+os.environ.setdefault("HEALTHGYM_THREADS", "1")
 
 
 def make_table(n_patients: int = 6, seed: int = 0, variable_length: bool = True) -> pd.DataFrame:

@@ -33,6 +33,15 @@ def test_ablation_switches_back() -> None:
     assert train_speed.v1.bilstm_final is final
 
 
+def test_lstm_ceiling_and_busy_process() -> None:
+    row = train_speed.lstm_ceiling(V1Config(**TINY), threads=1, length=3, repeats=1)
+    assert row["shape"] == "16 x 3 x 8" and row["s"] > 0 and row["GFLOP/s"] > 0
+    with train_speed.busy_process():
+        pass  # started and killed: the block returns
+    with train_speed.busy_process(on=False):
+        pass
+
+
 def test_epoch_plan_and_flop_count() -> None:
     plan = train_speed.epoch_plan(torch.tensor([4] * 12 + [2] * 3), (2, 4), 8)
     assert plan == {(2, 8): 1, (2, 7): 1, (4, 8): 1, (4, 4): 1}

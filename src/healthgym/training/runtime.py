@@ -1,10 +1,12 @@
 """CPU runtime settings for training and sampling: torch threads and glibc's allocator.
 
-Threads: on the 2-core development machine, with other jobs running, two torch threads stalled
-in OpenMP barriers (a v1 generator step took 5.6x longer than with one thread; 10-100x was seen
-elsewhere), and the thread count changes float results bit for bit, so "auto" means one thread
-on CPU, whatever the core count; ``HEALTHGYM_THREADS=N`` (or a ``threads=N`` setting) asks
-for N.
+Threads: "auto" (the default) takes the cores that are idle when a fit or sample starts, at
+most `AUTO_MAX_THREADS`. Measured on the 2-core development machine: idle, two threads made a
+v1 generator step 1.8x faster and a HealthGym epoch 1.4x faster than one thread; with one
+other busy process, two threads made the v1 step 1.7x slower than one, with a stall of 28 s
+(OpenMP barriers waiting on a preempted thread), so busy cores are left out. The thread
+count changes float results bit for bit: for runs that must repeat exactly across machines
+or loads, pin it with ``HEALTHGYM_THREADS=N`` (or a ``threads=N`` setting).
 
 Allocator: LSTM training allocates tensors of tens of MB. glibc serves those with ``mmap`` and
 returns them on free, so every step faults its memory in again (measured: ~20% of a step in
@@ -16,9 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -27,11 +32,24 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
 _GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
 
 
+#: Most threads "auto" takes: the models' LSTM steps are small operations (see BENCHMARKS.md).
+AUTO_MAX_THREADS = 8
+#: An idle-core reading is reused for this many seconds (sampling in a loop measures once).
+_IDLE_TTL_S = 30.0
+_idle_cache: tuple[float, float] | None = None  # (monotonic time, idle cores)
+
+
 def resolve_threads(setting: int | str | None = None) -> int:
-    """Torch threads for CPU work: ``setting``, else $HEALTHGYM_THREADS, else "auto" (1)."""
+    """Torch threads for CPU work: ``setting``, else $HEALTHGYM_THREADS, else "auto".
+
+    "auto": the usable cores (affinity and cgroup quota) that are idle now, at least 1 and at
+    most `AUTO_MAX_THREADS`; a core counts as idle when less than a fifth of it is in use.
+    """
     value = setting if setting is not None else os.environ.get(THREADS_ENV, "auto")
     if value == "auto":
-        return 1
+        idle = idle_cores()
+        free = usable_cores() if idle is None else min(usable_cores(), math.floor(idle + 0.2))
+        return max(1, min(free, AUTO_MAX_THREADS))
     try:
         n = int(value)
     except ValueError:
@@ -39,6 +57,55 @@ def resolve_threads(setting: int | str | None = None) -> int:
     if n < 1:
         raise ValueError(f"threads must be 'auto' or a positive integer, got {value!r}")
     return n
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def idle_cores(window_s: float = 0.2) -> float | None:
+    """Cores left idle by every process over ``window_s`` seconds; None where unknown.
+
+    Linux: from /proc/stat; elsewhere: CPU count minus the 1-minute load average.
+    """
+    global _idle_cache
+    now = time.monotonic()
+    if _idle_cache is not None and now - _idle_cache[0] < _IDLE_TTL_S:
+        return _idle_cache[1]
+    idle = _proc_stat_idle(window_s)
+    if idle is None and hasattr(os, "getloadavg"):
+        idle = max(0.0, (os.cpu_count() or 1) - os.getloadavg()[0])
+    if idle is not None:
+        _idle_cache = (now, idle)
+    return idle
+
+
+def _proc_stat_idle(window_s: float) -> float | None:
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:  # cpu  user nice system idle iowait irq softirq steal
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        return sum(ticks), ticks[3] + ticks[4]
+
+    try:
+        total0, idle0 = read()
+        time.sleep(window_s)
+        total1, idle1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (idle1 - idle0) / (total1 - total0) * (os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
