@@ -1,6 +1,7 @@
 """Training speed of Health Gym v1: seconds per epoch and per generator step, ours vs reference.
 
     python -m benchmarks.train_speed [--steps 1] [--cohorts art,demo] [--no-reference]
+                                     [--threads 1,auto] [--thread-counts 1,2]
                                      [--no-threads] [--no-epoch] [--no-record]
                                      [--device cpu|cuda|auto] [--amp] [--out FILE]
 
@@ -13,7 +14,11 @@ steps, all of 256 sequences but the last. Each distinct (L, batch size) is timed
 one untimed warm-up step each at the largest shape; the epoch time is the count-weighted
 sum. ``--no-epoch`` skips the check that times one real ``WGANTrainer.fit`` epoch (ART, ours)
 against that estimate. The reference (`benchmarks.reference_v1`) runs in the same process
-with the same threads.
+with the same threads. On CPU every cohort is timed at each of ``--threads`` (default: one
+thread, then the library's "auto", the idle cores at the start), each against the matmul peak
+at its thread count; a "Ceiling" table times PyTorch's fused LSTM alone (oneDNN) on the
+critic's shape, and the threads comparison (``--thread-counts``) runs once on the machine as it
+is and once beside a process that keeps one core busy.
 
 Devices (``--device``): the same code runs on CUDA (networks, batches and random streams on
 the card; clocks read after ``torch.cuda.synchronize``; the matmul peak measured there; the

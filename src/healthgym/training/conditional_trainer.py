@@ -151,7 +151,7 @@ class ConditionalTrainer:
         is none) with the same data and config (see RESUMABLE_CHANGES). `max_minutes` stops
         cleanly at a generator-step boundary and checkpoints the exact position. Raises
         TrainingDiverged when a loss blows up. On CPU it runs with the thread and allocator
-        policy of `training.runtime` (one thread unless HEALTHGYM_THREADS says otherwise).
+        policy of `training.runtime` (the idle cores unless HEALTHGYM_THREADS says otherwise).
         """
         args = (static, dynamic, lengths, run_dir, resume, max_minutes, progress)
         if self.device.type != "cpu":

@@ -1,12 +1,14 @@
 """CPU runtime settings for training and sampling: torch threads and glibc's allocator.
 
 Threads: "auto" (the default) takes the cores that are idle when a fit or sample starts, at
-most `AUTO_MAX_THREADS`. Measured on the 2-core development machine: idle, two threads made a
-v1 generator step 1.8x faster and a HealthGym epoch 1.4x faster than one thread; with one
-other busy process, two threads made the v1 step 1.7x slower than one, with a stall of 28 s
-(OpenMP barriers waiting on a preempted thread), so busy cores are left out. The thread
-count changes float results bit for bit: for runs that must repeat exactly across machines
-or loads, pin it with ``HEALTHGYM_THREADS=N`` (or a ``threads=N`` setting).
+most `AUTO_MAX_THREADS`. Measured (BENCHMARKS.md, a v1 generator step at 256 x 20): on the
+idle 2-core development machine two threads were 1.8x faster than one (a HealthGym epoch
+1.4x); on an idle 16-core machine 2, 4, 8 and 16 threads were 1.7x, 2.3x, 3.3x and 4.3x
+faster. With one other busy process, as many threads as cores stalled in OpenMP barriers
+(2 of 2 cores: 1.7x slower than one thread with a 28 s step; 16 of 16: 13x slower), while
+threads on the idle cores kept their speed-up, so busy cores are left out. The thread count
+changes float results bit for bit: for runs that must repeat exactly across machines or
+loads, pin it with ``HEALTHGYM_THREADS=N`` (or a ``threads=N`` setting).
 
 Allocator: LSTM training allocates tensors of tens of MB. glibc serves those with ``mmap`` and
 returns them on free, so every step faults its memory in again (measured: ~20% of a step in
@@ -32,24 +34,26 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
 _GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
 
 
-#: Most threads "auto" takes: the models' LSTM steps are small operations (see BENCHMARKS.md).
+#: Most threads "auto" takes: 8 gave 3.3x, 16 only 4.3x on a 16-core machine (small LSTM ops).
 AUTO_MAX_THREADS = 8
 #: An idle-core reading is reused for this many seconds (sampling in a loop measures once).
 _IDLE_TTL_S = 30.0
 _idle_cache: tuple[float, float] | None = None  # (monotonic time, idle cores)
 
 
-def resolve_threads(setting: int | str | None = None) -> int:
+def resolve_threads(setting: int | str | None = None, share: int = 1) -> int:
     """Torch threads for CPU work: ``setting``, else $HEALTHGYM_THREADS, else "auto".
 
     "auto": the usable cores (affinity and cgroup quota) that are idle now, at least 1 and at
     most `AUTO_MAX_THREADS`; a core counts as idle when less than a fifth of it is in use.
+    ``share``: processes starting together on this machine (distributed training), which
+    split the idle cores between them.
     """
     value = setting if setting is not None else os.environ.get(THREADS_ENV, "auto")
     if value == "auto":
         idle = idle_cores()
         free = usable_cores() if idle is None else min(usable_cores(), math.floor(idle + 0.2))
-        return max(1, min(free, AUTO_MAX_THREADS))
+        return max(1, min(free // share, AUTO_MAX_THREADS))
     try:
         n = int(value)
     except ValueError:

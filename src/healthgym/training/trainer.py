@@ -174,7 +174,8 @@ class WGANTrainer:
             try:
                 if self.device.type != "cpu":
                     return self._fit(x, lengths, run_dir, resume, max_minutes, progress, sharded)
-                with cpu_threads(resolve_threads(self.threads)), keep_freed_memory():
+                threads = resolve_threads(self.threads, share=ctx.world)
+                with cpu_threads(threads), keep_freed_memory():
                     return self._fit(x, lengths, run_dir, resume, max_minutes, progress, sharded)
             finally:
                 self._ddp = None
