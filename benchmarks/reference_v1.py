@@ -5,7 +5,10 @@ direction is a Python loop over time calling an LSTM cell module (gates = x2h(x_
 as a hand-written cell), because cuDNN RNNs could not be differentiated twice; and the fakes
 of the critic updates are not detached, so each critic backward also runs through the
 generator. Everything else (sizes, losses, penalty, Adam, the critic frozen during the
-generator update) is ours, so a timing ratio against `WGANTrainer` isolates those two choices.
+generator update) is ours, with one softmax and one embedding product per categorical
+variable, as the published networks have them. A timing ratio against `WGANTrainer` measures
+those two choices plus `healthgym.models.v1`'s own speed changes (one softmax per span width,
+the soft embeddings folded into the critic's first layer; BENCHMARKS.md).
 """
 
 from __future__ import annotations

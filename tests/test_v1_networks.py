@@ -62,6 +62,46 @@ def test_generator_rows_are_schema_true() -> None:
         torch.testing.assert_close(span.sum(-1), torch.ones(5, 7))
 
 
+# Two spans of width 2 share a softmax block; the width-3 span has its own.
+GROUPED = DesignLayout(n_features=9, real_idx=(2, 8), spans=((0, 2), (3, 6), (6, 8)))
+
+
+def test_generator_softmax_blocks_equal_one_softmax_per_span() -> None:
+    torch.manual_seed(0)
+    gen = Generator(GROUPED, noise_dim=NOISE, hidden=HIDDEN).double()
+    z = sample_noise(3, 4, NOISE, rng(), "cpu").double()
+    logits = gen.head(gen.lstm(z)[0])
+    expected = torch.empty_like(logits)
+    expected[..., [2, 8]] = torch.sigmoid(logits[..., [2, 8]])
+    for s, e in GROUPED.spans:
+        expected[..., s:e] = torch.softmax(logits[..., s:e], dim=-1)
+    torch.testing.assert_close(gen(z), expected, rtol=1e-12, atol=1e-12)
+    # A checkpoint from before the width blocks holds its own column order: ignored on load.
+    old = {**gen.state_dict(), "unpermute": torch.arange(GROUPED.n_features)}
+    again = Generator(GROUPED, noise_dim=NOISE, hidden=HIDDEN).double()
+    again.load_state_dict(old)
+    torch.testing.assert_close(again(z), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_critic_folded_embedding_equals_per_span_products() -> None:
+    """The critic's one (F x H) input product is the MLP on [reals, span_j @ E_j, ...]."""
+    torch.manual_seed(0)
+    critic = Critic(GROUPED, hidden=HIDDEN).double()
+    x = torch.rand(3, 4, GROUPED.n_features, generator=rng(), dtype=torch.float64)
+    parts = [x[..., [2, 8]]]
+    parts += [
+        x[..., s:e] @ emb.weight for (s, e), emb in zip(GROUPED.spans, critic.embeds, strict=True)
+    ]
+    h = critic.mlp(torch.cat(parts, dim=-1))
+    _, (h_n, _) = critic.lstm(h)
+    expected = critic.out(torch.cat([h_n[0], h_n[1]], dim=-1)).squeeze(-1)
+    torch.testing.assert_close(critic(x), expected, rtol=1e-12, atol=1e-12)
+    critic(x).sum().backward()  # every embedding still gets its gradient
+    assert all(emb.weight.grad.abs().sum() > 0 for emb in critic.embeds)
+    assert set(critic.state_dict()) == set(Critic(GROUPED, hidden=HIDDEN).state_dict())
+    assert not any("input_base" in k or "embed_" in k for k in critic.state_dict())
+
+
 def test_critic_scores_one_number_per_sequence() -> None:
     torch.manual_seed(0)
     assert Critic(LAYOUT, HIDDEN)(one_hot_batch(5, 7)).shape == (5,)

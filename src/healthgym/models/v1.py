@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from healthgym.models.bilstm import bilstm_final
@@ -40,19 +41,36 @@ class Generator(nn.Module):
             nn.LeakyReLU(0.1),
             nn.Linear(hidden, layout.n_features),
         )
-        # Activated pieces are concatenated as [reals, span 1, span 2, ...]; `unpermute`
-        # puts them back in design-column order with one gather (no in-place writes).
-        grouped = list(layout.real_idx) + [i for s, e in layout.spans for i in range(s, e)]
+        # Spans of equal width take one softmax: their logits are gathered into (spans, width)
+        # blocks. Outputs are laid out [reals, block 1, block 2, ...] and `unpermute` puts them
+        # back in design-column order with one gather (no in-place writes).
+        n, widths = len(layout.real_idx), sorted({e - s for s, e in layout.spans})
+        self.blocks = [(sum(e - s == k for s, e in layout.spans), k) for k in widths]
+        grouped = list(layout.real_idx)
+        for k in widths:
+            grouped += [i for s, e in layout.spans if e - s == k for i in range(s, e)]
         self.register_buffer("real_idx", torch.tensor(layout.real_idx, dtype=torch.long))
-        self.register_buffer("unpermute", torch.argsort(torch.tensor(grouped)))
+        # Not saved: derived from the layout. Checkpoints written before the width blocks hold
+        # an "unpermute" for the older order; it is dropped on load, never used.
+        self.register_buffer("unpermute", torch.argsort(torch.tensor(grouped)), False)
+        self.register_buffer("span_idx", torch.tensor(grouped[n:], dtype=torch.long), False)
+        self.register_load_state_dict_pre_hook(_drop_saved_order)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, L, Z) in [0, 1) -> rows (B, L, F): sigmoid on reals, softmax on each span."""
         h, _ = self.lstm(z)  # (B, L, 2H)
         logits = self.head(h)  # (B, L, F)
-        parts = [torch.sigmoid(logits.index_select(-1, self.real_idx))]
-        parts += [torch.softmax(logits[..., s:e], dim=-1) for s, e in self.layout.spans]
+        parts = [torch.sigmoid(logits.index_select(-1, self.real_idx))]  # (B, L, R)
+        if self.blocks:
+            spans = logits.index_select(-1, self.span_idx)  # (B, L, F - R) grouped by width
+            sizes = [count * width for count, width in self.blocks]
+            for block, shape in zip(spans.split(sizes, -1), self.blocks, strict=True):
+                parts.append(torch.softmax(block.unflatten(-1, shape), dim=-1).flatten(-2))
         return torch.cat(parts, dim=-1).index_select(-1, self.unpermute)  # (B, L, F)
+
+
+def _drop_saved_order(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    state_dict.pop(prefix + "unpermute", None)
 
 
 class Critic(nn.Module):
@@ -66,7 +84,8 @@ class Critic(nn.Module):
         self.embeds = nn.ModuleList(
             nn.Embedding(e - s, 2 if e - s == 2 else 4) for s, e in layout.spans
         )
-        d_in = len(layout.real_idx) + sum(emb.embedding_dim for emb in self.embeds)
+        n = len(layout.real_idx)
+        d_in = n + sum(emb.embedding_dim for emb in self.embeds)
         self.mlp = nn.Sequential(
             nn.Linear(d_in, hidden),
             nn.LeakyReLU(0.1),
@@ -75,14 +94,30 @@ class Critic(nn.Module):
         )
         self.lstm = nn.LSTM(hidden, hidden, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * hidden, 1)
-        self.register_buffer("real_idx", torch.tensor(layout.real_idx, dtype=torch.long))
+        # The MLP's input [reals, span_1 @ E_1, span_2 @ E_2, ...] is x @ P for one (F, d_in)
+        # matrix P: ones at (real, its slot), each E_j in its span's rows. P is rebuilt from the
+        # embeddings in every forward and folded into the first Linear, so a row costs one
+        # product instead of one per span (the per-span products were ~10% of a demo step).
+        rows, cols, col = [], [], n
+        for (s, e), emb in zip(layout.spans, self.embeds, strict=True):
+            k, d = e - s, emb.embedding_dim
+            rows.append(torch.arange(s, e).repeat_interleave(d))  # E_j row-major
+            cols.append(torch.arange(col, col + d).repeat(k))
+            col += d
+        base = torch.zeros(layout.n_features, d_in)
+        base[list(layout.real_idx), torch.arange(n)] = 1.0
+        self.register_buffer("input_base", base, persistent=False)
+        self.register_buffer("embed_rows", torch.cat(rows or [torch.zeros(0)]).long(), False)
+        self.register_buffer("embed_cols", torch.cat(cols or [torch.zeros(0)]).long(), False)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, F) -> score (B,). With ``lengths`` (B,), steps past each length are ignored."""
-        parts = [x.index_select(-1, self.real_idx)]
-        spans = zip(self.layout.spans, self.embeds, strict=True)
-        parts += [x[..., s:e] @ emb.weight for (s, e), emb in spans]
-        h = self.mlp(torch.cat(parts, dim=-1))  # (B, L, H)
+        weights = [emb.weight.flatten() for emb in self.embeds]
+        project = self.input_base  # (F, d_in)
+        if weights:
+            project = project.index_put((self.embed_rows, self.embed_cols), torch.cat(weights))
+        first = self.mlp[0]
+        h = self.mlp[1:](F.linear(x, first.weight @ project.T, first.bias))  # (B, L, H)
         if lengths is None and _PENALTY.get():
             # The penalty differentiates this graph twice; nn.LSTM's double backward is an
             # op-by-op fallback on CPU and unsupported by cuDNN, so use the LSTM with a
