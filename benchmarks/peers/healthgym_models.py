@@ -35,7 +35,7 @@ class _HealthGymAdapter(Adapter):
         self.model = self.model_class(**self.settings)
         self.model.fit(train, self.run_dir, max_minutes=budget.left() / 60.0, progress=False)
         r = self.model.result
-        self.progress = f"{r.steps} generator steps, {r.epochs} full epochs"
+        self.progress = f"{r.steps} {self.model.step_unit}, {r.epochs} full epochs"
         return self
 
     def sample(self, n: int) -> Cohort:

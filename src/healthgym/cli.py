@@ -193,7 +193,7 @@ def train(
     r = model.result
     how = f"stopped early ({r.stopped_early})" if r.stopped_early else "finished"
     if main_process:
-        click.echo(f"{how}: {r.epochs} epochs, {r.steps} generator steps; run folder {run_dir}")
+        click.echo(f"{how}: {r.epochs} epochs, {r.steps} {model.step_unit}; run folder {run_dir}")
 
 
 def _launch_training(nproc: int, params: dict[str, Any]) -> None:

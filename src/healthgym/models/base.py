@@ -23,6 +23,8 @@ class RunFolderModel:
     config_class: ClassVar[type]
     #: cohort types `fit` accepts
     accepts: ClassVar[tuple[type, ...]] = (Cohort,)
+    #: what ``result.steps`` counts, for messages
+    step_unit: ClassVar[str] = "generator steps"
 
     def __init__(self, **settings: Any) -> None:
         fields = {f.name for f in dataclasses.fields(self.config_class)}

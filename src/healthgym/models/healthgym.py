@@ -44,6 +44,7 @@ class HealthGym(ConditionalModel):
     """
 
     config_class = ARConfig
+    step_unit = "optimizer steps"
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
