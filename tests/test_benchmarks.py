@@ -80,7 +80,14 @@ def test_time_to_quality_scores_each_variant() -> None:
     )
     assert [r["variant"] for r in summary] == ["faithful", "lean"]
     assert all(0 <= r["quality"] <= 1 for r in timeline) and 0 < ceiling["quality"] <= 1
-    assert not math.isnan(summary[0]["s to faithful best"])
+    assert not math.isnan(summary[0]["s to target"])
+    # Target mode: faithful trains its epochs first and its final quality is the target.
+    timeline, summary, ceiling = time_to_quality.run(
+        ["lean", "faithful"], 0.01, 0.3, cohort, {**extra, "epochs": 2}, faithful_epochs=1
+    )
+    assert [r["variant"] for r in summary] == ["faithful", "lean"]
+    faithful = [r for r in timeline if r["variant"] == "faithful"]
+    assert faithful[-1]["epochs"] == 1 and ceiling["target"] == faithful[-1]["quality"]
 
 
 def test_record_appends_inside_its_own_section(tmp_path) -> None:
