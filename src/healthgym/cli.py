@@ -14,11 +14,12 @@ from .cohort import Cohort, read_table, write_tables
 from .datasets.healthgym_layouts import DATASETS, published_dataset
 from .datasets.healthgym_published import load_published, published_frames
 from .evaluation import Report, evaluate
-from .models import PRESETS, HealthGym, HealthGymGAN, HealthGymV1
+from .models import MODELS, PRESETS, HealthGym, HealthGymV1
+from .models.base import ConditionableModel, RunFolderModel
 from .models.conditioning import parse_condition
+from .parquet_shards import ParquetShards
 from .schema import Schema, infer_schema
 from .training import distributed
-from .training.parquet_shards import ParquetShards
 
 
 def friendly_errors(fn: Any) -> Any:
@@ -89,7 +90,7 @@ def schema(
 @click.option(
     "--model",
     "model_name",
-    type=click.Choice(["healthgym", "gan", "v1"]),
+    type=click.Choice(list(MODELS)),
     help="healthgym (the default: autoregressive, stops on a validation loss), gan (the WGAN-GP "
     "beyond v1) or v1 (published) [default: v1 with --dataset or --preset, else healthgym].",
 )
@@ -176,13 +177,11 @@ def train(
     model_name = model_name or ("v1" if preset or dataset else "healthgym")
     if model_name != "v1" and preset:
         raise ValueError("--preset names v1 settings: add --model v1, or drop --preset")
-    model: HealthGym | HealthGymGAN | HealthGymV1
-    if model_name == "healthgym":
-        model = HealthGym(**overrides)
-    elif model_name == "gan":
-        model = HealthGymGAN(**overrides)
-    else:
+    model: RunFolderModel
+    if model_name == HealthGymV1.name:
         model = HealthGymV1.preset(preset or dataset or "faithful", **overrides)
+    else:
+        model = MODELS[model_name](**overrides)
     main_process = distributed.is_main_process()  # in a torchrun job, rank 0 speaks
     if main_process:
         click.echo(f"{cohort}\ntraining {model} -> {run_dir}", err=True)
@@ -254,7 +253,7 @@ def sample(
     """Generate N synthetic patients from a trained run and stream them to OUTPUT."""
     model = load(run_dir)
     if conditions:
-        if not isinstance(model, HealthGym | HealthGymGAN):
+        if not isinstance(model, ConditionableModel):
             raise ValueError(
                 f"--condition needs a HealthGym or HealthGymGAN run; {run_dir} holds {model!r}"
             )

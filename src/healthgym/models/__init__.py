@@ -1,8 +1,9 @@
-"""Generative models of longitudinal cohorts."""
+"""Generative models of longitudinal cohorts: one folder per family (healthgym, gan, v1),
+with what they share beside them (base class, registry, conditioning, layout, config)."""
 
+from .gan import HealthGymGAN
 from .healthgym import HealthGym
-from .healthgym_gan import HealthGymGAN
-from .healthgym_v1 import PRESETS, HealthGymV1
 from .registry import MODELS, load_model
+from .v1 import PRESETS, HealthGymV1
 
 __all__ = ["MODELS", "PRESETS", "HealthGym", "HealthGymGAN", "HealthGymV1", "load_model"]

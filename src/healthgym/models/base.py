@@ -1,26 +1,54 @@
 """What every model class shares: keyword settings checked against its config dataclass, a
-repr of the changed settings, `fit` on a cohort into a run folder (a temporary one when none
-is given) and `save`. Subclasses implement `_fit`, `_fitted`, `_write_metadata`,
-`_write_weights`, `sample` and `load`."""
+repr of the changed settings, `fit` into a run folder (a temporary one when none is given),
+and the run folder itself: `model.json`, `schema.yaml`, the encoding's JSON and `weights.pt`,
+written by `save` and read back by `load` (no pickle: weights load with weights_only=True).
+
+A family implements `_fit` (encode, train, set the fitted parts), `_fitted` (the trained
+network and the encoding), `_build_network` (an untrained network for `load`) and `sample`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
+import torch
 
+from ..atomic import write_text_atomic
 from ..cohort import Cohort
+from ..training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from ..training.checkpoint import save_checkpoint
+from ..training.loop import Trainer, TrainResult, check_checkpoint
 from ..training.runtime import cpu_threads, resolve_threads
-from ..training.trainer import TrainResult
+
+MODEL_FILE = "model.json"
+SCHEMA_FILE = "schema.yaml"
+#: The trained network's weights, every family alike: {"model": state dict}.
+WEIGHTS_FILE = "weights.pt"
+#: Weights files of healthgym 0.1.0 run folders, and the key holding the state dict.
+LEGACY_WEIGHTS = {"generator.pt": "generator", "model.pt": "model"}
 
 
 class RunFolderModel:
     """Base of HealthGym, HealthGymGAN and HealthGymV1."""
 
+    #: the family's one name: registry, CLI ``--model``, model.json, checkpoints
+    name: ClassVar[str]
+    #: what model.json's "model" said in healthgym 0.1.0 (the class name)
+    legacy_name: ClassVar[str]
     config_class: ClassVar[type]
+    #: the class turning a cohort into the network's numbers (Tokenizer or Encoder), its file
+    encoding_class: ClassVar[Any]
+    encoding_file: ClassVar[str]
+    #: the attribute holding the fitted encoding ("encoder" or "tokenizer")
+    encoding_attr: ClassVar[str] = "encoder"
+    trainer_class: ClassVar[type[Trainer]]
+    #: the checkpoint state's entry holding the weights that sampling uses
+    sampling_weights: ClassVar[str] = "generator"
     #: cohort types `fit` accepts
     accepts: ClassVar[tuple[type, ...]] = (Cohort,)
     #: what ``result.steps`` counts, for messages
@@ -32,6 +60,8 @@ class RunFolderModel:
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(fields)}")
         self.config = self.config_class(**settings)
+        self.network: torch.nn.Module | None = None
+        setattr(self, self.encoding_attr, None)
         self.result: TrainResult | None = None
 
     def __repr__(self) -> str:
@@ -51,7 +81,7 @@ class RunFolderModel:
         max_minutes: float | None = None,
         progress: bool = True,
     ) -> Any:
-        """Train on `cohort`; the run folder gets schema, encoder, checkpoints and metrics.
+        """Train on `cohort`; the run folder gets schema, encoding, checkpoints and metrics.
 
         `resume=True` continues the run in `run_dir` from its newest checkpoint;
         `max_minutes` stops cleanly (resume later to continue).
@@ -71,22 +101,81 @@ class RunFolderModel:
         self._write_weights(path)
         return path
 
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """A model from a run or model folder; weights load with `weights_only=True`."""
+        path = Path(path)
+        meta = read_model_meta(path, cls)
+        model = cls(**cls.config_class.from_dict(meta["config"]).to_dict())
+        encoding = cls.encoding_class.load(path / cls.encoding_file)
+        network = model._build_network(encoding, meta)
+        weights, source = read_weights(path, cls)
+        try:
+            network.load_state_dict(weights)
+        except RuntimeError as e:
+            raise CheckpointError(f"{source} does not fit {path / MODEL_FILE}: {e}") from None
+        model._set_fitted(network.eval(), encoding)
+        return model
+
+    # ---- shared by the families' _fit ----------------------------------------------------------
+    def _check_run_folder(self, run_dir: Path, encoding: Any, resume: bool) -> None:
+        """A resumed run must be this family's on the same cohort; a new one needs a free folder."""
+        if resume and (run_dir / MODEL_FILE).exists():
+            read_model_meta(run_dir, type(self))
+            saved = run_dir / self.encoding_file
+            if saved.exists() and self.encoding_class.load(saved).to_dict() != encoding.to_dict():
+                raise ValueError(f"{run_dir}: cannot resume, the cohort differs from the run's")
+        if not resume and (run_dir / MODEL_FILE).exists():
+            raise FileExistsError(
+                f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"
+            )
+
+    def _write_metadata(self, path: Path) -> None:
+        encoding = self._encoding()
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"model": self.name, "config": self.config.to_dict(), **self._metadata()}
+        write_text_atomic(path / MODEL_FILE, json.dumps(meta, indent=1))
+        encoding.save(path / self.encoding_file)
+        encoding.schema.to_yaml(path / SCHEMA_FILE)
+
+    def _write_weights(self, path: Path) -> None:
+        save_checkpoint({"model": self._fitted()[0].state_dict()}, path / WEIGHTS_FILE)
+
+    # ---- the family's own --------------------------------------------------------------------
     def _fit(
         self, cohort: Any, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
     ) -> Any:
         raise NotImplementedError
 
-    def _fitted(self) -> Any:
+    def _build_network(self, encoding: Any, meta: dict[str, Any]) -> torch.nn.Module:
+        """The untrained network of a saved model, for its weights to load into."""
         raise NotImplementedError
 
-    def _write_metadata(self, path: Path) -> None:
-        raise NotImplementedError
+    def _metadata(self) -> dict[str, Any]:
+        """What model.json holds beyond the name and config."""
+        return {}
 
-    def _write_weights(self, path: Path) -> None:
-        raise NotImplementedError
+    # ---- the fitted parts ----------------------------------------------------------------------
+    def _encoding(self) -> Any:
+        """The fitted encoding (set by `_fit` before training starts)."""
+        encoding = getattr(self, self.encoding_attr)
+        if encoding is None:
+            raise RuntimeError("the model is not trained: call fit(cohort) or load(run_dir)")
+        return encoding
+
+    def _set_fitted(self, network: torch.nn.Module, encoding: Any) -> None:
+        self.network = network
+        setattr(self, self.encoding_attr, encoding)
+
+    def _fitted(self) -> tuple[Any, Any]:
+        """(trained network on the CPU, encoding); RuntimeError before fit or load."""
+        encoding = self._encoding()
+        if self.network is None:
+            raise RuntimeError("the model is not trained: call fit(cohort) or load(run_dir)")
+        return self.network.cpu(), encoding
 
 
-class ConditionalModel(RunFolderModel):
+class ConditionableModel(RunFolderModel):
     """Base of the models that draw statics once per patient and take `conditions=` /
     `static=` (HealthGym, HealthGymGAN); they implement `sample_batches`."""
 
@@ -116,3 +205,43 @@ class ConditionalModel(RunFolderModel):
 
     def sample_batches(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
+
+
+def read_model_meta(path: Path, expected: type[RunFolderModel] | None = None) -> dict[str, Any]:
+    """`model.json` of a run folder, checked to name the `expected` model family."""
+    meta_path = path / MODEL_FILE
+    if not meta_path.exists():
+        raise ValueError(f"{path}: not a healthgym run folder (no {MODEL_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+        raise ValueError(f"{meta_path}: not a healthgym model file")
+    if expected is not None and meta.get("model") not in (expected.name, expected.legacy_name):
+        raise ValueError(
+            f"{meta_path}: holds a {meta.get('model')!r} model, not {expected.name!r}"
+        )
+    return meta
+
+
+def read_weights(path: Path, model_class: type[RunFolderModel]) -> tuple[dict[str, Any], Path]:
+    """The sampling network's state dict of a run folder and the file it came from.
+
+    `weights.pt`, else a 0.1.0 weights file, else the newest checkpoint (a run stopped
+    before its weights were written)."""
+    weights = path / WEIGHTS_FILE
+    if weights.exists():
+        return load_checkpoint(weights, required=("model",))["model"], weights
+    for name, key in LEGACY_WEIGHTS.items():
+        if (path / name).exists():
+            return load_checkpoint(path / name, required=(key,))[key], path / name
+    ckpt = latest_checkpoint(path)
+    if ckpt is None:
+        raise ValueError(f"{path}: no trained weights ({WEIGHTS_FILE} or a checkpoint)")
+    saved = load_checkpoint(ckpt, required=("state",))
+    try:
+        check_checkpoint(ckpt, saved, model_class.name)
+        return saved["state"][model_class.sampling_weights], ckpt
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{ckpt}: no weights to sample from ({e})") from None

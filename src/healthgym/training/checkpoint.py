@@ -1,18 +1,19 @@
 """Crash-safe checkpoints: atomic writes, safe loads, the newest few kept, corrupt ones skipped.
 
-Layout: ``run_dir/checkpoints/ckpt-<step>.pt`` with the generator step zero-padded, so names
-sort by progress.
+Layout: ``run_dir/checkpoints/ckpt-<step>.pt`` with the optimisation step zero-padded, so
+names sort by progress (every family numbers them by step).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..atomic import write_atomic
 
 KEEP = 3  #: checkpoints kept per run
 _DIR = "checkpoints"
@@ -23,7 +24,7 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    """Where the checkpoint taken after generator step ``step`` lives."""
+    """Where the checkpoint taken after optimisation step ``step`` lives."""
     return Path(run_dir) / _DIR / f"ckpt-{step:09d}.pt"
 
 
@@ -40,23 +41,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` so that ``path`` holds either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(

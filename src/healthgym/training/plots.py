@@ -51,8 +51,9 @@ def plot_likelihood_curve(metrics_path: str | Path, out_png: str | Path) -> Path
     """
     with open(metrics_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    rows = [r for r in rows if "val_nll" in r]  # the epoch rows (the others are steps)
     if not rows:
-        raise ValueError(f"{metrics_path} has no metrics to plot")
+        raise ValueError(f"{metrics_path} has no epoch metrics to plot")
     fig = Figure(figsize=(7, 4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()

@@ -5,15 +5,13 @@ How the defaults were chosen is in README ("HealthGymGAN: beyond v1").
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
-import torch
+from ..config import ConfigBase
 
 
 @dataclass(frozen=True)
-class GANConfig:
+class GANConfig(ConfigBase):
     """Everything that shapes a HealthGymGAN run; JSON round-trips through to_dict/from_dict."""
 
     noise_dim: int = 32  #: N(0, 1) noise per patient (static head) and per step (sequence)
@@ -49,9 +47,7 @@ class GANConfig:
             "lr_generator", "lr_critic", "max_loss", "calibration_rounds", "condition_max_draws",
             "condition_tolerance",
         )  # fmt: skip
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        self.check_positive(*positive)
         for name in ("lambda_gp", "lambda_corr", "lambda_rates", "calibration_patients"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -59,21 +55,3 @@ class GANConfig:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-
-    def resolve_device(self) -> torch.device:
-        """The torch device named by `device` ("auto" prefers CUDA)."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (a list for betas)."""
-        return dataclasses.asdict(self) | {"betas": list(self.betas)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GANConfig:
-        """Inverse of to_dict; unknown keys are an error, missing keys take defaults."""
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown GANConfig keys: {sorted(unknown)}")
-        return cls(**d)

@@ -10,9 +10,9 @@ from typing import NamedTuple
 
 import torch
 
-from healthgym.models.conditional import PairCritic
-from healthgym.models.layout import DesignLayout
-from healthgym.models.v1 import correlation_loss, pearson_matrix
+from .network import PairCritic
+from ..layout import DesignLayout
+from ..v1.network import correlation_loss, pearson_matrix
 
 
 def live_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:

@@ -19,31 +19,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cohort import Cohort
-from ..encoding import Column, Encoder
-from ..schema import write_text_atomic
-from ..training.checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from ..training.conditional_config import GANConfig
-from ..training.conditional_trainer import ConditionalTrainer, build_generator, layouts_dict
-from ..training.trainer import derive_seed
-from .base import ConditionalModel
-from .conditional import Generator, draw
-from .conditioning import encode_request, matches, requested_columns, sampling_request
-from .healthgym_v1 import ENCODER_FILE, MODEL_FILE, SCHEMA_FILE, WEIGHTS_FILE, read_model_meta
-from .layout import DesignLayout
+from ...cohort import Cohort
+from ...encoding import Column, Encoder
+from ...training.seeding import derive_seed
+from ..base import ConditionableModel
+from ..conditioning import encode_request, matches, requested_columns, sampling_request
+from ..layout import DesignLayout
+from .config import GANConfig
+from .network import Generator, draw
+from .trainer import GANTrainer, build_generator, layouts_dict
 
-MODEL_NAME = "HealthGymGAN"
 #: Static candidates drawn per round when partial conditions are met by rejection.
 REJECTION_BATCH = 4096
 _REJECTION_TAG = 1  # keeps the rejection stream apart from the sampling stream of a seed
 
 
-class HealthGymGAN(ConditionalModel):
+class HealthGymGAN(ConditionableModel):
     """Statics once per patient, variable lengths, generated missingness, conditional sampling.
 
     Every keyword is a `GANConfig` field; defaults train in minutes on 2 CPU cores.
@@ -52,12 +43,13 @@ class HealthGymGAN(ConditionalModel):
     `condition_tolerance` on the encoded scale, then takes the exact value).
     """
 
+    name = "gan"
+    legacy_name = "HealthGymGAN"
     config_class = GANConfig
+    encoding_class = Encoder
+    encoding_file = "encoder.json"
+    trainer_class = GANTrainer
 
-    def __init__(self, **settings: Any) -> None:
-        super().__init__(**settings)
-        self.encoder: Encoder | None = None
-        self.generator: Generator | None = None
 
     def _fit(
         self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
@@ -65,16 +57,10 @@ class HealthGymGAN(ConditionalModel):
         encoder = Encoder(cohort.schema).fit(cohort)
         if not encoder.dynamic_columns:
             raise ValueError("HealthGymGAN needs at least one dynamic variable in the schema")
-        if resume and (run_dir / ENCODER_FILE).exists():
-            if Encoder.load(run_dir / ENCODER_FILE).to_dict() != encoder.to_dict():
-                raise ValueError(f"{run_dir}: cannot resume, the cohort differs from the run's")
-        if not resume and (run_dir / MODEL_FILE).exists():
-            raise FileExistsError(
-                f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"
-            )
+        self._check_run_folder(run_dir, encoder, resume)
         self.encoder = encoder
         encoded = encoder.transform(cohort)
-        trainer = ConditionalTrainer(*block_layouts(encoder), encoder.max_length, self.config)
+        trainer = GANTrainer(*block_layouts(encoder), encoder.max_length, self.config)
         self._write_metadata(run_dir)
         self.result = trainer.fit(
             torch.from_numpy(encoded.static),
@@ -85,7 +71,7 @@ class HealthGymGAN(ConditionalModel):
             max_minutes=max_minutes,
             progress=progress,
         )
-        self.generator = trainer.generator.eval()
+        self.network = trainer.generator.eval()
         self._write_weights(run_dir)
         return self
 
@@ -174,48 +160,16 @@ class HealthGymGAN(ConditionalModel):
             )
         return hits[:need]
 
-    # ---- persistence ----------------------------------------------------------------------
-    @classmethod
-    def load(cls, path: str | Path) -> HealthGymGAN:
-        """A model from a run or model folder; weights load with `weights_only=True`."""
-        path = Path(path)
-        meta = read_model_meta(path, MODEL_NAME)
-        model = cls(**GANConfig.from_dict(meta["config"]).to_dict())
-        model.encoder = Encoder.load(path / ENCODER_FILE)
-        weights = path / WEIGHTS_FILE
-        if not weights.exists():
-            weights = latest_checkpoint(path)
-            if weights is None:
-                raise ValueError(f"{path}: no trained weights ({WEIGHTS_FILE} or a checkpoint)")
-        state = load_checkpoint(weights, required=("generator",))
-        gen = build_generator(*block_layouts(model.encoder), model.encoder.max_length, model.config)
-        try:
-            gen.load_state_dict(state["generator"])
-        except RuntimeError as e:
-            raise CheckpointError(f"{weights} does not fit {path / MODEL_FILE}: {e}") from None
-        model.generator = gen.eval()
-        return model
+    # ---- the run folder ----------------------------------------------------------------------
+    def _build_network(self, encoding: Encoder, meta: dict[str, Any]) -> Generator:
+        return build_generator(*block_layouts(encoding), encoding.max_length, self.config)
 
-    def _write_metadata(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        assert self.encoder is not None
-        meta = {
-            "model": MODEL_NAME,
-            "config": self.config.to_dict(),
-            "layouts": layouts_dict(*block_layouts(self.encoder)),
-            "max_length": self.encoder.max_length,
+    def _metadata(self) -> dict[str, Any]:
+        encoder = self._encoding()
+        return {
+            "layouts": layouts_dict(*block_layouts(encoder)),
+            "max_length": encoder.max_length,
         }
-        write_text_atomic(path / MODEL_FILE, json.dumps(meta, indent=1))
-        self.encoder.save(path / ENCODER_FILE)
-        self.encoder.schema.to_yaml(path / SCHEMA_FILE)
-
-    def _write_weights(self, path: Path) -> None:
-        save_checkpoint({"generator": self._fitted()[0].state_dict()}, path / WEIGHTS_FILE)
-
-    def _fitted(self) -> tuple[Generator, Encoder]:
-        if self.generator is None or self.encoder is None:
-            raise RuntimeError("the model is not trained: call fit(cohort) or load(run_dir)")
-        return self.generator.cpu(), self.encoder
 
 
 def block_layouts(encoder: Encoder) -> tuple[DesignLayout | None, DesignLayout]:

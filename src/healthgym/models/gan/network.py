@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from healthgym.models.layout import DesignLayout
+from ..layout import DesignLayout
 
 
 def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:

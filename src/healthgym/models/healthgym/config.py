@@ -1,19 +1,17 @@
 """Settings of the default model's likelihood training; defaults measured on the demo cohort.
 
-How they were chosen: README ("The default model") and `benchmarks/peers`.
+How they were chosen: docs/models/healthgym.md and `benchmarks/peers`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
-import torch
+from ..config import ConfigBase
 
 
 @dataclass(frozen=True)
-class ARConfig:
+class HealthGymConfig(ConfigBase):
     """Everything that shapes a run of the default model; JSON round-trips via to_dict."""
 
     bins: int = 32  #: equal-probability bins per real variable (first token)
@@ -40,9 +38,7 @@ class ARConfig:
             "bins", "fine", "width", "batch_size", "lr", "epochs", "lr_patience", "patience",
             "temperature", "max_loss",
         )  # fmt: skip
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        self.check_positive(*positive)
         if self.bins < 2:
             raise ValueError(f"bins must be >= 2, got {self.bins}")
         if not 0 <= self.dropout < 1:
@@ -51,20 +47,3 @@ class ARConfig:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.weight_decay < 0 or self.seed < 0:
             raise ValueError("weight_decay and seed must be >= 0")
-
-    def resolve_device(self) -> torch.device:
-        """The torch device named by `device` ("auto" prefers CUDA)."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ARConfig:
-        """Inverse of to_dict; unknown keys are an error, missing keys take defaults."""
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ARConfig keys: {sorted(unknown)}")
-        return cls(**d)

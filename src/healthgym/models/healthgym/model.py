@@ -8,7 +8,6 @@ quality of the best peers (measured in `benchmarks/peers`, BENCHMARKS.md).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,39 +16,35 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cohort import Cohort
-from ..schema import write_text_atomic
-from ..tokenizer import Tokenizer
-from ..training.ar_config import ARConfig
-from ..training.ar_trainer import LikelihoodTrainer, build_model
-from ..training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ..training.trainer import derive_seed
-from .autoregressive import PatientModel, draw_statics, draw_steps
-from .base import ConditionalModel
-from .conditioning import sampling_request
-from .healthgym_v1 import MODEL_FILE, SCHEMA_FILE, read_model_meta
+from ...cohort import Cohort
+from ...training.seeding import derive_seed
+from ..base import ConditionableModel
+from ..conditioning import sampling_request
+from .config import HealthGymConfig
+from .network import PatientModel, draw_statics, draw_steps
+from .tokenizer import Tokenizer
+from .trainer import HealthGymTrainer, build_model
 
-MODEL_NAME = "HealthGym"
-TOKENIZER_FILE = "tokenizer.json"
-WEIGHTS_FILE = "model.pt"
 _DECODE = 7  # keeps the decoding stream of a seed apart from the sampling stream
 
 
-class HealthGym(ConditionalModel):
+class HealthGym(ConditionableModel):
     """Autoregressive model of whole patients: statics, steps, missingness and length.
 
-    Every keyword is an `ARConfig` field. `fit` stops on the validation loss (or
+    Every keyword is a `HealthGymConfig` field. `fit` stops on the validation loss (or
     `max_minutes`); `sample(n, conditions=..., static=..., length=...)` fixes those and
     draws the other statics (and the length) from their conditional, without rejection.
     """
 
-    config_class = ARConfig
+    name = "healthgym"
+    legacy_name = "HealthGym"
+    config_class = HealthGymConfig
+    encoding_class = Tokenizer
+    encoding_file = "tokenizer.json"
+    encoding_attr = "tokenizer"
+    trainer_class = HealthGymTrainer
+    sampling_weights = "best"
     step_unit = "optimizer steps"
-
-    def __init__(self, **settings: Any) -> None:
-        super().__init__(**settings)
-        self.encoder: Tokenizer | None = None
-        self.network: PatientModel | None = None
 
     def _fit(
         self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
@@ -57,17 +52,11 @@ class HealthGym(ConditionalModel):
         cfg = self.config
         tokenizer = Tokenizer(cohort.schema, cfg.bins, cfg.fine).fit(cohort)
         if not tokenizer.dynamic_columns:
-            raise ValueError(f"{MODEL_NAME} needs at least one dynamic variable in the schema")
-        if resume and (run_dir / TOKENIZER_FILE).exists():
-            if Tokenizer.load(run_dir / TOKENIZER_FILE).to_dict() != tokenizer.to_dict():
-                raise ValueError(f"{run_dir}: cannot resume, the cohort differs from the run's")
-        if not resume and (run_dir / MODEL_FILE).exists():
-            raise FileExistsError(
-                f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"
-            )
-        self.encoder = tokenizer
+            raise ValueError("HealthGym needs at least one dynamic variable in the schema")
+        self._check_run_folder(run_dir, tokenizer, resume)
+        self.tokenizer = tokenizer
         tokens = tokenizer.transform(cohort, seed=cfg.seed)
-        trainer = LikelihoodTrainer(tokenizer, cfg)
+        trainer = HealthGymTrainer(tokenizer, cfg)
         self._write_metadata(run_dir)
         self.result = trainer.fit(
             torch.from_numpy(tokens.static),
@@ -138,38 +127,6 @@ class HealthGym(ConditionalModel):
             at += width
         return torch.from_numpy(out)
 
-    # ---- persistence ----------------------------------------------------------------------
-    @classmethod
-    def load(cls, path: str | Path) -> HealthGym:
-        """A model from a run or model folder; weights load with `weights_only=True`."""
-        path = Path(path)
-        meta = read_model_meta(path, MODEL_NAME)
-        model = cls(**ARConfig.from_dict(meta["config"]).to_dict())
-        model.encoder = Tokenizer.load(path / TOKENIZER_FILE)
-        weights = path / WEIGHTS_FILE
-        if not weights.exists():
-            raise ValueError(f"{path}: no trained weights ({WEIGHTS_FILE})")
-        state = load_checkpoint(weights, required=("model",))
-        net = build_model(model.encoder, model.config)
-        try:
-            net.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"{weights} does not fit {path / MODEL_FILE}: {e}") from None
-        model.network = net.eval()
-        return model
-
-    def _write_metadata(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        assert self.encoder is not None
-        meta = {"model": MODEL_NAME, "config": self.config.to_dict()}
-        write_text_atomic(path / MODEL_FILE, json.dumps(meta, indent=1))
-        self.encoder.save(path / TOKENIZER_FILE)
-        self.encoder.schema.to_yaml(path / SCHEMA_FILE)
-
-    def _write_weights(self, path: Path) -> None:
-        save_checkpoint({"model": self._fitted()[0].state_dict()}, path / WEIGHTS_FILE)
-
-    def _fitted(self) -> tuple[PatientModel, Tokenizer]:
-        if self.network is None or self.encoder is None:
-            raise RuntimeError("the model is not trained: call fit(cohort) or load(run_dir)")
-        return self.network, self.encoder
+    # ---- the run folder ----------------------------------------------------------------------
+    def _build_network(self, encoding: Tokenizer, meta: dict[str, Any]) -> PatientModel:
+        return build_model(encoding, self.config)

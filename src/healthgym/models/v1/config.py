@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+from ..config import ConfigBase
 
 #: Published curricula over sequence length, per dataset.
 CURRICULA: dict[str, tuple[int, ...]] = {
@@ -20,7 +19,7 @@ DERIVED_STAGES = 6
 
 
 @dataclass(frozen=True)
-class V1Config:
+class V1Config(ConfigBase):
     """Everything that shapes a v1 run; JSON round-trips through ``to_dict``/``from_dict``."""
 
     noise_dim: int = 128  #: size of the U(0, 1) noise vector per time step
@@ -48,10 +47,9 @@ class V1Config:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.curriculum is not None:
             object.__setattr__(self, "curriculum", tuple(int(n) for n in self.curriculum))
-        positive = ("noise_dim", "hidden", "batch_size", "epochs", "critic_iters", "lr", "max_loss")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        self.check_positive(
+            "noise_dim", "hidden", "batch_size", "epochs", "critic_iters", "lr", "max_loss"
+        )
         if self.lambda_gp < 0 or self.lambda_corr < 0:
             raise ValueError("lambda_gp and lambda_corr must be >= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -72,23 +70,35 @@ class V1Config:
             raise ValueError(f"curriculum reaches {longest} > longest patient ({max_length})")
         return self.curriculum
 
-    def resolve_device(self) -> torch.device:
-        """The torch device named by ``device`` ("auto" prefers CUDA)."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (lists instead of tuples)."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        d["curriculum"] = None if self.curriculum is None else list(self.curriculum)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> V1Config:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown V1Config keys: {sorted(unknown)}")
-        return cls(**d)
+#: Named settings. "faithful" is the published set-up (ART for HIV hyperparameters, curriculum
+#: derived from the cohort's longest stay); "demo" is a short run for the bundled demo cohort.
+PRESETS: dict[str, dict[str, Any]] = {
+    "faithful": {},
+    "demo": {"epochs": 3, "hidden": 64, "noise_dim": 64, "batch_size": 128},
+    # The published set-up of each Health Gym dataset (`healthgym train --dataset NAME` uses the
+    # one of the same name). Our epoch visits every curriculum length in turn; the published
+    # code differs per dataset: ART walked the lengths every epoch (100 epochs, resumed to 200);
+    # hypotension ran 5000 epochs per length, one length after the other, on random windows
+    # (ours: the first L steps, so each length still gets 5000 passes); sepsis kept one loader
+    # per true patient length 1..20, while our stage L trains on the patients with length >= L
+    # truncated to L.
+    "art-for-hiv": {
+        "batch_size": 256,
+        "curriculum": CURRICULA["art-for-hiv"],
+        "lambda_corr": 10.0,
+        "epochs": 200,
+    },
+    "hypotension": {
+        "batch_size": 128,
+        "curriculum": CURRICULA["hypotension"],
+        "lambda_corr": 1.0,
+        "epochs": 5000,
+    },
+    "sepsis": {
+        "batch_size": 32,
+        "curriculum": CURRICULA["sepsis"],
+        "lambda_corr": 10.0,
+        "epochs": 400,
+    },
+}

@@ -16,61 +16,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cohort import Cohort
-from ..encoding import EncodedCohort, Encoder
-from ..schema import write_text_atomic
-from ..training import distributed
-from ..training.checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from ..training.config import CURRICULA, V1Config
-from ..training.parquet_shards import ParquetShards
-from ..training.trainer import WGANTrainer, load_generator
-from .base import RunFolderModel
-from .layout import DesignLayout
-from .v1 import Generator, generate
-
-MODEL_FILE = "model.json"
-ENCODER_FILE = "encoder.json"
-SCHEMA_FILE = "schema.yaml"
-WEIGHTS_FILE = "generator.pt"
-MODEL_NAME = "HealthGymV1"
-
-#: Named settings. "faithful" is the published set-up (ART for HIV hyperparameters, curriculum
-#: derived from the cohort's longest stay); "demo" is a short run for the bundled demo cohort.
-PRESETS: dict[str, dict[str, Any]] = {
-    "faithful": {},
-    "demo": {"epochs": 3, "hidden": 64, "noise_dim": 64, "batch_size": 128},
-    # The published set-up of each Health Gym dataset (`healthgym train --dataset NAME` uses the
-    # one of the same name). Our epoch visits every curriculum length in turn; the published
-    # code differs per dataset: ART walked the lengths every epoch (100 epochs, resumed to 200);
-    # hypotension ran 5000 epochs per length, one length after the other, on random windows
-    # (ours: the first L steps, so each length still gets 5000 passes); sepsis kept one loader
-    # per true patient length 1..20, while our stage L trains on the patients with length >= L
-    # truncated to L.
-    "art-for-hiv": {
-        "batch_size": 256,
-        "curriculum": CURRICULA["art-for-hiv"],
-        "lambda_corr": 10.0,
-        "epochs": 200,
-    },
-    "hypotension": {
-        "batch_size": 128,
-        "curriculum": CURRICULA["hypotension"],
-        "lambda_corr": 1.0,
-        "epochs": 5000,
-    },
-    "sepsis": {
-        "batch_size": 32,
-        "curriculum": CURRICULA["sepsis"],
-        "lambda_corr": 10.0,
-        "epochs": 400,
-    },
-}
-
+from ...cohort import Cohort
+from ...encoding import EncodedCohort, Encoder
+from ...parquet_shards import ParquetShards
+from ...training import distributed
+from ..base import RunFolderModel
+from ..layout import DesignLayout
+from .config import PRESETS, V1Config
+from .network import Generator, generate
+from .trainer import V1Trainer
 
 class HealthGymV1(RunFolderModel):
     """The published WGAN-GP (biLSTM generator and critic, correlation loss, curriculum).
@@ -81,13 +35,14 @@ class HealthGymV1(RunFolderModel):
     own patients).
     """
 
+    name = "v1"
+    legacy_name = "HealthGymV1"
     config_class = V1Config
+    encoding_class = Encoder
+    encoding_file = "encoder.json"
+    trainer_class = V1Trainer
     accepts = (Cohort, ParquetShards)
 
-    def __init__(self, **settings: Any) -> None:
-        super().__init__(**settings)
-        self.encoder: Encoder | None = None
-        self.generator: Generator | None = None
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> HealthGymV1:
@@ -113,20 +68,19 @@ class HealthGymV1(RunFolderModel):
                 encoder = Encoder.from_dict(distributed.broadcast_object(fitted, ctx))
             else:
                 encoder = Encoder(cohort.schema).fit(cohort)
-            if resume and (run_dir / ENCODER_FILE).exists():
-                saved = Encoder.load(run_dir / ENCODER_FILE)
-                if saved.to_dict() != encoder.to_dict():
-                    raise ValueError(f"{run_dir}: cannot resume, the cohort differs from the run's")
             self.encoder = encoder
-            layout = design_layout(encoder)
-            trainer = WGANTrainer(layout, self.config)
-            exists = ctx.main and not resume and (run_dir / MODEL_FILE).exists()
-            if distributed.broadcast_object(exists, ctx):
-                raise FileExistsError(
-                    f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"
-                )
+            problem = None
+            if ctx.main:  # rank 0 checks the folder; every process stops alike
+                try:
+                    self._check_run_folder(run_dir, encoder, resume)
+                except (ValueError, FileExistsError) as e:
+                    problem = e
+            problem = distributed.broadcast_object(problem, ctx)
+            if problem is not None:
+                raise problem
+            trainer = V1Trainer(design_layout(encoder), self.config)
             if ctx.main:
-                self._write_metadata(run_dir, layout)
+                self._write_metadata(run_dir)
             if shards:
                 x, lengths = cohort.design(encoder, ctx.rank, ctx.world)
             else:
@@ -142,7 +96,7 @@ class HealthGymV1(RunFolderModel):
                 progress=progress,
                 sharded=shards,
             )
-            self.generator = trainer.generator.eval()
+            self.network = trainer.generator.eval()
             if ctx.main:
                 self._write_weights(run_dir)
         return self
@@ -177,71 +131,13 @@ class HealthGymV1(RunFolderModel):
             yield encoder.inverse_transform(x[..., :s], x[..., s:], ids=ids)
             done += b
 
-    # ---- persistence ------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write a self-contained, pickle-free model folder (JSON/YAML + weights)."""
-        generator, encoder = self._fitted()
-        path = Path(path)
-        self._write_metadata(path, generator.layout)
-        self._write_weights(path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> HealthGymV1:
-        """A model from a run or model folder; weights load with `weights_only=True`."""
-        path = Path(path)
-        meta = read_model_meta(path, MODEL_NAME)
-        model = cls(**V1Config.from_dict(meta["config"]).to_dict())
-        model.encoder = Encoder.load(path / ENCODER_FILE)
-        weights = path / WEIGHTS_FILE
+    # ---- the run folder ----------------------------------------------------------------------
+    def _build_network(self, encoding: Encoder, meta: dict[str, Any]) -> Generator:
         layout = DesignLayout.from_dict(meta["layout"])
-        if weights.exists():
-            state = load_checkpoint(weights, required=("generator",))
-            model.generator = Generator(layout, model.config.noise_dim, model.config.hidden)
-            try:
-                model.generator.load_state_dict(state["generator"])
-            except RuntimeError as e:
-                raise CheckpointError(f"{weights} does not fit {path / MODEL_FILE}: {e}") from None
-        else:
-            ckpt = latest_checkpoint(path)
-            if ckpt is None:
-                raise ValueError(f"{path}: no trained weights ({WEIGHTS_FILE} or a checkpoint)")
-            model.generator = load_generator(ckpt)
-        model.generator.eval()
-        return model
+        return Generator(layout, self.config.noise_dim, self.config.hidden)
 
-    def _write_metadata(self, path: Path, layout: DesignLayout) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        assert self.encoder is not None
-        meta = {"model": MODEL_NAME, "config": self.config.to_dict(), "layout": layout.to_dict()}
-        write_text_atomic(path / MODEL_FILE, json.dumps(meta, indent=1))
-        self.encoder.save(path / ENCODER_FILE)
-        self.encoder.schema.to_yaml(path / SCHEMA_FILE)
-
-    def _write_weights(self, path: Path) -> None:
-        generator = self._fitted()[0]
-        save_checkpoint({"generator": generator.state_dict()}, path / WEIGHTS_FILE)
-
-    def _fitted(self) -> tuple[Generator, Encoder]:
-        if self.generator is None or self.encoder is None:
-            raise RuntimeError("the model is not trained: call fit(cohort) or load(run_dir)")
-        return self.generator.cpu(), self.encoder
-
-
-def read_model_meta(path: Path, expected: str | None = None) -> dict[str, Any]:
-    """`model.json` of a run folder, checked to name the `expected` model class."""
-    meta_path = path / MODEL_FILE
-    if not meta_path.exists():
-        raise ValueError(f"{path}: not a healthgym run folder (no {MODEL_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: not a healthgym model file")
-    if expected is not None and meta.get("model") != expected:
-        raise ValueError(f"{meta_path}: holds a {meta.get('model')!r} model, not {expected}")
-    return meta
+    def _metadata(self) -> dict[str, Any]:
+        return {"layout": design_layout(self._encoding()).to_dict()}
 
 
 def design_layout(encoder: Encoder) -> DesignLayout:

@@ -15,6 +15,7 @@ requires); every chunk is validated as a ``Cohort`` before it is encoded.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cohort import Cohort, _as_levels
-from ..encoding import FLAG_SUFFIX, Column, Encoder, _fit_real, _fit_span, _place
-from ..schema import Schema
-from .distributed import shard_range
+from .cohort import Cohort, as_levels
+from .encoding import Encoder, fit_columns
+from .schema import Schema
+from .training.distributed import shard_range
 
 #: Patients encoded at once: bounds the pandas and float64 temporaries of a chunk.
 CHUNK_PATIENTS = 4096
@@ -137,7 +138,7 @@ class ParquetShards:
         col = self.schema.apply_bins(pd.DataFrame({name: col}))[name]
         if v.kind == "real":
             return pd.Series(col.to_numpy(dtype=float))
-        return pd.Series(_as_levels(col, v.levels))
+        return pd.Series(as_levels(col, v.levels))
 
     # ---- encoding ------------------------------------------------------------------------
     def fit_encoder(self) -> Encoder:
@@ -149,18 +150,7 @@ class ParquetShards:
         first = self.patient_rows[:-1]
         for block, variables in (("static", self.schema.static), ("dynamic", self.schema.dynamic)):
             rows = first if block == "static" else None
-            columns = [
-                _fit_real(self._column(v.name, rows), v) for v in variables if v.kind == "real"
-            ]
-            for v in variables:
-                if v.kind != "real":
-                    columns.append(_fit_span(self._column(v.name, rows), v))
-            for v in variables:
-                if v.missing == "flag":
-                    columns.append(
-                        Column(v.name + FLAG_SUFFIX, "binary", 0, 0, [0, 1], flag_of=v.name)
-                    )
-            _place(columns)
+            columns = fit_columns(variables, partial(self._column, rows=rows))
             setattr(enc, f"{block}_columns", columns)
         enc.max_length = int(self.lengths.max())
         times = self._file.read(columns=[self.schema.time]).column(0).to_numpy()[first]

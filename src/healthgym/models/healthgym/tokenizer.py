@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .cohort import Cohort, level_codes
-from .schema import Schema, write_text_atomic
+from ...atomic import write_text_atomic
+from ...cohort import Cohort, level_codes
+from ...schema import Schema
 
 GRID = 1025  #: quantiles kept per binned real variable
 LENGTH = "__length"  #: name of the length token
@@ -219,10 +220,8 @@ class Tokenizer:
 
     def fit(self, cohort: Cohort) -> Tokenizer:
         """Levels, distinct values and quantile grids from the training cohort."""
-        _check_schema(cohort, self.schema)
-        table, first = cohort.table, _first_rows(cohort)
-        for block, variables in (("static", self.schema.static), ("dynamic", self.schema.dynamic)):
-            rows = table.loc[first] if block == "static" else table
+        cohort.require_schema(self.schema, "tokenizer")
+        for block, variables, rows in cohort.blocks():
             # Fine tokens keep a value close to the patient's previous one; statics have no
             # previous value, and a fine static token would only help memorise patients.
             fine = 1 if block == "static" else self.fine
@@ -232,8 +231,7 @@ class Tokenizer:
             ]
             setattr(self, f"{block}_columns", columns)
         self.max_length = int(cohort.lengths.max())
-        starts = table[self.schema.time].to_numpy()[first]
-        self.time_origin = int(pd.Series(starts).mode().iloc[0])
+        self.time_origin = cohort.common_start
         return self
 
     @property
@@ -269,9 +267,9 @@ class Tokenizer:
     def transform(self, cohort: Cohort, seed: int = 0) -> TokenizedCohort:
         """Token arrays of `cohort` (ties in binned reals placed with `seed`)."""
         self._check_fitted()
-        _check_schema(cohort, self.schema)
+        cohort.require_schema(self.schema, "tokenizer")
         rng = np.random.default_rng(seed)
-        table, first = cohort.table, _first_rows(cohort)
+        table, first = cohort.table, cohort.first_rows
         pid = np.cumsum(first) - 1
         times = table[self.schema.time].to_numpy()
         start = times[first]
@@ -342,7 +340,7 @@ class Tokenizer:
         return tok
 
     def save(self, path: str | Path) -> None:
-        write_text_atomic(Path(path), json.dumps(self.to_dict()))
+        write_text_atomic(path, json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
@@ -363,13 +361,3 @@ def _offsets(columns: list[TokenColumn]) -> list[tuple[TokenColumn, int]]:
         out.append((c, at))
         at += len(c.vocab)
     return out
-
-
-def _first_rows(cohort: Cohort) -> np.ndarray:
-    pid = cohort.table[cohort.schema.id].to_numpy()
-    return np.r_[True, pid[1:] != pid[:-1]]
-
-
-def _check_schema(cohort: Cohort, schema: Schema) -> None:
-    if cohort.schema.to_dict() != schema.to_dict():
-        raise ValueError("the cohort's schema differs from the tokenizer's")
