@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .schema import Schema, infer_schema
+from .atomic import write_atomic
+from .schema import Schema, Variable, infer_schema
 
 
 class Cohort:
@@ -90,6 +90,31 @@ class Cohort:
         """Number of steps per patient, indexed by patient id (table order)."""
         return self.table.groupby(self.schema.id, sort=False).size().rename("length")
 
+    @property
+    def first_rows(self) -> np.ndarray:
+        """True at each patient's first row (a patient's rows are contiguous, in step order)."""
+        ids = self.table[self.schema.id].to_numpy()
+        return np.r_[True, ids[1:] != ids[:-1]]
+
+    @property
+    def common_start(self) -> int:
+        """The most common first step of a patient (the smallest of equally common ones)."""
+        starts = self.table[self.schema.time].to_numpy()[self.first_rows]
+        return int(pd.Series(starts).mode().iloc[0])
+
+    def blocks(self) -> list[tuple[str, list[Variable], pd.DataFrame]]:
+        """("static", static variables, each patient's first row), ("dynamic", ..., every row)."""
+        table, schema = self.table, self.schema
+        return [
+            ("static", schema.static, table.loc[self.first_rows]),
+            ("dynamic", schema.dynamic, table),
+        ]
+
+    def require_schema(self, schema: Schema, user: str) -> None:
+        """Raise ValueError unless the cohort's schema is ``schema``, that of ``user``."""
+        if self.schema.to_dict() != schema.to_dict():
+            raise ValueError(f"the cohort's schema differs from the {user}'s schema")
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -163,17 +188,6 @@ def read_table(path: str | Path, reader: Any = None) -> pd.DataFrame:
         raise ValueError(f"{path}: cannot read as a table ({type(e).__name__}: {e})") from None
 
 
-def _write_atomic(path: Path, write: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def _normalise(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     out = {
         schema.id: table[schema.id].to_numpy(),
@@ -184,11 +198,11 @@ def _normalise(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         if v.kind == "real":
             out[v.name] = col.to_numpy(dtype=float)
         else:
-            out[v.name] = _as_levels(col, v.levels)
+            out[v.name] = as_levels(col, v.levels)
     return pd.DataFrame(out)
 
 
-def _as_levels(col: pd.Series, levels: list[Any]) -> np.ndarray:
+def as_levels(col: pd.Series, levels: list[Any]) -> np.ndarray:
     """Cells as the schema's own level values (object array, None where missing).
 
     Index lookup matches 1.0 read from a CSV to the level 1, keeping the level's own type.
@@ -255,4 +269,4 @@ def write_tables(
             if writer is not None:
                 writer.close()
 
-    return _write_atomic(path, write), rows
+    return write_atomic(path, write), rows

@@ -11,6 +11,7 @@ is 0. Decoding accepts any generator output: spans are argmaxed, reals clipped t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from .atomic import write_text_atomic
 from .cohort import Cohort, level_codes
-from .schema import Schema, write_text_atomic
+from .schema import Schema, Variable
 
 BOXCOX_EPS = 1e-3  # Health Gym v1 applies Box-Cox to x + 1e-3 so zeros are allowed
 # The MLE lambda is clipped to this range: beyond it the inverse loses digits to cancellation
@@ -76,27 +78,11 @@ class Encoder:
     # ---- fitting -----------------------------------------------------------------------------
     def fit(self, cohort: Cohort) -> Encoder:
         """Fit transforms, levels and imputation values on a training cohort."""
-        _check_schema(cohort, self.schema)
-        table = cohort.table
-        pid = _patient_index(table, self.schema.id)
-        first = np.r_[True, pid[1:] != pid[:-1]]
-        for block, variables in (("static", self.schema.static), ("dynamic", self.schema.dynamic)):
-            rows = table.loc[first] if block == "static" else table
-            columns = [_fit_real(rows[v.name], v) for v in variables if v.kind == "real"]
-            for v in variables:
-                if v.kind != "real":
-                    columns.append(_fit_span(rows[v.name], v))
-            for v in variables:
-                if v.missing == "flag":
-                    columns.append(
-                        Column(v.name + FLAG_SUFFIX, "binary", 0, 0, [0, 1], flag_of=v.name)
-                    )
-            _place(columns)
-            setattr(self, f"{block}_columns", columns)
-        lengths = cohort.lengths.to_numpy()
-        self.max_length = int(lengths.max())
-        starts = table[self.schema.time].to_numpy()[first]
-        self.time_origin = int(pd.Series(starts).mode().iloc[0])
+        cohort.require_schema(self.schema, "encoder")
+        for block, variables, rows in cohort.blocks():
+            setattr(self, f"{block}_columns", fit_columns(variables, rows.__getitem__))
+        self.max_length = int(cohort.lengths.max())
+        self.time_origin = cohort.common_start
         return self
 
     @property
@@ -111,10 +97,9 @@ class Encoder:
     def transform(self, cohort: Cohort) -> EncodedCohort:
         """Arrays of `cohort` under the fitted transforms (any number of patients, length <= T)."""
         self._check_fitted()
-        _check_schema(cohort, self.schema)
-        table = cohort.table
-        pid = _patient_index(table, self.schema.id)
-        first = np.r_[True, pid[1:] != pid[:-1]]
+        cohort.require_schema(self.schema, "encoder")
+        table, first = cohort.table, cohort.first_rows
+        pid = np.cumsum(first) - 1
         n = int(pid[-1]) + 1
         times = table[self.schema.time].to_numpy()
         start = times[first]
@@ -236,7 +221,7 @@ class Encoder:
         return enc
 
     def save(self, path: str | Path) -> None:
-        write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=1))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> Encoder:
@@ -253,14 +238,21 @@ class Encoder:
             raise RuntimeError("the encoder is not fitted: call fit(cohort) first")
 
 
-def _check_schema(cohort: Cohort, schema: Schema) -> None:
-    if cohort.schema.to_dict() != schema.to_dict():
-        raise ValueError("the cohort's schema differs from the encoder's schema")
+def fit_columns(variables: list[Variable], values: Callable[[str], pd.Series]) -> list[Column]:
+    """The fitted columns of one block, laid out: reals, then spans, then missingness flags.
 
-
-def _patient_index(table: pd.DataFrame, id_col: str) -> np.ndarray:
-    """0..N-1 per row in order of first appearance (rows of a patient are contiguous)."""
-    return pd.factorize(table[id_col], sort=False)[0]
+    ``values(name)`` is the variable's training values (one per row of the block, as
+    ``Cohort`` normalises them); it is called once per real or span variable.
+    """
+    columns = [_fit_real(values(v.name), v) for v in variables if v.kind == "real"]
+    columns += [_fit_span(values(v.name), v) for v in variables if v.kind != "real"]
+    columns += [
+        Column(v.name + FLAG_SUFFIX, "binary", 0, 0, [0, 1], flag_of=v.name)
+        for v in variables
+        if v.missing == "flag"
+    ]
+    _place(columns)
+    return columns
 
 
 def _place(columns: list[Column]) -> None:

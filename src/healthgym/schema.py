@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .atomic import write_text_atomic  # re-exported for models/ until the refactor lands
+
 KINDS = ("real", "binary", "categorical")
 ROLES = ("static", "dynamic")
 TRANSFORMS = ("boxcox", "log1p", "minmax", "none")
@@ -216,14 +218,6 @@ class Schema:
             labels[np.isnan(x)] = None
             out[v.name] = pd.Series(labels, index=table.index, dtype=object)
         return out
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _is_numeric(col: pd.Series) -> bool:

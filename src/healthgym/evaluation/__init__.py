@@ -14,9 +14,10 @@ from typing import Any
 
 from ..cohort import Cohort
 from .associations import association_metrics, plot_associations
+from .figures import MAX_PAGES, PANELS_PER_PAGE
 from .marginals import marginal_metrics, plot_marginals
 from .privacy import plot_privacy, privacy_metrics
-from .report import MAX_PAGES, PANELS_PER_PAGE, READINGS, Report
+from .report import READINGS, Report
 from .structure import plot_static_combinations, structure_metrics
 from .temporal import plot_dynamic_correlations, plot_lengths, plot_trajectories, temporal_metrics
 from .utility import check_outcome, utility_metrics

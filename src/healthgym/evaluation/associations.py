@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats.contingency import association
 
 from ..cohort import Cohort, level_codes
-from .report import heatmap, new_figure
+from .figures import heatmap, new_figure
 
 MIN_PAIRS = 3
 

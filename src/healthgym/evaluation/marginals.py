@@ -27,7 +27,7 @@ from scipy import stats
 
 from ..cohort import Cohort, level_codes
 from ..schema import Variable
-from .report import new_figure, page_name, paginate
+from .figures import new_figure, page_name, paginate
 
 #: Points per KDE fit; larger samples are subsampled (shape, not precision, is the point).
 KDE_POINTS = 3000

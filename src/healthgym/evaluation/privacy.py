@@ -54,7 +54,7 @@ from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
 from ..cohort import Cohort, level_codes
-from .report import new_figure
+from .figures import new_figure
 from .utility import patient_features
 
 MAX_QUERY_ROWS = 10_000

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..cohort import Cohort
+from .figures import new_figure
 from .marginals import level_shares, variable_values
-from .report import new_figure
 
 MIN_SHARE = 0.01
 #: Combinations shown in the figure.

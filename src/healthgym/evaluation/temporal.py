@@ -33,7 +33,7 @@ from scipy import stats
 
 from ..cohort import Cohort, level_codes
 from .associations import mean_abs_upper
-from .report import heatmap, new_figure, page_name, paginate
+from .figures import heatmap, new_figure, page_name, paginate
 
 #: |r| is clipped to this before atanh, so perfectly (anti)correlated patients stay finite.
 CLIP = 0.999
