@@ -12,8 +12,8 @@ import torch
 
 import healthgym as hg
 from conftest import make_table
-from healthgym.models.healthgym_v1 import design_matrix
-from healthgym.training.parquet_shards import ParquetShards
+from healthgym.models.v1.model import design_matrix
+from healthgym.parquet_shards import ParquetShards
 
 
 @pytest.fixture
@@ -67,8 +67,8 @@ def test_v1_fit_on_shards_equals_fit_on_the_cohort(
     a = hg.HealthGymV1(**settings).fit(cohort, tmp_path / "a", progress=False)
     b = hg.HealthGymV1(**settings).fit(ParquetShards(path, cohort.schema), tmp_path / "b")
     assert a.result.steps == b.result.steps > 0
-    for k, v in a.generator.state_dict().items():
-        assert torch.equal(v, b.generator.state_dict()[k]), k
+    for k, v in a.network.state_dict().items():
+        assert torch.equal(v, b.network.state_dict()[k]), k
     assert hg.load(tmp_path / "b").sample(3, seed=0).table.shape[0] > 0
 
 

@@ -48,6 +48,8 @@ def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu", required: Iterable[str] = ()
 ) -> dict[str, Any]:
     """Read a checkpoint (tensors and plain data only); any failure raises CheckpointError."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise CheckpointError(f"cannot load checkpoint {path}: the file is empty (0 bytes)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:

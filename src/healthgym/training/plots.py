@@ -45,24 +45,26 @@ def plot_learning_dynamics(metrics_path: str | Path, out_png: str | Path) -> Pat
 
 
 def plot_likelihood_curve(metrics_path: str | Path, out_png: str | Path) -> Path:
-    """Training and validation NLL per epoch, with the best (kept) epoch marked.
-
-    The gap between the two curves is the memorisation the early stopping guards against.
+    """Training NLL per step, and training and validation NLL per epoch with the best (kept)
+    epoch marked. The gap between the curves is the memorisation early stopping guards against.
     """
     with open(metrics_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    rows = [r for r in rows if "val_nll" in r]  # the epoch rows (the others are steps)
+    steps = [r for r in rows if "nll" in r]
+    epochs = [r for r in rows if "val_nll" in r]
     if not rows:
-        raise ValueError(f"{metrics_path} has no epoch metrics to plot")
+        raise ValueError(f"{metrics_path} has no metrics to plot")
     fig = Figure(figsize=(7, 4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    epochs = [r["epoch"] for r in rows]
+    x = [r["step"] for r in steps]
+    ax.plot(x, [r["nll"] for r in steps], color="0.75", lw=0.6, label="training (per step)")
     for key, label in (("train_nll", "training"), ("val_nll", "validation (held-out patients)")):
-        ax.plot(epochs, [r[key] for r in rows], marker=".", lw=1, label=label)
-    best = min(rows, key=lambda r: r["val_nll"])
-    ax.axvline(best["epoch"], color="grey", ls="--", lw=0.8, label=f"kept: epoch {best['epoch']}")
-    ax.set_xlabel("epoch")
+        ax.plot([r["step"] for r in epochs], [r[key] for r in epochs], marker=".", lw=1, label=label)
+    if epochs:
+        best = min(epochs, key=lambda r: r["val_nll"])
+        ax.axvline(best["step"], color="grey", ls="--", lw=0.8, label=f"kept: epoch {best['epoch']}")
+    ax.set_xlabel("optimizer step")
     ax.set_ylabel("negative log-likelihood per patient (nats)")
     ax.legend(loc="best", fontsize=8)
     out_png = Path(out_png)

@@ -134,7 +134,7 @@ class HealthGymTrainer(Trainer):
             if math.isfinite(value):  # else the loop's guard stops the run, weights untouched
                 self.opt.zero_grad(set_to_none=True)
                 nll.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(self.model.sequence.parameters(), 1.0)
                 self.opt.step()
         self.counters["loss_sum"] += value * len(ids)
         self.counters["patients"] += len(ids)

@@ -8,7 +8,7 @@ import pytest
 
 import healthgym as hg
 from conftest import make_table
-from healthgym.models.healthgym_v1 import design_layout, design_matrix
+from healthgym.models.v1.model import design_layout, design_matrix
 
 TINY = {"hidden": 16, "noise_dim": 8, "batch_size": 8, "epochs": 1}
 
@@ -43,7 +43,7 @@ def test_run_folder(trained):
         "model.json",
         "schema.yaml",
         "encoder.json",
-        "generator.pt",
+        "weights.pt",
         "metrics.jsonl",
         "learning_dynamics.png",
         "checkpoints",

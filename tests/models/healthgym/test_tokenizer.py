@@ -6,7 +6,7 @@ import pytest
 
 import healthgym as hg
 from conftest import make_table
-from healthgym.tokenizer import GRID, Tokenizer
+from healthgym.models.healthgym.tokenizer import GRID, Tokenizer
 
 
 @pytest.fixture(scope="module")

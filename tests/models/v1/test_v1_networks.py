@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from healthgym.models.layout import DesignLayout
-from healthgym.models.v1 import (
+from healthgym.models.v1.network import (
     Critic,
     Generator,
     correlation_loss,

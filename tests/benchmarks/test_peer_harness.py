@@ -11,7 +11,7 @@ import pytest
 
 import healthgym as hg
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks/
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: benchmarks/
 
 from benchmarks.peers import harness  # noqa: E402
 from benchmarks.peers.common import Fill, peer_tables, to_cohort  # noqa: E402

@@ -9,8 +9,8 @@ import torch
 
 import healthgym as hg
 from conftest import make_table
-from healthgym.models.autoregressive import draw_steps
-from healthgym.training.ar_trainer import build_model
+from healthgym.models.healthgym.network import draw_steps
+from healthgym.models.healthgym.trainer import build_model
 
 TINY = {"width": 16, "batch_size": 16, "epochs": 2, "bins": 8, "fine": 4}
 
@@ -135,7 +135,7 @@ def test_conditions(trained, toy):
 def test_save_load_dispatch_and_bad_weights(trained, tmp_path):
     model, run = trained
     names = {p.name for p in run.iterdir()}
-    assert {"model.json", "schema.yaml", "tokenizer.json", "model.pt", "metrics.jsonl",
+    assert {"model.json", "schema.yaml", "tokenizer.json", "weights.pt", "metrics.jsonl",
             "checkpoints"} <= names  # fmt: skip
     want = model.sample(8, seed=2, conditions={"sex": "Male"}).table
     for folder in (run, model.save(tmp_path / "saved")):
@@ -144,8 +144,8 @@ def test_save_load_dispatch_and_bad_weights(trained, tmp_path):
         pd.testing.assert_frame_equal(
             again.sample(8, seed=2, conditions={"sex": "Male"}).table, want
         )
-    (tmp_path / "saved" / "model.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="model.pt"):
+    (tmp_path / "saved" / "weights.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="weights.pt"):
         hg.load(tmp_path / "saved")
 
 

@@ -22,7 +22,7 @@ from healthgym.datasets.demo_data import build_demo
 SET_A = Path(
     os.environ.get(
         "HEALTHGYM_SET_A",
-        Path(__file__).resolve().parents[2] / "shared/data/physionet2012/set-a.csv.gz",
+        Path(__file__).resolve().parents[3] / "shared/data/physionet2012/set-a.csv.gz",
     )
 )
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from healthgym.models.layout import DesignLayout
-from healthgym.models.v1 import generate
-from healthgym.training import trainer as trainer_module
+from healthgym.models.v1.network import generate
+from healthgym.models.v1 import trainer as trainer_module
 from healthgym.training.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -18,10 +18,10 @@ from healthgym.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from healthgym.training.config import CURRICULA, V1Config
-from healthgym.training.trainer import (
+from healthgym.models.v1.config import CURRICULA, V1Config
+from healthgym.models.v1.trainer import (
     TrainingDiverged,
-    WGANTrainer,
+    V1Trainer,
     load_generator,
 )
 
@@ -44,7 +44,7 @@ def toy_data(n: int = 64, length: int = 6, seed: int = 0) -> tuple[torch.Tensor,
 
 
 def fit(run_dir: Path, config: V1Config = TINY, stop_after: int | None = None, **kw):
-    trainer = WGANTrainer(LAYOUT, config)
+    trainer = V1Trainer(LAYOUT, config)
     trainer._stop_after_steps = stop_after
     return trainer, trainer.fit(*toy_data(), run_dir, progress=False, **kw)
 
@@ -55,7 +55,7 @@ def metrics(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
 
 
-def assert_same_weights(a: WGANTrainer, b: WGANTrainer) -> None:
+def assert_same_weights(a: V1Trainer, b: V1Trainer) -> None:
     for net in ("generator", "critic"):
         sa, sb = getattr(a, net).state_dict(), getattr(b, net).state_dict()
         assert sa.keys() == sb.keys()
@@ -147,7 +147,7 @@ def test_resume_with_more_epochs_continues_the_same_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lr"):
         fit(tmp_path / "cont", dataclasses.replace(three, lr=1e-4), resume=True)
     with pytest.raises(ValueError, match="other data"):
-        WGANTrainer(LAYOUT, three).fit(*toy_data(seed=5), tmp_path / "cont", resume=True)
+        V1Trainer(LAYOUT, three).fit(*toy_data(seed=5), tmp_path / "cont", resume=True)
 
 
 def test_max_minutes_stops_cleanly_and_resume_without_checkpoint_starts_fresh(
@@ -254,7 +254,7 @@ def test_bad_inputs_are_rejected(tmp_path: Path, bad: str) -> None:
     else:
         lengths[0] = 7
     with pytest.raises(ValueError):
-        WGANTrainer(LAYOUT, TINY).fit(x, lengths, tmp_path, progress=False)
+        V1Trainer(LAYOUT, TINY).fit(x, lengths, tmp_path, progress=False)
 
 
 # ---- learning ----------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def test_training_finds_the_majority_level_and_moves_the_real_column(
     """
     layout = DesignLayout(n_features=4, real_idx=(0,), spans=((1, 4),))
     cfg = V1Config(noise_dim=8, hidden=32, batch_size=64, epochs=15, lr=3e-3, seed=seed)
-    trainer = WGANTrainer(layout, cfg)
+    trainer = V1Trainer(layout, cfg)
 
     def sample() -> np.ndarray:
         return np.concatenate(list(generate(trainer.generator, 500, 3, seed=99)))

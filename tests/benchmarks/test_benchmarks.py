@@ -10,7 +10,7 @@ from benchmarks.reference_v1 import LoopBiLSTM
 from torch import nn
 
 import healthgym as hg
-from healthgym.training.config import V1Config
+from healthgym.models.v1.config import V1Config
 
 TINY = {"hidden": 8, "noise_dim": 8, "batch_size": 8}
 

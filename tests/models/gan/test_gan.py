@@ -11,15 +11,15 @@ from click.testing import CliRunner
 import healthgym as hg
 from conftest import make_table
 from healthgym.cli import main
-from healthgym.models.conditional import PairCritic, draw
-from healthgym.models.healthgym_gan import block_layouts
-from healthgym.training.conditional_losses import (
+from healthgym.models.gan.network import PairCritic, draw
+from healthgym.models.gan.model import block_layouts
+from healthgym.models.gan.losses import (
     gradient_penalty,
     pair_correlation_loss,
     rate_loss,
     targets,
 )
-from healthgym.training.conditional_trainer import build_generator
+from healthgym.models.gan.trainer import build_generator
 
 TINY = {"hidden": 16, "noise_dim": 8, "batch_size": 16, "epochs": 2}
 
@@ -73,7 +73,7 @@ def untrained(cohort: hg.Cohort, **settings) -> hg.HealthGymGAN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         gen = build_generator(*layouts, model.encoder.max_length, model.config)
-    model.generator = gen.eval()
+    model.network = gen.eval()
     return model
 
 
@@ -113,7 +113,7 @@ def test_lengths_are_drawn_per_patient_and_decoded(trained):
     model, _ = trained
     t = model.encoder.max_length
     with torch.no_grad():
-        lengths = draw(model.generator, 50, torch.Generator().manual_seed(4)).lengths
+        lengths = draw(model.network, 50, torch.Generator().manual_seed(4)).lengths
     assert lengths.min() >= 1 and lengths.max() <= t
     synth = model.sample(50, seed=4)
     np.testing.assert_array_equal(synth.lengths.to_numpy(), lengths.numpy())
@@ -195,7 +195,7 @@ def test_condition_errors(toy):
 def test_run_folder_save_load_and_dispatch(trained, tmp_path):
     model, run = trained
     names = {p.name for p in run.iterdir()}
-    assert {"model.json", "schema.yaml", "encoder.json", "generator.pt", "metrics.jsonl",
+    assert {"model.json", "schema.yaml", "encoder.json", "weights.pt", "metrics.jsonl",
             "learning_dynamics.png", "checkpoints"} <= names  # fmt: skip
     meta = json.loads((run / "model.json").read_text())
     assert meta["model"] == "HealthGymGAN" and meta["config"]["hidden"] == 16
@@ -207,11 +207,11 @@ def test_run_folder_save_load_and_dispatch(trained, tmp_path):
         pd.testing.assert_frame_equal(
             again.sample(8, seed=2, conditions={"sex": "Male"}).table, want
         )
-    (run / "generator.pt").rename(tmp_path / "g.pt")  # falls back to the newest checkpoint
+    (run / "weights.pt").rename(tmp_path / "g.pt")  # falls back to the newest checkpoint
     pd.testing.assert_frame_equal(
         hg.load(run).sample(8, seed=2).table, model.sample(8, seed=2).table
     )
-    (tmp_path / "g.pt").rename(run / "generator.pt")
+    (tmp_path / "g.pt").rename(run / "weights.pt")
 
 
 def test_resume_gives_the_uninterrupted_run(cohort, tmp_path):

@@ -23,20 +23,20 @@ from typing import Any
 import pytest
 import torch
 
-from healthgym.models import v1
+from healthgym.models.v1 import network as v1
 from healthgym.models.layout import DesignLayout
 from healthgym.training import distributed
-from healthgym.training import trainer as trainer_module
+from healthgym.models.v1 import trainer as trainer_module
 from healthgym.training.checkpoint import list_checkpoints, load_checkpoint
-from healthgym.training.config import V1Config
-from healthgym.training.trainer import WGANTrainer, stream_seed
+from healthgym.models.v1.config import V1Config
+from healthgym.models.v1.trainer import V1Trainer, stream_seed
 
 WORLD = 2
 LAYOUT = DesignLayout(n_features=8, real_idx=(0, 1), spans=((2, 4), (4, 8)))
 # 32 patients of 4 steps, batch 16: every stage pool is 32 = 2 full global batches, so no
 # process pads a batch and the single-process run sees exactly the same global batches.
 # lambda_corr = 0: the correlation loss is the one term that differs by design (each process
-# computes it on its own 8 fakes; see WGANTrainer), so it is left out of the comparison.
+# computes it on its own 8 fakes; see V1Trainer), so it is left out of the comparison.
 CFG = V1Config(
     noise_dim=8,
     hidden=16,
@@ -60,7 +60,7 @@ def toy_data(n: int = 32, length: int = 4, seed: int = 0) -> tuple[torch.Tensor,
     return x, torch.full((n,), length)
 
 
-def weights(trainer: WGANTrainer) -> dict[str, torch.Tensor]:
+def weights(trainer: V1Trainer) -> dict[str, torch.Tensor]:
     nets = {"generator": trainer.generator, "critic": trainer.critic}
     return {
         f"{k}.{n}": t.detach().cpu().clone()
@@ -85,22 +85,22 @@ def _worker(tmp: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with distributed.process_group(torch.device("cpu")) as ctx:
         rank = ctx.rank
-        full = WGANTrainer(LAYOUT, CFG)
+        full = V1Trainer(LAYOUT, CFG)
         out["full"] = full.fit(x, lengths, tmp_path / "full", progress=False).steps
         torch.save(weights(full), tmp_path / f"full-{rank}.pt")
 
-        first = WGANTrainer(LAYOUT, CFG)
+        first = V1Trainer(LAYOUT, CFG)
         first._stop_after_steps = STOP_AT
         first.fit(x, lengths, tmp_path / "resumed", progress=False)
         out["saves_before_resume"] = list(saves)
-        second = WGANTrainer(LAYOUT, CFG)
+        second = V1Trainer(LAYOUT, CFG)
         out["resumed"] = second.fit(
             x, lengths, tmp_path / "resumed", resume=True, progress=False
         ).steps
         torch.save(weights(second), tmp_path / f"resumed-{rank}.pt")
 
         start, stop = distributed.shard_range(len(x), rank, ctx.world)
-        shard = WGANTrainer(LAYOUT, dataclasses.replace(CFG, epochs=1))
+        shard = V1Trainer(LAYOUT, dataclasses.replace(CFG, epochs=1))
         shard.fit(
             x[start:stop], lengths[start:stop], tmp_path / "sharded", sharded=True, progress=False
         )
@@ -177,7 +177,7 @@ def test_matches_one_process_on_the_same_global_batches(
     ~1e-3 per step). Measured: max difference 3e-8.
     """
     tmp, _ = job
-    single = WGANTrainer(LAYOUT, CFG)
+    single = V1Trainer(LAYOUT, CFG)
     with interleaved_streams(CFG.seed):
         result = single.fit(*toy_data(), tmp_path / "single", progress=False)
     assert result.steps == STEPS
@@ -185,7 +185,7 @@ def test_matches_one_process_on_the_same_global_batches(
     diffs = {k: (ours[k] - theirs[k]).abs().max().item() for k in ours}
     print("max |single - distributed| weight difference:", max(diffs.values()))
     assert max(diffs.values()) < 1e-4, sorted(diffs.items(), key=lambda kv: -kv[1])[:3]
-    start = weights(WGANTrainer(LAYOUT, CFG))  # training did move them, far beyond atol
+    start = weights(V1Trainer(LAYOUT, CFG))  # training did move them, far beyond atol
     assert max((ours[k] - start[k]).abs().max().item() for k in ours) > 1e-3
     # the logged (process-averaged) losses match the single process's too
     logged = [
