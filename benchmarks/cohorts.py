@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 
 import healthgym as hg
-from healthgym.models.healthgym_v1 import design_layout, design_matrix
 from healthgym.models.layout import DesignLayout
-from healthgym.training.config import CURRICULA
+from healthgym.models.v1.config import CURRICULA
+from healthgym.models.v1.model import design_layout, design_matrix
 
 ART_LEVELS = {
     "Gender": ["Male", "Female"],

@@ -13,7 +13,7 @@ that reports its own peak RSS (``ru_maxrss``) and seconds (imports excluded):
   patients (chunks of 4,096) into one float32 array;
 - ``shards rank 0 of 4`` / ``rank 1 of 4``: what one of 4 processes holds (rank 0 also fits
   the encoder; the others receive it, here read from JSON);
-- ``train ...``: the same plus ``WGANTrainer.fit`` up to its first generator step (the
+- ``train ...``: the same plus ``V1Trainer.fit`` up to its first generator step (the
   trainer's validation, fingerprint and correlation target; hidden 128, batch 256), one
   process; and a 2-process Gloo run on shards (``HealthGymV1.fit(ParquetShards)`` under the
   elastic launcher), whose processes report their own peaks.
@@ -45,8 +45,8 @@ import json, resource, sys, time
 import numpy as np, torch
 import healthgym as hg
 from healthgym.datasets.healthgym_layouts import LAYOUTS
-from healthgym.models.healthgym_v1 import design_matrix
-from healthgym.training.parquet_shards import ParquetShards
+from healthgym.models.v1.model import design_matrix
+from healthgym.parquet_shards import ParquetShards
 
 mode, path, encoder_json = sys.argv[1], sys.argv[2], sys.argv[3]
 schema = LAYOUTS["art-for-hiv"].schema()
@@ -100,7 +100,7 @@ def train_process(path: str, run_dir: str, settings: dict[str, Any]) -> float:
     import resource
 
     import healthgym as hg
-    from healthgym.training.parquet_shards import ParquetShards
+    from healthgym.parquet_shards import ParquetShards
 
     schema = LAYOUTS["art-for-hiv"].schema()
     model = hg.HealthGymV1(**settings)

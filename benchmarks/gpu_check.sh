@@ -82,10 +82,10 @@ import torch
 
 from benchmarks import train_speed
 from benchmarks.cohorts import art_design
-from healthgym.models import v1
-from healthgym.models.v1 import Critic, gradient_penalty, pearson_matrix
-from healthgym.training.config import V1Config
-from healthgym.training.trainer import WGANTrainer
+from healthgym.models.v1 import network as v1
+from healthgym.models.v1.network import Critic, gradient_penalty, pearson_matrix
+from healthgym.models.v1.config import V1Config
+from healthgym.models.v1.trainer import V1Trainer
 
 dev = torch.device(os.environ["DEVICE"])
 if dev.type == "cuda":
@@ -133,7 +133,7 @@ rc = pearson_matrix(x.reshape(-1, x.shape[-1]).double()).float().to(dev)
 real = x[:32].to(dev)
 for amp in (False, True):
     try:
-        t = WGANTrainer(layout, dataclasses.replace(cfg, amp=amp))
+        t = V1Trainer(layout, dataclasses.replace(cfg, amp=amp))
         seen, lstm_calls = set(), set()
         phase = lambda: "penalty" if v1._PENALTY.get() else "scores"  # noqa: E731
         t.critic.mlp.register_forward_hook(lambda m, i, o: seen.add((phase(), o.dtype)))

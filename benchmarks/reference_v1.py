@@ -6,7 +6,7 @@ as a hand-written cell), because cuDNN RNNs could not be differentiated twice; a
 of the critic updates are not detached, so each critic backward also runs through the
 generator. Everything else (sizes, losses, penalty, Adam, the critic frozen during the
 generator update) is ours, with one softmax and one embedding product per categorical
-variable, as the published networks have them. A timing ratio against `WGANTrainer` measures
+variable, as the published networks have them. A timing ratio against `V1Trainer` measures
 those two choices plus `healthgym.models.v1`'s own speed changes (one softmax per span width,
 the soft embeddings folded into the critic's first layer; BENCHMARKS.md).
 """
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from healthgym.models.layout import DesignLayout
-from healthgym.models.v1 import correlation_loss, gradient_penalty, sample_noise
-from healthgym.training.config import V1Config
+from healthgym.models.v1.config import V1Config
+from healthgym.models.v1.network import correlation_loss, gradient_penalty, sample_noise
 
 
 class Cell(nn.Module):

@@ -12,7 +12,7 @@ columns, curriculum 10..60) and (b) the demo cohort (4,000 x 12, 58 columns, cur
 steps, all of 256 sequences but the last. Each distinct (L, batch size) is timed for
 ``--steps`` generator steps (median), ours and the reference alternating step by step, after
 one untimed warm-up step each at the largest shape; the epoch time is the count-weighted
-sum. ``--no-epoch`` skips the check that times one real ``WGANTrainer.fit`` epoch (ART, ours)
+sum. ``--no-epoch`` skips the check that times one real ``V1Trainer.fit`` epoch (ART, ours)
 against that estimate. The reference (`benchmarks.reference_v1`) runs in the same process
 with the same threads. On CPU every cohort is timed at each of ``--threads`` (default: one
 thread, then the library's "auto", the idle cores at the start), each against the matmul peak
@@ -23,7 +23,7 @@ is and once beside a process that keeps one core busy.
 Devices (``--device``): the same code runs on CUDA (networks, batches and random streams on
 the card; clocks read after ``torch.cuda.synchronize``; the matmul peak measured there; the
 card's name in the record). On CUDA the trainer's critic and generator passes use cuDNN's LSTM;
-the gradient penalty's critic pass runs the hand-written biLSTM (`healthgym.models.bilstm`,
+the gradient penalty's critic pass runs the hand-written biLSTM (`healthgym.models.v1.bilstm`,
 a hand-written second derivative) on every device, as cuDNN RNNs have no double backward. On
 CUDA a second row, "ours, GP native LSTM (cuDNN off)", times the trainer's previous penalty
 path instead: ``nn.LSTM`` with cuDNN switched off, i.e. PyTorch's native CUDA LSTM (one fused
@@ -71,13 +71,13 @@ from benchmarks import reference_v1
 from benchmarks.cohorts import ART_CURRICULUM, art_design, demo_design
 from benchmarks.common import header, load, machine, matmul_peak, median, record, table, timed
 from benchmarks.reference_v1 import ReferenceTrainer
-from healthgym.models import v1
 from healthgym.models.layout import DesignLayout
-from healthgym.models.v1 import pearson_matrix
+from healthgym.models.v1 import network as v1
+from healthgym.models.v1.config import V1Config
+from healthgym.models.v1.network import pearson_matrix
+from healthgym.models.v1.trainer import V1Trainer
 from healthgym.training import runtime
-from healthgym.training.config import V1Config
 from healthgym.training.runtime import cpu_threads, keep_freed_memory, resolve_threads
-from healthgym.training.trainer import WGANTrainer
 
 V1 = V1Config(device="cpu")  # Health Gym v1 settings
 
@@ -231,11 +231,11 @@ def implementations(
     layout: DesignLayout, cfg: V1Config, reference: bool, amp: bool, native_gp: bool
 ) -> dict[str, Callable[[torch.Tensor, torch.Tensor], Any]]:
     """Generator-step functions to time, by row name; all on ``cfg``'s device."""
-    impls: dict[str, Callable] = {OURS: WGANTrainer(layout, cfg)._step}
+    impls: dict[str, Callable] = {OURS: V1Trainer(layout, cfg)._step}
     if native_gp:
-        impls[OURS_NATIVE_GP] = native_penalty(WGANTrainer(layout, cfg)._step)
+        impls[OURS_NATIVE_GP] = native_penalty(V1Trainer(layout, cfg)._step)
     if amp:
-        impls[OURS_AMP] = WGANTrainer(layout, dataclasses.replace(cfg, amp=True))._step
+        impls[OURS_AMP] = V1Trainer(layout, dataclasses.replace(cfg, amp=True))._step
     if reference:
         impls[REFERENCE] = reference_step(layout, cfg, cfg.resolve_device())
     return impls
@@ -301,9 +301,9 @@ def benchmark_cohort(
 
 
 def measured_epoch(cfg: V1Config, threads: int) -> float:
-    """Wall seconds of one real `WGANTrainer.fit` epoch on the ART shape (logging, checkpoint)."""
+    """Wall seconds of one real `V1Trainer.fit` epoch on the ART shape (logging, checkpoint)."""
     x, lengths, layout = art_design()
-    trainer = WGANTrainer(layout, V1Config(**{**cfg.to_dict(), "epochs": 1}))
+    trainer = V1Trainer(layout, V1Config(**{**cfg.to_dict(), "epochs": 1}))
     trainer.threads = threads
     device = trainer.device
     with tempfile.TemporaryDirectory() as tmp:
@@ -316,7 +316,7 @@ def compare_threads(
     """Ours at each thread count, interleaved, on one ART batch (256 x ``length``): first on
     the machine as it is, then with one competing busy process (another user's job)."""
     x, lengths, layout = art_design()
-    trainer = WGANTrainer(layout, cfg)
+    trainer = V1Trainer(layout, cfg)
     real = x[: cfg.batch_size, :length].contiguous()
     real_corr = pearson_matrix(x.reshape(-1, x.shape[-1]).double()).float()
     rows = []
@@ -409,7 +409,7 @@ def ablation(cfg: V1Config = V1, length: int = 30, rounds: int = 2) -> list[dict
     Each variant takes one untimed step (so the allocator settles) and one timed step per round.
     """
     x, lengths, layout = art_design()
-    trainer = WGANTrainer(layout, cfg)
+    trainer = V1Trainer(layout, cfg)
     real = x[: cfg.batch_size, :length].contiguous()
     real_corr = pearson_matrix(x.reshape(-1, x.shape[-1]).double()).float()
     variants = {
@@ -604,14 +604,14 @@ def main(argv: list[str] | None = None) -> None:
             secs = _attempt(lambda c=c: measured_epoch(c, thread_counts[-1]))
             done.append(f"{name}: {secs:.1f} s" if isinstance(secs, float) else f"{name}: {secs}")
         parts.append(
-            f"\nOne real `WGANTrainer.fit` epoch, ART shape, {thread_counts[-1]} thread(s), "
+            f"\nOne real `V1Trainer.fit` epoch, ART shape, {thread_counts[-1]} thread(s), "
             f"wall: {'; '.join(done)}."
         )
     if cuda:
         gib = torch.cuda.max_memory_allocated(device) / 2**30
         parts.append(
             "\nOn CUDA the critic and generator passes run cuDNN's LSTM; the gradient penalty's "
-            "critic pass runs the hand-written biLSTM (`healthgym.models.bilstm`, as on every "
+            "critic pass runs the hand-written biLSTM (`healthgym.models.v1.bilstm`, as on every "
             "device; cuDNN RNNs have no double backward) in `ours`. "
             f"`{OURS_NATIVE_GP}` (this benchmark's switch) runs it through `nn.LSTM` with cuDNN "
             "off instead, i.e. PyTorch's native CUDA LSTM: the trainer's previous path. "

@@ -3,7 +3,7 @@
 HealthGym, trained on the same real cohort under the same wall-clock budget, sampled to the
 training-set size, scored with `healthgym.evaluate` against a real holdout.
 
-Run from the benchmark environment (`.venv-bench`, see README "Benchmarks / Peers"):
+Run from the benchmark environment (`.venv-bench`, see docs/benchmarks.md):
 
     python -m benchmarks.peers [--minutes 8] [--models healthgym,healthgym-v1,...]
                                [--cohort demo|varlen] [--threads 1]

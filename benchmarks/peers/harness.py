@@ -343,8 +343,9 @@ def build_table(results: list[dict[str, Any]]) -> str:
 
 
 LEGEND = (
-    "(+) higher is better, (-) lower is better, (~0.5) 0.5 is ideal. Definitions: README "
-    "'Evaluation' (summary keys `marginals.ks_complement_mean`, `marginals.tv_complement_mean`, "
+    "(+) higher is better, (-) lower is better, (~0.5) 0.5 is ideal. Definitions: "
+    "docs/evaluation.md (summary keys `marginals.ks_complement_mean`, "
+    "`marginals.tv_complement_mean`, "
     "`marginals.missing_rate_diff_mean`, `associations.mean_abs_diff`, "
     "`temporal.autocorrelation_mad`, `temporal.trend_corr_mad`, `temporal.cycle_corr_mad`, "
     "`temporal.length_ks_complement`, `structure.static_consistency`, `utility.auroc_ratio` "

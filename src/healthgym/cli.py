@@ -111,7 +111,7 @@ def schema(
     "--nproc",
     type=click.IntRange(min=1),
     help="Train v1 with N processes on this machine (torch.distributed: one per GPU, or Gloo "
-    "on CPU). Several machines: torchrun ... -m healthgym train ... (README).",
+    "on CPU). Several machines: torchrun ... -m healthgym train ... (docs/distributed.md).",
 )
 @click.option(
     "--stream",

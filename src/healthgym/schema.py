@@ -23,7 +23,7 @@ ROLES = ("static", "dynamic")
 TRANSFORMS = ("boxcox", "log1p", "minmax", "none")
 MISSING = ("none", "flag")
 
-# Inference thresholds (documented in README, overridable via infer_schema keywords).
+# Inference thresholds (documented in docs/data.md, overridable via infer_schema keywords).
 MAX_INTEGER_LEVELS = 10  # an integer column with at most this many distinct values is categorical
 MAX_STRING_LEVELS = 100  # a text column with more distinct values is rejected (id or free text)
 BOXCOX_MIN_SKEW = 1.0  # a non-negative real with |skewness| above this gets Box-Cox

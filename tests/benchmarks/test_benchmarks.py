@@ -3,13 +3,13 @@
 import math
 
 import torch
-from benchmarks import sample_speed, time_to_quality, train_speed
 from benchmarks.cohorts import art_design
 from benchmarks.common import SECTION, record, table
 from benchmarks.reference_v1 import LoopBiLSTM
 from torch import nn
 
 import healthgym as hg
+from benchmarks import sample_speed, time_to_quality, train_speed
 from healthgym.models.v1.config import V1Config
 
 TINY = {"hidden": 8, "noise_dim": 8, "batch_size": 8}

@@ -25,8 +25,8 @@ from healthgym.datasets import (
     write_published,
 )
 from healthgym.datasets.healthgym_layouts import LAYOUTS
-from healthgym.models.v1.model import PRESETS
 from healthgym.models.v1.config import CURRICULA
+from healthgym.models.v1.model import PRESETS
 
 LOADERS = {"art-for-hiv": art_for_hiv, "hypotension": hypotension, "sepsis": sepsis}
 TINY = {"hidden": 8, "noise_dim": 8, "epochs": 1, "batch_size": 4, "curriculum": (2, 3)}

@@ -23,13 +23,14 @@ from typing import Any
 import pytest
 import torch
 
-from healthgym.models.v1 import network as v1
 from healthgym.models.layout import DesignLayout
-from healthgym.training import distributed
+from healthgym.models.v1 import network as v1
 from healthgym.models.v1 import trainer as trainer_module
-from healthgym.training.checkpoint import list_checkpoints, load_checkpoint
 from healthgym.models.v1.config import V1Config
 from healthgym.models.v1.trainer import V1Trainer, stream_seed
+from healthgym.training import distributed
+from healthgym.training import loop as loop_module
+from healthgym.training.checkpoint import list_checkpoints, load_checkpoint
 
 WORLD = 2
 LAYOUT = DesignLayout(n_features=8, real_idx=(0, 1), spans=((2, 4), (4, 8)))
@@ -74,13 +75,13 @@ def _worker(tmp: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     tmp_path = Path(tmp)
     saves = []
-    real_save = trainer_module.save_checkpoint
+    real_save = loop_module.save_checkpoint
 
     def counting_save(state: dict[str, Any], path: Path) -> None:
         saves.append(str(path))
         real_save(state, path)
 
-    trainer_module.save_checkpoint = counting_save
+    loop_module.save_checkpoint = counting_save
     x, lengths = toy_data()
     out: dict[str, Any] = {}
     with distributed.process_group(torch.device("cpu")) as ctx:
@@ -90,8 +91,7 @@ def _worker(tmp: str) -> dict[str, Any]:
         torch.save(weights(full), tmp_path / f"full-{rank}.pt")
 
         first = V1Trainer(LAYOUT, CFG)
-        first._stop_after_steps = STOP_AT
-        first.fit(x, lengths, tmp_path / "resumed", progress=False)
+        first.fit(x, lengths, tmp_path / "resumed", progress=False, stop_after_steps=STOP_AT)
         out["saves_before_resume"] = list(saves)
         second = V1Trainer(LAYOUT, CFG)
         out["resumed"] = second.fit(
@@ -215,9 +215,9 @@ def test_resume_and_rank0_writes(job: tuple[Path, dict[int, Any]]) -> None:
         json.loads(line) for line in (tmp / "resumed" / "metrics.jsonl").read_text().splitlines()
     ]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # one writer, no duplicates
-    state = load_checkpoint(list_checkpoints(tmp / "resumed")[-1])
-    assert set(trainer_module.CHECKPOINT_KEYS) <= set(state)
-    assert state["format"] == trainer_module.CHECKPOINT_FORMAT
+    saved = load_checkpoint(list_checkpoints(tmp / "resumed")[-1])
+    assert (saved["format"], saved["family"]) == (loop_module.CHECKPOINT_FORMAT, "v1")
+    state = saved["state"]
     assert len(state["rank_rng"]) == WORLD
     assert torch.equal(state["rank_rng"][0]["noise"], state["rng"]["noise"])
     assert not torch.equal(state["rank_rng"][0]["noise"], state["rank_rng"][1]["noise"])

@@ -22,8 +22,14 @@ from healthgym.models.healthgym.trainer import HealthGymTrainer
 from healthgym.models.v1.config import V1Config
 from healthgym.models.v1.model import design_layout, design_matrix
 from healthgym.models.v1.trainer import V1Trainer
-from healthgym.training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
-from healthgym.training.checkpoint import load_checkpoint, load_latest, save_checkpoint
+from healthgym.training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+    save_checkpoint,
+)
 from healthgym.training.loop import TrainingDiverged
 
 FAMILIES = ("healthgym", "gan", "v1")
@@ -59,9 +65,13 @@ def fit(family: str, run_dir: Path, settings: dict | None = None, **kw: Any):
 def leaves(state: Any, prefix: str = "") -> dict[str, Any]:
     """Every tensor and number of a nested state, by path."""
     if isinstance(state, dict):
-        return {k: v for key, item in state.items() for k, v in leaves(item, f"{prefix}/{key}").items()}
+        return {
+            k: v for key, item in state.items() for k, v in leaves(item, f"{prefix}/{key}").items()
+        }
     if isinstance(state, list | tuple):
-        return {k: v for i, item in enumerate(state) for k, v in leaves(item, f"{prefix}/{i}").items()}
+        return {
+            k: v for i, item in enumerate(state) for k, v in leaves(item, f"{prefix}/{i}").items()
+        }
     return {prefix: state}
 
 

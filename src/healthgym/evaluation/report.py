@@ -45,7 +45,7 @@ class Reading:
 
 
 #: Summary rows in display order, keyed by their path in `Report.metrics`. The cut-offs are
-#: documented in the README ("Evaluation"); readings are rules of thumb, not tests.
+#: documented in docs/evaluation.md; readings are rules of thumb, not tests.
 READINGS: dict[str, Reading] = {
     "marginals.ks_complement_mean": Reading(
         "marginals: KS complement (reals)", 1, 0.9, 0.8, True,

@@ -20,8 +20,12 @@ import torch
 
 from ..atomic import write_text_atomic
 from ..cohort import Cohort
-from ..training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from ..training.checkpoint import save_checkpoint
+from ..training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ..training.loop import Trainer, TrainResult, check_checkpoint
 from ..training.runtime import cpu_threads, resolve_threads
 
@@ -219,9 +223,7 @@ def read_model_meta(path: Path, expected: type[RunFolderModel] | None = None) ->
     if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
         raise ValueError(f"{meta_path}: not a healthgym model file")
     if expected is not None and meta.get("model") not in (expected.name, expected.legacy_name):
-        raise ValueError(
-            f"{meta_path}: holds a {meta.get('model')!r} model, not {expected.name!r}"
-        )
+        raise ValueError(f"{meta_path}: holds a {meta.get('model')!r} model, not {expected.name!r}")
     return meta
 
 

@@ -60,10 +60,14 @@ def plot_likelihood_curve(metrics_path: str | Path, out_png: str | Path) -> Path
     x = [r["step"] for r in steps]
     ax.plot(x, [r["nll"] for r in steps], color="0.75", lw=0.6, label="training (per step)")
     for key, label in (("train_nll", "training"), ("val_nll", "validation (held-out patients)")):
-        ax.plot([r["step"] for r in epochs], [r[key] for r in epochs], marker=".", lw=1, label=label)
+        ax.plot(
+            [r["step"] for r in epochs], [r[key] for r in epochs], marker=".", lw=1, label=label
+        )
     if epochs:
         best = min(epochs, key=lambda r: r["val_nll"])
-        ax.axvline(best["step"], color="grey", ls="--", lw=0.8, label=f"kept: epoch {best['epoch']}")
+        ax.axvline(
+            best["step"], color="grey", ls="--", lw=0.8, label=f"kept: epoch {best['epoch']}"
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("negative log-likelihood per patient (nats)")
     ax.legend(loc="best", fontsize=8)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.models.healthgym.network import draw_steps
+from healthgym.models.healthgym.tokenizer import Tokenizer
 from healthgym.models.healthgym.trainer import build_model
 
 TINY = {"width": 16, "batch_size": 16, "epochs": 2, "bins": 8, "fine": 4}
@@ -51,9 +51,9 @@ def trained(toy, tmp_path_factory):
 
 def untrained(cohort: hg.Cohort, **settings) -> hg.HealthGym:
     model = hg.HealthGym(**{**TINY, **settings})
-    model.encoder = hg.tokenizer.Tokenizer(cohort.schema, model.config.bins, model.config.fine)
-    model.encoder.fit(cohort)
-    model.network = build_model(model.encoder, model.config).eval()
+    model.tokenizer = Tokenizer(cohort.schema, model.config.bins, model.config.fine)
+    model.tokenizer.fit(cohort)
+    model.network = build_model(model.tokenizer, model.config).eval()
     return model
 
 
@@ -96,8 +96,10 @@ def test_training_stops_on_the_validation_loss(toy, tmp_path):
     model = hg.HealthGym(
         **{**TINY, "epochs": 200, "patience": 2, "lr_patience": 1, "lr": 0.05}
     ).fit(toy, tmp_path / "run", progress=False)
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [r for r in map(json.loads, lines) if "val_nll" in r]  # one per epoch
     assert model.result.stopped_early == "early_stopping" and len(rows) < 200
+    assert model.result.epochs == len(rows)
     assert model.best_val_nll == pytest.approx(min(r["val_nll"] for r in rows))
     assert rows[-1]["lr"] < 0.05  # halved after lr_patience epochs without progress
 
@@ -147,29 +149,6 @@ def test_save_load_dispatch_and_bad_weights(trained, tmp_path):
     (tmp_path / "saved" / "weights.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="weights.pt"):
         hg.load(tmp_path / "saved")
-
-
-def test_resume_gives_the_uninterrupted_run(tmp_path):
-    cohort = hg.Cohort(make_table(40, seed=3), id="pid", time="hour")
-    whole = hg.HealthGym(**{**TINY, "epochs": 3}).fit(cohort, tmp_path / "a", progress=False)
-    hg.HealthGym(**{**TINY, "epochs": 1}).fit(cohort, tmp_path / "b", progress=False)
-    with pytest.raises(FileExistsError, match="holds a run"):
-        hg.HealthGym(**TINY).fit(cohort, tmp_path / "b", progress=False)
-    done = hg.HealthGym(**{**TINY, "epochs": 3}).fit(
-        cohort, tmp_path / "b", resume=True, progress=False
-    )
-    assert done.result.epochs == whole.result.epochs == 3
-    # Equal up to float rounding (the first resumed epoch's loss agrees to 1e-8), which Adam
-    # amplifies in weights whose gradient is near zero (measured: at most 8e-4).
-    for a, b in zip(
-        whole.network.state_dict().values(), done.network.state_dict().values(), strict=True
-    ):
-        assert torch.allclose(a, b, rtol=0, atol=1e-2)
-    val = [json.loads(x)["val_nll"] for x in (tmp_path / "a" / "metrics.jsonl").open()]
-    again = [json.loads(x)["val_nll"] for x in (tmp_path / "b" / "metrics.jsonl").open()]
-    assert again == pytest.approx(val, rel=1e-6)
-    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
 
 
 def test_bad_input(toy):

@@ -11,8 +11,8 @@ from torch import nn
 
 import healthgym.models.v1.bilstm as bilstm_module
 import healthgym.models.v1.network as v1
-from healthgym.models.v1.bilstm import _Recurrence, bilstm_final, bilstm_outputs
 from healthgym.models.layout import DesignLayout
+from healthgym.models.v1.bilstm import _Recurrence, bilstm_final, bilstm_outputs
 from healthgym.models.v1.network import Critic, gradient_penalty
 from healthgym.training import runtime
 from healthgym.training.runtime import cpu_threads, keep_freed_memory, resolve_threads

@@ -49,7 +49,7 @@ def test_run_folder(trained):
         "checkpoints",
     } <= names
     meta = json.loads((run / "model.json").read_text())
-    assert meta["model"] == "HealthGymV1" and meta["config"]["hidden"] == 16
+    assert meta["model"] == "v1" and meta["config"]["hidden"] == 16
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == model.result.steps > 0
     assert {"epoch", "L", "D_loss", "GP", "D_real", "D_fake", "G_loss", "Corr", "seconds"} <= set(

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .network import Generator, draw
 from .losses import Targets, live_mask
+from .network import Generator, draw
 
 #: Rates are floored here before the log ratio, so a level the generator never produces
 #: (or the data never has) moves by a bounded step per round.

@@ -1,6 +1,6 @@
 """Settings of HealthGymGAN (beyond v1); defaults measured on the demo cohort, 2 CPU cores.
 
-How the defaults were chosen is in README ("HealthGymGAN: beyond v1").
+How the defaults were chosen is in docs/models/gan.md.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ from typing import NamedTuple
 
 import torch
 
-from .network import PairCritic
 from ..layout import DesignLayout
 from ..v1.network import correlation_loss, pearson_matrix
+from .network import PairCritic
 
 
 def live_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:

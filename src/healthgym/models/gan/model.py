@@ -1,6 +1,6 @@
 """HealthGymGAN: Health Gym v1's WGAN-GP, rebuilt around the patient (the GAN beyond v1).
 
-What it fixes in v1 (README, "HealthGymGAN: beyond v1"): statics are drawn once
+What it fixes in v1 (docs/models/gan.md): statics are drawn once
 per patient by a static head, so they never drift; each patient gets a length from a head
 conditioned on the statics and the critic never reads padding; missing-value flags are
 generated as Gumbel-softmax draws with a per-step mean-matching loss, so missing rates follow
@@ -10,7 +10,6 @@ chosen static values.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,6 @@ class HealthGymGAN(ConditionableModel):
     encoding_class = Encoder
     encoding_file = "encoder.json"
     trainer_class = GANTrainer
-
 
     def _fit(
         self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool

@@ -155,7 +155,9 @@ class GANTrainer(Trainer):
 
     def epoch_batches(self, epoch: int) -> list[torch.Tensor]:
         shuffle = torch.Generator().manual_seed(derive_seed(self.config.seed, _SHUFFLE, epoch))
-        return list(torch.randperm(len(self.data[2]), generator=shuffle).split(self.config.batch_size))
+        return list(
+            torch.randperm(len(self.data[2]), generator=shuffle).split(self.config.batch_size)
+        )
 
     def step(self, batch: torch.Tensor) -> dict[str, float]:
         ids = batch.to(self.device)

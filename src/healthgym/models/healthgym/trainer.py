@@ -156,7 +156,12 @@ class HealthGymTrainer(Trainer):
                     group["lr"] = c["lr"]
         train = c["loss_sum"] / max(c["patients"], 1)
         c["loss_sum"], c["patients"] = 0.0, 0
-        return {"train_nll": train, "val_nll": val, "lr": c["lr"], "static_val_nll": c["static_val"]}
+        return {
+            "train_nll": train,
+            "val_nll": val,
+            "lr": c["lr"],
+            "static_val_nll": c["static_val"],
+        }
 
     def stop_reason(self) -> str | None:
         return "early_stopping" if self.counters["bad"] >= self.config.patience else None

@@ -7,7 +7,6 @@ and the evaluation measures it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,12 @@ from .config import PRESETS, V1Config
 from .network import Generator, generate
 from .trainer import V1Trainer
 
+
 class HealthGymV1(RunFolderModel):
     """The published WGAN-GP (biLSTM generator and critic, correlation loss, curriculum).
 
     Every keyword is a `V1Config` field; defaults are the published ones. In a torchrun job
-    (README "Distributed training") every process calls `fit` and only rank 0 writes the run
+    (docs/distributed.md) every process calls `fit` and only rank 0 writes the run
     folder; a `ParquetShards` cohort is encoded shard by shard (each process holds only its
     own patients).
     """
@@ -42,7 +42,6 @@ class HealthGymV1(RunFolderModel):
     encoding_file = "encoder.json"
     trainer_class = V1Trainer
     accepts = (Cohort, ParquetShards)
-
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> HealthGymV1:

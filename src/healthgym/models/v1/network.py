@@ -16,9 +16,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .bilstm import bilstm_final
-from ..layout import DesignLayout
 from ...training.runtime import cpu_threads, resolve_threads
+from ..layout import DesignLayout
+from .bilstm import bilstm_final
 
 #: Rows per generator forward when sampling: on CPU, oneDNN's LSTM ran ~25% faster per row at
 #: 256 rows than at 1,024 (measured, benchmarks/sample_speed.py); chunks stay batch_size.

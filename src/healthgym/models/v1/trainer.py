@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,14 @@ from ...training.plots import plot_learning_dynamics
 from ...training.seeding import derive_seed
 from ..layout import DesignLayout
 from .config import V1Config
-from .network import Critic, Generator, correlation_loss, gradient_penalty, pearson_matrix
-from .network import sample_noise
+from .network import (
+    Critic,
+    Generator,
+    correlation_loss,
+    gradient_penalty,
+    pearson_matrix,
+    sample_noise,
+)
 
 #: Values logged per generator step; the critic ones come from its last update of the step.
 LOSS_NAMES = ("D_loss", "GP", "D_real", "D_fake", "G_loss", "Corr")
@@ -192,7 +197,9 @@ class V1Trainer(Trainer):
             elif ctx.distributed:
                 batches = distributed.rank_batches(pool, cfg.batch_size, seed, ctx)
             else:
-                order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))]
+                order = pool[
+                    torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
+                ]
                 batches = order.split(cfg.batch_size)
             out += [(self.stages[s], ids) for ids in batches]
         return out
