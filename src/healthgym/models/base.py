@@ -9,6 +9,7 @@ network and the encoding), `_build_network` (an untrained network for `load`) an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
@@ -20,6 +21,7 @@ import torch
 
 from ..atomic import write_text_atomic
 from ..cohort import Cohort
+from ..training import distributed
 from ..training.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -121,7 +123,45 @@ class RunFolderModel:
         model._set_fitted(network.eval(), encoding)
         return model
 
-    # ---- shared by the families' _fit ----------------------------------------------------------
+    # ---- training ----------------------------------------------------------------------------
+    def _fit(
+        self, cohort: Any, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
+    ) -> Any:
+        """Fit the encoding, check the run folder, train, write metadata and weights.
+
+        In a distributed job (v1) every process runs this; rank 0 checks and writes."""
+        with self._process_group() as ctx:
+            encoding = self._fit_encoding(cohort, ctx)
+            if not encoding.dynamic_columns:
+                raise ValueError(
+                    f"{type(self).__name__} needs at least one dynamic variable in the schema"
+                )
+            problem = None
+            if ctx.main:  # rank 0 checks the folder; every process stops alike
+                try:
+                    self._check_run_folder(run_dir, encoding, resume)
+                except (ValueError, FileExistsError) as e:
+                    problem = e
+            problem = distributed.broadcast_object(problem, ctx)
+            if problem is not None:
+                raise problem
+            setattr(self, self.encoding_attr, encoding)
+            if ctx.main:
+                self._write_metadata(run_dir)
+            trainer, data, options = self._trainer_and_data(cohort, encoding, ctx)
+            self.result = trainer.fit(
+                *data,
+                run_dir,
+                resume=resume,
+                max_minutes=max_minutes,
+                progress=progress,
+                **options,
+            )
+            self.network = trainer.network.cpu().eval()
+            if ctx.main:
+                self._write_weights(run_dir)
+        return self
+
     def _check_run_folder(self, run_dir: Path, encoding: Any, resume: bool) -> None:
         """A resumed run must be this family's on the same cohort; a new one needs a free folder."""
         if resume and (run_dir / MODEL_FILE).exists():
@@ -146,9 +186,18 @@ class RunFolderModel:
         save_checkpoint({"model": self._fitted()[0].state_dict()}, path / WEIGHTS_FILE)
 
     # ---- the family's own --------------------------------------------------------------------
-    def _fit(
-        self, cohort: Any, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
-    ) -> Any:
+    def _process_group(self) -> Any:
+        """The distributed context to train in (a single process unless the family is v1)."""
+        return contextlib.nullcontext(distributed.Context())
+
+    def _fit_encoding(self, cohort: Any, ctx: distributed.Context) -> Any:
+        """The encoding fitted to `cohort`."""
+        raise NotImplementedError
+
+    def _trainer_and_data(
+        self, cohort: Any, encoding: Any, ctx: distributed.Context
+    ) -> tuple[Trainer, tuple[Any, ...], dict[str, Any]]:
+        """The family's trainer, the tensors its `fit` takes and extra `fit` options."""
         raise NotImplementedError
 
     def _build_network(self, encoding: Any, meta: dict[str, Any]) -> torch.nn.Module:

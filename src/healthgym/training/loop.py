@@ -63,6 +63,8 @@ class TrainResult:
     steps: int  #: optimisation steps done by the run so far
     stopped_early: str | None  #: None, "max_minutes", "stop_after_steps" or "early_stopping"
     checkpoint: Path | None  #: newest checkpoint written by this call
+    #: validation loss of the weights kept, for families that validate (else None)
+    best_val: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,15 @@ class Trainer:
     ctx: distributed.Context = distributed.Context()
 
     # ---- the family's hooks ------------------------------------------------------------------
+    def prepare(self, *data: torch.Tensor) -> str:
+        """Check and keep the training data (on the device); its `fingerprint`."""
+        raise NotImplementedError
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The network that samples, once trained."""
+        raise NotImplementedError
+
     def settings(self) -> dict[str, Any]:
         """What shapes the run; a resume must match it but for ``resumable`` keys."""
         return self.config.to_dict()
@@ -150,6 +161,32 @@ class Trainer:
         return self.config.epochs * per_epoch
 
     # ---- the loop ----------------------------------------------------------------------------
+    def fit(
+        self,
+        *data: Any,
+        resume: bool = False,
+        max_minutes: float | None = None,
+        progress: bool = True,
+        stop_after_steps: int | None = None,
+    ) -> TrainResult:
+        """Train on the family's tensors, then the run folder: ``fit(*tensors, run_dir, ...)``.
+
+        ``resume=True`` continues from the newest loadable checkpoint (or starts fresh if there
+        is none) with the same data and settings (but ``resumable`` ones). ``max_minutes``
+        stops cleanly after a step and checkpoints the exact position. Raises
+        TrainingDiverged when a loss blows up.
+        """
+        *tensors, run_dir = data
+        digest = self.prepare(*tensors)
+        return self.run(
+            run_dir,
+            digest,
+            resume=resume,
+            max_minutes=max_minutes,
+            progress=progress,
+            stop_after_steps=stop_after_steps,
+        )
+
     def run(
         self,
         run_dir: str | Path,
@@ -244,7 +281,7 @@ class Trainer:
             ckpt = self._save(run_dir, self._position, data_fingerprint)
         if ctx.main and metrics_path.exists() and metrics_path.stat().st_size:
             self.plot(metrics_path, run_dir / PLOT_FILE)
-        return TrainResult(epoch, step, stopped, ckpt)
+        return TrainResult(epoch, step, stopped, ckpt, getattr(self, "best_val", None))
 
     def _limit(
         self, started: float, max_minutes: float | None, done: int | None, stop_after: int | None

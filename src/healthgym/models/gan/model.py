@@ -11,7 +11,6 @@ chosen static values.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,29 +48,14 @@ class HealthGymGAN(ConditionableModel):
     encoding_file = "encoder.json"
     trainer_class = GANTrainer
 
-    def _fit(
-        self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
-    ) -> HealthGymGAN:
-        encoder = Encoder(cohort.schema).fit(cohort)
-        if not encoder.dynamic_columns:
-            raise ValueError("HealthGymGAN needs at least one dynamic variable in the schema")
-        self._check_run_folder(run_dir, encoder, resume)
-        self.encoder = encoder
+    def _fit_encoding(self, cohort: Cohort, ctx: Any) -> Encoder:
+        return Encoder(cohort.schema).fit(cohort)
+
+    def _trainer_and_data(self, cohort: Cohort, encoder: Encoder, ctx: Any) -> Any:
         encoded = encoder.transform(cohort)
         trainer = GANTrainer(*block_layouts(encoder), encoder.max_length, self.config)
-        self._write_metadata(run_dir)
-        self.result = trainer.fit(
-            torch.from_numpy(encoded.static),
-            torch.from_numpy(encoded.dynamic),
-            torch.from_numpy(encoded.lengths),
-            run_dir,
-            resume=resume,
-            max_minutes=max_minutes,
-            progress=progress,
-        )
-        self.network = trainer.generator.eval()
-        self._write_weights(run_dir)
-        return self
+        data = (encoded.static, encoded.dynamic, encoded.lengths)
+        return trainer, tuple(torch.from_numpy(a) for a in data), {}
 
     # ---- sampling -------------------------------------------------------------------------
     def sample_batches(

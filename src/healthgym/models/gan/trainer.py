@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ...atomic import write_text_atomic
-from ...training.loop import Trainer, TrainResult, fingerprint
+from ...training.loop import Trainer, fingerprint
 from ...training.plots import plot_learning_dynamics
 from ...training.seeding import derive_seed
 from ..layout import DesignLayout
@@ -112,25 +112,8 @@ class GANTrainer(Trainer):
             for name, tag in _STREAM_TAGS.items()
         }
 
-    def fit(
-        self,
-        static: torch.Tensor,
-        dynamic: torch.Tensor,
-        lengths: torch.Tensor,
-        run_dir: str | Path,
-        *,
-        resume: bool = False,
-        max_minutes: float | None = None,
-        progress: bool = True,
-        stop_after_steps: int | None = None,
-    ) -> TrainResult:
-        """Train on static (N, S), dynamic (N, T, D) in [0, 1] and lengths (N,) in 1..T.
-
-        `resume=True` continues from the newest loadable checkpoint (or starts fresh if there
-        is none) with the same data and config (see `resumable`). `max_minutes` stops
-        cleanly at a generator-step boundary and checkpoints the exact position. Raises
-        TrainingDiverged when a loss blows up.
-        """
+    def prepare(self, static: Any, dynamic: Any, lengths: Any) -> str:
+        """Static (N, S), dynamic (N, T, D) in [0, 1] and lengths (N,) in 1..T."""
         static, dynamic, lengths = self._check_data(static, dynamic, lengths)
         digest = fingerprint(static, dynamic[live_mask(lengths, dynamic.shape[1])], lengths)
         self._init_state(lengths)
@@ -139,14 +122,11 @@ class GANTrainer(Trainer):
             *(t.to(self.device) for t in targets(static, dynamic, lengths, *cols))
         )
         self.data = [t.to(self.device) for t in (static, dynamic, lengths)]
-        return self.run(
-            run_dir,
-            digest,
-            resume=resume,
-            max_minutes=max_minutes,
-            progress=progress,
-            stop_after_steps=stop_after_steps,
-        )
+        return digest
+
+    @property
+    def network(self) -> Generator:
+        return self.generator
 
     # ---- the loop's hooks --------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:

@@ -9,7 +9,6 @@ quality of the best peers (measured in `benchmarks/peers`, BENCHMARKS.md).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,31 +45,19 @@ class HealthGym(ConditionableModel):
     sampling_weights = "best"
     step_unit = "optimizer steps"
 
-    def _fit(
-        self, cohort: Cohort, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
-    ) -> HealthGym:
-        cfg = self.config
-        tokenizer = Tokenizer(cohort.schema, cfg.bins, cfg.fine).fit(cohort)
-        if not tokenizer.dynamic_columns:
-            raise ValueError("HealthGym needs at least one dynamic variable in the schema")
-        self._check_run_folder(run_dir, tokenizer, resume)
-        self.tokenizer = tokenizer
-        tokens = tokenizer.transform(cohort, seed=cfg.seed)
-        trainer = HealthGymTrainer(tokenizer, cfg)
-        self._write_metadata(run_dir)
-        self.result = trainer.fit(
-            torch.from_numpy(tokens.static),
-            torch.from_numpy(tokens.dynamic),
-            torch.from_numpy(tokens.lengths),
-            run_dir,
-            resume=resume,
-            max_minutes=max_minutes,
-            progress=progress,
-        )
-        self.best_val_nll = trainer.best_val
-        self.network = trainer.model.cpu().eval()
-        self._write_weights(run_dir)
-        return self
+    @property
+    def best_val_nll(self) -> float | None:
+        """Validation NLL (nats per patient) of the weights the last `fit` kept."""
+        return None if self.result is None else self.result.best_val
+
+    def _fit_encoding(self, cohort: Cohort, ctx: Any) -> Tokenizer:
+        return Tokenizer(cohort.schema, self.config.bins, self.config.fine).fit(cohort)
+
+    def _trainer_and_data(self, cohort: Cohort, tokenizer: Tokenizer, ctx: Any) -> Any:
+        tokens = tokenizer.transform(cohort, seed=self.config.seed)
+        data = (tokens.static, tokens.dynamic, tokens.lengths)
+        trainer = HealthGymTrainer(tokenizer, self.config)
+        return trainer, tuple(torch.from_numpy(a) for a in data), {}
 
     # ---- sampling -------------------------------------------------------------------------
     def sample_batches(

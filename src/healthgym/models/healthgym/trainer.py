@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...training.loop import Trainer, TrainResult, fingerprint
+from ...training.loop import Trainer, fingerprint
 from ...training.plots import plot_likelihood_curve
 from ...training.seeding import derive_seed
 from .config import HealthGymConfig
@@ -75,24 +75,12 @@ class HealthGymTrainer(Trainer):
         self.device = config.resolve_device()
         self.model = build_model(tokens, config).to(self.device)
 
-    def fit(
-        self,
-        static: torch.Tensor,
-        dynamic: torch.Tensor,
-        lengths: torch.Tensor,
-        run_dir: str | Path,
-        *,
-        resume: bool = False,
-        max_minutes: float | None = None,
-        progress: bool = True,
-        stop_after_steps: int | None = None,
-    ) -> TrainResult:
-        """Train on static (N, S), dynamic (N, T, D) tokens and lengths (N,); the model ends
+    def prepare(self, static: torch.Tensor, dynamic: torch.Tensor, lengths: torch.Tensor) -> str:
+        """Static (N, S), dynamic (N, T, D) tokens and lengths (N,); the model ends training
         holding the best validation weights."""
         if len(lengths) < 2:
             raise ValueError("training needs at least 2 patients (one is held out to validate)")
         cfg = self.config
-        digest = fingerprint(static, dynamic, lengths)
         self.train_idx, self.val_idx = split_patients(len(lengths), cfg)
         self.data = [t.to(self.device) for t in (static, dynamic, lengths)]
         self.batch = batch_size(len(self.train_idx), cfg)
@@ -103,14 +91,11 @@ class HealthGymTrainer(Trainer):
         self.best = copy.deepcopy(self.model.state_dict())
         self.dropout_rng: list[torch.Tensor] | None = None
         self.validated = True  # the model's weights have been validated (or are the start)
-        return self.run(
-            run_dir,
-            digest,
-            resume=resume,
-            max_minutes=max_minutes,
-            progress=progress,
-            stop_after_steps=stop_after_steps,
-        )
+        return fingerprint(static, dynamic, lengths)
+
+    @property
+    def network(self) -> PatientModel:
+        return self.model
 
     # ---- the loop's hooks --------------------------------------------------------------------
     def start(self) -> None:

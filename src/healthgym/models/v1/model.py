@@ -8,7 +8,6 @@ and the evaluation measures it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,55 +49,27 @@ class HealthGymV1(RunFolderModel):
             raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
-    def _fit(
-        self,
-        cohort: Cohort | ParquetShards,
-        run_dir: Path,
-        resume: bool,
-        max_minutes: float | None,
-        progress: bool,
-    ) -> HealthGymV1:
-        # One process: ctx is a no-op. A torchrun job: every process runs this, rank 0 writes.
-        with distributed.process_group(self.config.resolve_device()) as ctx:
-            distributed.check_batch_size(self.config.batch_size, ctx)
-            shards = isinstance(cohort, ParquetShards)
-            if shards:  # fitted on rank 0, one column at a time; sent to the others
-                fitted = cohort.fit_encoder().to_dict() if ctx.main else None
-                encoder = Encoder.from_dict(distributed.broadcast_object(fitted, ctx))
-            else:
-                encoder = Encoder(cohort.schema).fit(cohort)
-            self.encoder = encoder
-            problem = None
-            if ctx.main:  # rank 0 checks the folder; every process stops alike
-                try:
-                    self._check_run_folder(run_dir, encoder, resume)
-                except (ValueError, FileExistsError) as e:
-                    problem = e
-            problem = distributed.broadcast_object(problem, ctx)
-            if problem is not None:
-                raise problem
-            trainer = V1Trainer(design_layout(encoder), self.config)
-            if ctx.main:
-                self._write_metadata(run_dir)
-            if shards:
-                x, lengths = cohort.design(encoder, ctx.rank, ctx.world)
-            else:
-                encoded = encoder.transform(cohort)
-                x = torch.from_numpy(design_matrix(encoded)).float()
-                lengths = torch.from_numpy(encoded.lengths).long()
-            self.result = trainer.fit(
-                x,
-                lengths,
-                run_dir,
-                resume=resume,
-                max_minutes=max_minutes,
-                progress=progress,
-                sharded=shards,
-            )
-            self.network = trainer.generator.eval()
-            if ctx.main:
-                self._write_weights(run_dir)
-        return self
+    def _process_group(self) -> Any:
+        # One process: a no-op. A torchrun job: every process trains, rank 0 writes.
+        return distributed.process_group(self.config.resolve_device())
+
+    def _fit_encoding(self, cohort: Cohort | ParquetShards, ctx: distributed.Context) -> Encoder:
+        distributed.check_batch_size(self.config.batch_size, ctx)
+        if isinstance(cohort, ParquetShards):  # fitted on rank 0, column by column; broadcast
+            fitted = cohort.fit_encoder().to_dict() if ctx.main else None
+            return Encoder.from_dict(distributed.broadcast_object(fitted, ctx))
+        return Encoder(cohort.schema).fit(cohort)
+
+    def _trainer_and_data(
+        self, cohort: Cohort | ParquetShards, encoder: Encoder, ctx: distributed.Context
+    ) -> Any:
+        trainer = V1Trainer(design_layout(encoder), self.config)
+        if isinstance(cohort, ParquetShards):  # each process encodes only its own patients
+            x, lengths = cohort.design(encoder, ctx.rank, ctx.world)
+            return trainer, (x, lengths), {"sharded": True}
+        encoded = encoder.transform(cohort)
+        x = torch.from_numpy(design_matrix(encoded)).float()
+        return trainer, (x, torch.from_numpy(encoded.lengths).long()), {}
 
     # ---- sampling -------------------------------------------------------------------------
     def sample(

@@ -80,6 +80,7 @@ class V1Trainer(Trainer):
         self.config = config or V1Config()
         self.device = self.config.resolve_device()
         self.ctx = distributed.Context(device=self.device)
+        self.sharded = False
         self._ddp: tuple[torch.nn.Module, torch.nn.Module] | None = None
         self._init_state()
 
@@ -99,50 +100,30 @@ class V1Trainer(Trainer):
         }
         self.steps = 0
 
-    def fit(
-        self,
-        x: torch.Tensor,
-        lengths: torch.Tensor,
-        run_dir: str | Path,
-        *,
-        resume: bool = False,
-        max_minutes: float | None = None,
-        progress: bool = True,
-        sharded: bool = False,
-        stop_after_steps: int | None = None,
-    ) -> TrainResult:
-        """Train on x (N, T, F) in [0, 1] with per-patient lengths (N,); write the run to run_dir.
-
-        ``resume=True`` continues from the newest loadable checkpoint (or starts fresh if there
-        is none) with the same data and config (``epochs``, ``device`` and ``amp`` may change).
-        ``max_minutes`` stops cleanly at a generator-step boundary and checkpoints the exact
-        position. Raises TrainingDiverged when a loss blows up.
+    def fit(self, *data: Any, sharded: bool = False, **options: Any) -> TrainResult:
+        """`Trainer.fit` on x (N, T, F) in [0, 1] with per-patient lengths (N,).
 
         In a torchrun job every process calls ``fit``; x is the whole cohort on every process,
         or with ``sharded=True`` only this process's own patients (each process a different
         shard; resume then needs the same number of processes).
         """
         with distributed.process_group(self.device) as ctx:
-            self.ctx = ctx
+            self.ctx, self.sharded = ctx, sharded and ctx.distributed
             if ctx.distributed:
                 self.device = ctx.device
             try:
-                digest = self._prepare(x, lengths, sharded and ctx.distributed)
-                return self.run(
-                    run_dir,
-                    digest,
-                    resume=resume,
-                    max_minutes=max_minutes,
-                    progress=progress,
-                    stop_after_steps=stop_after_steps,
-                )
+                return super().fit(*data, **options)
             finally:
                 self._ddp = None
 
-    def _prepare(self, x: torch.Tensor, lengths: torch.Tensor, sharded: bool) -> str:
+    @property
+    def network(self) -> Generator:
+        return self.generator
+
+    def prepare(self, x: torch.Tensor, lengths: torch.Tensor) -> str:
         """Check the data, build the curriculum pools and the correlation target; the data's
-        fingerprint. ``sharded``: x holds only this process's patients."""
-        cfg, ctx = self.config, self.ctx
+        fingerprint. Sharded: x holds only this process's patients."""
+        cfg, ctx, sharded = self.config, self.ctx, self.sharded
         distributed.check_batch_size(cfg.batch_size, ctx)
         x, lengths, rows = self._check_data(x, lengths)
         longest = int(lengths.max())
