@@ -8,12 +8,12 @@ anything. Regenerate it from the challenge data with
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_atomic
 from ..cohort import Cohort
 from .physionet2012 import physionet2012
 
@@ -45,13 +45,10 @@ def write_demo(cohort: Cohort, folder: str | Path = DATA) -> Path:
     """Write the table (float32 reals) and its schema into `folder`, each atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / TABLE
-    tmp = folder / f".{TABLE}.{os.getpid()}.tmp"
-    try:
-        _compact(cohort).to_parquet(tmp, index=False, compression="zstd")
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    target = write_atomic(
+        folder / TABLE,
+        lambda tmp: _compact(cohort).to_parquet(tmp, index=False, compression="zstd"),
+    )
     cohort.schema.to_yaml(folder / SCHEMA)
     return target
 

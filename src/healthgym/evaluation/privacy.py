@@ -71,8 +71,7 @@ EXACT = 1e-9
 def nearest(queries: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distance of each query row to its nearest reference row and that row's index.
 
-    Bounded-memory chunks. Single-threaded: on a busy 2-core machine OpenMP threads made this
-    4x slower (measured).
+    Bounded-memory chunks. Single-threaded: on a busy machine OpenMP threads stall each other.
     """
     nn = NearestNeighbors(n_neighbors=1).fit(reference)
     step = max(1, CHUNK_BYTES // (8 * len(reference)))

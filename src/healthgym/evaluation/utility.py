@@ -129,7 +129,7 @@ def _scores(train: XY, test: XY, seed: int) -> tuple[np.ndarray, str | None]:
             why = "no feature has a value"
         return np.full(len(x_test), constant), f"{why}: no classifier, AUROC = 0.5 (chance)"
     # One thread: per-patient tables are small, and OpenMP threads stall when the machine is
-    # busy (5x slower, measured on 2 cores).
+    # busy.
     with threadpool_limits(limits=1, user_api="openmp"):
         model = HistGradientBoostingClassifier(random_state=seed).fit(x[present], y)
         return model.predict_proba(x_test[present])[:, 1], None

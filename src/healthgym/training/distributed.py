@@ -218,7 +218,7 @@ def global_pearson(rows: torch.Tensor, ctx: Context, eps: float = 1e-12) -> torc
 
     Two passes over this process's rows (n, F) in chunks: the global mean, then the centred
     second moments, each summed over processes. Zero-variance columns give 0, as
-    `healthgym.models.v1.pearson_matrix`, which this equals up to float64 rounding.
+    the v1 network's `pearson_matrix`, which this equals up to float64 rounding.
     """
     f = rows.shape[1]
     first = torch.zeros(f + 1, dtype=torch.float64)

@@ -1,19 +1,16 @@
 """CPU runtime settings for training and sampling: torch threads and glibc's allocator.
 
 Threads: "auto" (the default) takes the cores that are idle when a fit or sample starts, at
-most `AUTO_MAX_THREADS`. Measured (BENCHMARKS.md, a v1 generator step at 256 x 20): on the
-idle 2-core development machine two threads were 1.8x faster than one (a HealthGym epoch
-1.4x); on an idle 16-core machine 2, 4, 8 and 16 threads were 1.7x, 2.3x, 3.3x and 4.3x
-faster. With one other busy process, as many threads as cores stalled in OpenMP barriers
-(2 of 2 cores: 1.7x slower than one thread with a 28 s step; 16 of 16: 13x slower), while
-threads on the idle cores kept their speed-up, so busy cores are left out. The thread count
+most `AUTO_MAX_THREADS`: more threads speed up training on idle cores, but threads on a core
+another process keeps busy stall every other thread in OpenMP barriers, so busy cores are
+left out (the thread-scaling measurements: BENCHMARKS.md, docs/distributed.md). The thread count
 changes float results bit for bit: for runs that must repeat exactly across machines or
 loads, pin it with ``HEALTHGYM_THREADS=N`` (or a ``threads=N`` setting).
 
 Allocator: LSTM training allocates tensors of tens of MB. glibc serves those with ``mmap`` and
-returns them on free, so every step faults its memory in again (measured: ~20% of a step in
-kernel time). While training, freed memory is kept for reuse instead; the default is restored
-afterwards and the excess returned to the system.
+returns them on free, so every step faults its memory in again (a measurable share of a
+step spent in the kernel). While training, freed memory is kept for reuse instead; the
+default is restored afterwards and the excess returned to the system.
 """
 
 from __future__ import annotations

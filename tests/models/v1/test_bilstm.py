@@ -2,7 +2,6 @@
 derivative, and lets its state go after backward."""
 
 import gc
-import os
 import weakref
 
 import pytest
@@ -14,8 +13,6 @@ import healthgym.models.v1.network as v1
 from healthgym.models.layout import DesignLayout
 from healthgym.models.v1.bilstm import _Recurrence, bilstm_final, bilstm_outputs
 from healthgym.models.v1.network import Critic, gradient_penalty
-from healthgym.training import runtime
-from healthgym.training.runtime import cpu_threads, keep_freed_memory, resolve_threads
 
 B, L, N_IN, H = 3, 5, 4, 6
 # Disabling oneDNN (for the reference's native double backward) warns about an unrelated TF32.
@@ -109,33 +106,3 @@ def test_gradient_penalty_is_unchanged_by_the_fused_path(monkeypatch) -> None:
     monkeypatch.setattr(v1, "bilstm_final", lambda h, lstm, **kw: reference(h, lstm)[1])
     for a, b in zip(fused, grads(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-
-
-def test_runtime_threads_and_allocator(monkeypatch) -> None:
-    monkeypatch.delenv("HEALTHGYM_THREADS", raising=False)
-    monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
-    # "auto": the idle cores (a core counts if less than a fifth of it is busy), within 1..4.
-    for idle, expected in [(4.0, 4), (2.9, 3), (1.7, 1), (0.3, 1), (None, 4)]:
-        monkeypatch.setattr(runtime, "idle_cores", lambda idle=idle: idle)
-        assert resolve_threads() == expected, idle
-    monkeypatch.setattr(runtime, "usable_cores", lambda: 64)
-    assert resolve_threads("auto") == runtime.AUTO_MAX_THREADS
-    monkeypatch.setenv("HEALTHGYM_THREADS", "2")
-    assert resolve_threads() == 2 and resolve_threads(3) == 3
-    for bad in ("0", "many"):
-        with pytest.raises(ValueError, match="threads"):
-            resolve_threads(bad)
-    before = torch.get_num_threads()
-    with cpu_threads(before + 1), keep_freed_memory():
-        assert torch.get_num_threads() == before + 1
-        torch.ones(2**22).sum()
-    assert torch.get_num_threads() == before
-
-
-def test_idle_cores_reads_the_machine(monkeypatch) -> None:
-    monkeypatch.setattr(runtime, "_idle_cache", None)
-    idle = runtime.idle_cores(window_s=0.05)
-    assert idle is not None and 0.0 <= idle <= (os.cpu_count() or 1) + 1e-9
-    monkeypatch.setattr(runtime, "_proc_stat_idle", lambda _: pytest.fail("not cached"))
-    assert runtime.idle_cores() == idle  # a second call within the TTL reuses the reading
-    assert 1 <= runtime.usable_cores() <= (os.cpu_count() or 1)

@@ -3,10 +3,10 @@
 Why: the WGAN-GP critic is differentiated twice (gradient penalty). On CPU, ``nn.LSTM`` runs
 oneDNN kernels for the forward and the first backward, but a backward taken with
 ``create_graph=True`` falls back to a per-step decomposition recorded op by op, whose own
-backward then walks thousands of small autograd nodes (measured at 256 sequences x 60 steps,
-Health Gym v1 sizes, one thread: the penalty took 0.96 s that way, 0.69 s with this module;
-it is about half of a critic update). Here the recurrence is one autograd Function whose
-backward is a second Function with an explicit backward, so each pass is one Python loop over
+backward then walks thousands of small autograd nodes (the penalty is about half of a critic
+update, so this matters; benchmarks/train_speed.py compares both). Here the recurrence is one
+autograd Function whose backward is a second Function with an explicit backward, so each
+pass is one Python loop over
 time with both directions batched (one small matmul per step), and every weight gradient is
 one large matmul after the loop. The maths is ``nn.LSTM``'s (zero initial state, gates i, f,
 g, o); results agree up to float rounding. Parameters stay in the ``nn.LSTM`` module, so state
@@ -207,7 +207,7 @@ def _weight_grad(grad_pre: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
 
 
 def _at_b(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a^T b for (D, K, M), (D, K, N) with K large, as (b^T a)^T: measured ~25% faster on CPU."""
+    """a^T b for (D, K, M), (D, K, N) with K large, as (b^T a)^T: the faster form on CPU."""
     return torch.bmm(b.transpose(1, 2), a).transpose(1, 2)
 
 

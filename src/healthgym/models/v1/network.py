@@ -20,8 +20,8 @@ from ...training.runtime import cpu_threads, resolve_threads
 from ..layout import DesignLayout
 from .bilstm import bilstm_final
 
-#: Rows per generator forward when sampling: on CPU, oneDNN's LSTM ran ~25% faster per row at
-#: 256 rows than at 1,024 (measured, benchmarks/sample_speed.py); chunks stay batch_size.
+#: Rows per generator forward when sampling: oneDNN's CPU LSTM is faster per row at 256 rows
+#: than at 1,024 (benchmarks/sample_speed.py); chunks stay batch_size.
 _FORWARD_ROWS = 256
 #: Set while `gradient_penalty` runs the critic: only the input gradient is taken first.
 _PENALTY: contextvars.ContextVar[bool] = contextvars.ContextVar("penalty", default=False)
@@ -121,7 +121,7 @@ class Critic(nn.Module):
         if lengths is None and _PENALTY.get():
             # The penalty differentiates this graph twice; nn.LSTM's double backward is an
             # op-by-op fallback on CPU and unsupported by cuDNN, so use the LSTM with a
-            # hand-written second derivative (2.5x faster than cuDNN-off on an H200, BENCHMARKS.md).
+            # hand-written second derivative (faster than cuDNN-off too; BENCHMARKS.md, GPU).
             h_n = bilstm_final(h, self.lstm, input_grad_only=True)
             return self.out(h_n).squeeze(-1)
         if lengths is not None:
