@@ -284,4 +284,4 @@ def test_cli_nproc_then_torchrun_resume(tmp_path: Path) -> None:
     assert "finished: 2 epochs" in second.stdout
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert steps == list(range(1, len(steps) + 1))
-    assert (tmp_path / "run" / "generator.pt").exists()
+    assert (tmp_path / "run" / "weights.pt").exists()
