@@ -22,6 +22,7 @@ from scipy import special, stats
 
 from .atomic import write_text_atomic
 from .cohort import Cohort, level_codes
+from .constraints import enforce
 from .schema import Schema, Variable
 
 BOXCOX_EPS = 1e-3  # Health Gym v1 applies Box-Cox to x + 1e-3 so zeros are allowed
@@ -174,7 +175,7 @@ class Encoder:
         decoded |= self._decode_block(dynamic[pid, pos], self.dynamic_columns)
         for v in self.schema.variables:
             out[v.name] = decoded[v.name]
-        return pd.DataFrame(out)
+        return enforce(pd.DataFrame(out), self.schema)  # declared constraints hold
 
     def _decode_block(self, rows: np.ndarray, columns: list[Column]) -> dict[str, np.ndarray]:
         values: dict[str, np.ndarray] = {}

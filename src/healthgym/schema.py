@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from .atomic import write_text_atomic  # re-exported for models/ until the refactor lands
+from .constraints import check_declaration, check_table, propose
 
 KINDS = ("real", "binary", "categorical")
 ROLES = ("static", "dynamic")
@@ -40,6 +41,11 @@ class Variable:
     transform: str = "minmax"
     bins: list[float] | None = None
     missing: str = "none"
+    # Constraints every sample keeps (healthgym.constraints): bounds, monotone steps, start.
+    monotone: str | None = None  # "increasing" | "decreasing" (dynamic)
+    min: float | None = None  # reals
+    max: float | None = None  # reals
+    start: Any = None  # the first step's value (dynamic)
 
     def __post_init__(self) -> None:
         where = f"variable {self.name!r}"
@@ -74,6 +80,7 @@ class Variable:
                 raise ValueError(f"{where}: binary needs exactly 2 levels, got {self.levels}")
             if self.kind == "categorical" and len(self.levels) < 2:
                 raise ValueError(f"{where}: categorical needs >= 2 levels, got {self.levels}")
+        check_declaration(self)
 
     @property
     def is_static(self) -> bool:
@@ -250,6 +257,8 @@ def validate_table(table: pd.DataFrame, schema: Schema, *, strict: bool = True) 
     _check_steps(table, schema)
     for v in schema.variables:
         _check_variable(table, schema, v, strict)
+    if strict:  # declared bounds, monotone steps and starts (generated tables: enforced)
+        check_table(table, schema)
 
 
 def _check_steps(table: pd.DataFrame, schema: Schema) -> None:
@@ -360,6 +369,7 @@ def infer_schema(
     max_string_levels: int = MAX_STRING_LEVELS,
     boxcox_min_skew: float = BOXCOX_MIN_SKEW,
     overrides: dict[str, dict[str, Any]] | None = None,
+    bounds: bool = False,
 ) -> Schema:
     """Guess a schema from a long table.
 
@@ -367,7 +377,10 @@ def infer_schema(
     with at most `max_integer_levels` distinct values are categorical; any categorical with
     two levels is binary; other numerics are real, with Box-Cox when non-negative and
     |skewness| > `boxcox_min_skew`, else min-max. A variable constant within every patient
-    is static. A column with NaNs gets `missing: flag`. `overrides` replaces fields per
+    is static. A column with NaNs gets `missing: flag`. A dynamic variable gets `monotone`
+    where every patient moves one way and `start` where every patient starts at the same
+    value (`constraints.propose`); `bounds=True` also sets each real's `min`/`max` to its
+    training range (otherwise bounds are only user-declared). `overrides` replaces fields per
     variable, e.g. `{"GCS": {"kind": "categorical", "levels": list(range(3, 16))}}`.
     """
     if not isinstance(table, pd.DataFrame):
@@ -381,9 +394,12 @@ def infer_schema(
     for name in table.columns:
         if name in (id, time):
             continue
-        variables.append(
-            _infer_variable(table, id, name, max_integer_levels, max_string_levels, boxcox_min_skew)
-        )
+        v = _infer_variable(table, id, name, max_integer_levels, max_string_levels, boxcox_min_skew)
+        fields = propose(table, id, v)
+        if bounds and v.kind == "real":
+            x = table[name].to_numpy(dtype=float)
+            fields |= {"min": float(np.nanmin(x)), "max": float(np.nanmax(x))}
+        variables.append(replace(v, **fields) if fields else v)
     schema = Schema(id=id, time=time, variables=variables)
     return schema.with_overrides(**overrides) if overrides else schema
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from ...atomic import write_text_atomic
 from ...cohort import Cohort, level_codes
+from ...constraints import enforce
 from ...schema import Schema
 
 GRID = 1025  #: quantiles kept per binned real variable
@@ -317,7 +318,7 @@ class Tokenizer:
             values[c.name] = c.decode(dynamic[pid, pos, at : at + len(c.vocab)], rng)
         for v in self.schema.variables:
             out[v.name] = values[v.name]
-        return pd.DataFrame(out)
+        return enforce(pd.DataFrame(out), self.schema)  # declared constraints hold
 
     # ---- persistence -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
