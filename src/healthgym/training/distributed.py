@@ -160,6 +160,15 @@ def all_reduce(t: torch.Tensor, ctx: Context, op: str = "sum") -> torch.Tensor:
     return t / ctx.world if op == "mean" else t
 
 
+def broadcast_module(module: nn.Module, ctx: Context, src: int = 0) -> None:
+    """Every tensor of ``module``'s state set, in place, to rank ``src``'s."""
+    if not ctx.distributed:
+        return
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=src)
+
+
 def wrap(module: nn.Module, ctx: Context) -> nn.Module:
     """``module`` in ``DistributedDataParallel`` (rank 0's weights copied to all processes)."""
     from torch.nn.parallel import DistributedDataParallel

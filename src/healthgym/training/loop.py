@@ -20,11 +20,13 @@ start of a fresh run, the end of an epoch and the end of training. The loop owns
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -102,11 +104,19 @@ class Trainer:
     shown: ClassVar[tuple[str, ...]] = ()
     #: what one step is, for the progress bar and messages
     unit: ClassVar[str] = "step"
+    #: trains data-parallel in a torchrun job (`training.distributed`); else one process
+    distributable: ClassVar[bool] = False
     config: Any
     device: torch.device
     #: torch threads on CPU: an int or "auto"; None: $HEALTHGYM_THREADS, else "auto"
     threads: int | str | None = None
     ctx: distributed.Context = distributed.Context()
+    #: called on rank 0 once the run folder is known to hold this run (a resume matched its
+    #: checkpoint, or a new run may start) and before the first step; nothing is written
+    #: to the folder before it when a resume is refused
+    before_training: Callable[[], None] | None = None
+    #: the family's networks wrapped in DistributedDataParallel while a distributed fit runs
+    ddp: Any = None
 
     # ---- the family's hooks ------------------------------------------------------------------
     def prepare(self, *data: torch.Tensor) -> str:
@@ -177,15 +187,24 @@ class Trainer:
         TrainingDiverged when a loss blows up.
         """
         *tensors, run_dir = data
-        digest = self.prepare(*tensors)
-        return self.run(
-            run_dir,
-            digest,
-            resume=resume,
-            max_minutes=max_minutes,
-            progress=progress,
-            stop_after_steps=stop_after_steps,
-        )
+        single = contextlib.nullcontext(distributed.Context(device=self.device))
+        group = distributed.process_group(self.device) if self.distributable else single
+        with group as ctx:  # a distributable family in a torchrun job: every process trains
+            self.ctx = ctx
+            if ctx.distributed:
+                self.device = ctx.device
+            try:
+                digest = self.prepare(*tensors)
+                return self.run(
+                    run_dir,
+                    digest,
+                    resume=resume,
+                    max_minutes=max_minutes,
+                    progress=progress,
+                    stop_after_steps=stop_after_steps,
+                )
+            finally:
+                self.ddp = None  # the process group ends with this call
 
     def run(
         self,
@@ -227,10 +246,15 @@ class Trainer:
             loaded = distributed.broadcast_object(loaded, ctx)
             if loaded is not None:
                 pos = self._restore(*loaded, data_fingerprint)
+            elif ctx.main:
+                msg = f"{run_dir}: nothing to resume (no checkpoint): starting a new run"
+                warnings.warn(msg, stacklevel=3)
             if ctx.main:
                 truncate_metrics(metrics_path, pos.step if pos else 0)
         elif distributed.broadcast_object(ctx.main and holds_run(run_dir), ctx):
             raise FileExistsError(f"{run_dir} holds a run; pass resume=True or use a new run_dir")
+        if ctx.main and self.before_training is not None:
+            self.before_training()  # the run is this one's: the caller may write to the folder
         if pos is None:
             pos = Position()
             self.start()

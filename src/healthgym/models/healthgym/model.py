@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from ...cohort import Cohort
+from ...training import distributed
 from ...training.seeding import derive_seed
 from ..base import ConditionableModel
 from ..conditioning import sampling_request
@@ -50,8 +51,12 @@ class HealthGym(ConditionableModel):
         """Validation NLL (nats per patient) of the weights the last `fit` kept."""
         return None if self.result is None else self.result.best_val
 
-    def _fit_encoding(self, cohort: Cohort, ctx: Any) -> Tokenizer:
-        return Tokenizer(cohort.schema, self.config.bins, self.config.fine).fit(cohort)
+    def _fit_encoding(self, cohort: Cohort, ctx: distributed.Context) -> Tokenizer:
+        # A torchrun job: fitted on rank 0, the same on every process.
+        fitted = Tokenizer(cohort.schema, self.config.bins, self.config.fine).fit(cohort)
+        if not ctx.distributed:
+            return fitted
+        return Tokenizer.from_dict(distributed.broadcast_object(fitted.to_dict(), ctx))
 
     def _trainer_and_data(self, cohort: Cohort, tokenizer: Tokenizer, ctx: Any) -> Any:
         tokens = tokenizer.transform(cohort, seed=self.config.seed)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...training import distributed
 from ...training.loop import Trainer, fingerprint
 from ...training.plots import plot_likelihood_curve
 from ...training.seeding import derive_seed
@@ -29,6 +30,7 @@ from .network import PatientModel, sequence_nll, start_at_marginals, static_nll
 from .tokenizer import Tokenizer
 
 _INIT, _SPLIT, _EPOCH, _VAL, _STATICS = 0, 1, 2, 3, 4
+_RANK = 1000  # a process's own dropout stream in a distributed run
 MIN_STEPS, MIN_BATCH = 20, 8  #: optimizer steps per epoch at least; smallest batch
 STATIC_EVERY = 50  #: full-batch steps of the static model between validations
 STATIC_MAX_STEPS = 1000  #: full-batch steps of the static model
@@ -65,6 +67,7 @@ class HealthGymTrainer(Trainer):
     """Trains a `PatientModel` on token tensors; see the module docstring for the schedule."""
 
     family = "healthgym"
+    distributable = True
     guarded = ("nll",)
     resumable = frozenset({"epochs", "device", "patience", "temperature"})
     shown = ("nll",)
@@ -81,6 +84,7 @@ class HealthGymTrainer(Trainer):
         if len(lengths) < 2:
             raise ValueError("training needs at least 2 patients (one is held out to validate)")
         cfg = self.config
+        self.model.to(self.device)
         self.train_idx, self.val_idx = split_patients(len(lengths), cfg)
         self.data = [t.to(self.device) for t in (static, dynamic, lengths)]
         self.batch = batch_size(len(self.train_idx), cfg)
@@ -91,6 +95,8 @@ class HealthGymTrainer(Trainer):
         self.best = copy.deepcopy(self.model.state_dict())
         self.dropout_rng: list[torch.Tensor] | None = None
         self.validated = True  # the model's weights have been validated (or are the start)
+        if self.ctx.distributed:
+            self.ddp = distributed.wrap(self.model.sequence, self.ctx)
         return fingerprint(static, dynamic, lengths)
 
     @property
@@ -101,6 +107,8 @@ class HealthGymTrainer(Trainer):
     def start(self) -> None:
         self._start_at_marginals()
         self.counters["static_val"] = self._fit_statics()
+        # Every process fits the same statics; rank 0's are kept, bit for bit, by all.
+        distributed.broadcast_module(self.model, self.ctx)
         self.best = copy.deepcopy(self.model.state_dict())
 
     def epoch_batches(self, epoch: int) -> list[tuple[int, int, np.ndarray]]:
@@ -111,14 +119,20 @@ class HealthGymTrainer(Trainer):
         return [(epoch, b, order[s : s + self.batch]) for b, s in enumerate(starts)]
 
     def step(self, batch: tuple[int, int, np.ndarray]) -> dict[str, float]:
+        """One step on a global batch; distributed, each process takes every W-th patient
+        and the loss is scaled so DDP's averaged gradient is the whole batch's."""
         epoch, index, ids = batch
+        ctx = self.ctx
         self.model.train()
         with self._dropout_stream(epoch, fresh=index == 0):
-            nll = self._nll(torch.from_numpy(ids).to(self.device)).mean()
-            value = nll.item()
+            if ctx.distributed:
+                loss, value = self._share_nll(ids)
+            else:
+                loss = self._nll(torch.from_numpy(ids).to(self.device)).mean()
+                value = loss.item()
             if math.isfinite(value):  # else the loop's guard stops the run, weights untouched
                 self.opt.zero_grad(set_to_none=True)
-                nll.backward()
+                loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.sequence.parameters(), 1.0)
                 self.opt.step()
         self.counters["loss_sum"] += value * len(ids)
@@ -174,7 +188,10 @@ class HealthGymTrainer(Trainer):
             "best": self.best,
             "optimizer": self.opt.state_dict(),
             "counters": dict(self.counters),
-            "dropout_rng": self.dropout_rng,
+            # distributed: every process's dropout stream, by rank (collective)
+            "dropout_rng": distributed.gather_objects(self.dropout_rng, self.ctx)
+            if self.ctx.distributed
+            else self.dropout_rng,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -184,7 +201,11 @@ class HealthGymTrainer(Trainer):
         for group in self.opt.param_groups:
             group["lr"] = self.counters["lr"]
         self.best = state["best"]
-        self.dropout_rng = state["dropout_rng"]
+        saved = state["dropout_rng"]
+        if self.ctx.distributed:  # this process's stream, if the run had as many processes
+            fits = isinstance(saved, list) and len(saved) == self.ctx.world
+            saved = saved[self.ctx.rank] if fits else None
+        self.dropout_rng = saved
         self.validated = self.counters["patients"] == 0  # stopped between epochs
 
     # ---- the family's own --------------------------------------------------------------------
@@ -196,7 +217,9 @@ class HealthGymTrainer(Trainer):
         cuda = self.device.type == "cuda"
         with torch.random.fork_rng(devices=[self.device] if cuda else []):
             if fresh or self.dropout_rng is None:
-                torch.manual_seed(derive_seed(self.config.seed, _EPOCH, epoch))
+                keys = (self.config.seed, _EPOCH, epoch)
+                rank = (_RANK, self.ctx.rank) if self.ctx.distributed else ()
+                torch.manual_seed(derive_seed(*keys, *rank))
             else:
                 torch.set_rng_state(self.dropout_rng[0])
                 if cuda:
@@ -206,11 +229,23 @@ class HealthGymTrainer(Trainer):
             if cuda:
                 self.dropout_rng.append(torch.cuda.get_rng_state(self.device))
 
-    def _nll(self, ids: torch.Tensor) -> torch.Tensor:
+    def _nll(self, ids: torch.Tensor, net: torch.nn.Module | None = None) -> torch.Tensor:
         """(B,) NLL of the patients' steps and lengths given their statics."""
         static, dynamic, lengths = (t[ids] for t in self.data)
         t_max = int(lengths.max())
-        return sequence_nll(self.model.sequence, static, dynamic[:, :t_max], lengths)
+        return sequence_nll(net or self.model.sequence, static, dynamic[:, :t_max], lengths)
+
+    def _share_nll(self, ids: np.ndarray) -> tuple[torch.Tensor, float]:
+        """This process's share of a global batch: (its loss, the batch's mean NLL)."""
+        ctx = self.ctx
+        mine = torch.from_numpy(ids[ctx.rank :: ctx.world]).to(self.device)
+        if len(mine):
+            total = self._nll(mine, self.ddp).sum()
+        else:  # a short last batch: no patient here, but DDP still needs every gradient
+            total = sum(p.sum() for p in self.ddp.parameters()) * 0.0
+        loss = total * ctx.world / len(ids)  # DDP averages over W: the whole batch's mean
+        value = distributed.all_reduce(total.detach(), ctx).item() / len(ids)
+        return loss, value
 
     def _start_at_marginals(self) -> None:
         ids = torch.from_numpy(self.train_idx).to(self.device)
@@ -256,10 +291,14 @@ class HealthGymTrainer(Trainer):
 
     @torch.no_grad()
     def _validate(self) -> float:
-        """Mean validation NLL per patient."""
+        """Mean validation NLL per patient (distributed: each process takes every W-th
+        patient and the sum is shared, so every process decides alike)."""
         self.model.eval()
-        total = 0.0
-        for start in range(0, len(self.val_idx), 1024):
-            ids = torch.from_numpy(self.val_idx[start : start + 1024]).to(self.device)
+        ctx, total = self.ctx, 0.0
+        mine = self.val_idx[ctx.rank :: ctx.world]
+        for start in range(0, len(mine), 1024):
+            ids = torch.from_numpy(mine[start : start + 1024]).to(self.device)
             total += self._nll(ids).sum().item()
+        if ctx.distributed:
+            total = distributed.all_reduce(torch.tensor(total, dtype=torch.float64), ctx).item()
         return total / len(self.val_idx)

@@ -49,10 +49,6 @@ class HealthGymV1(RunFolderModel):
             raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
-    def _process_group(self) -> Any:
-        # One process: a no-op. A torchrun job: every process trains, rank 0 writes.
-        return distributed.process_group(self.config.resolve_device())
-
     def _fit_encoding(self, cohort: Cohort | ParquetShards, ctx: distributed.Context) -> Encoder:
         distributed.check_batch_size(self.config.batch_size, ctx)
         if isinstance(cohort, ParquetShards):  # fitted on rank 0, column by column; broadcast

@@ -69,6 +69,7 @@ class V1Trainer(Trainer):
     """
 
     family = "v1"
+    distributable = True
     guarded = ("D_loss", "GP", "G_loss", "Corr")
     #: published: 100 epochs, then resumed to 200; device and amp change only the arithmetic
     resumable = frozenset({"epochs", "device", "amp"})
@@ -80,8 +81,7 @@ class V1Trainer(Trainer):
         self.config = config or V1Config()
         self.device = self.config.resolve_device()
         self.ctx = distributed.Context(device=self.device)
-        self.sharded = False
-        self._ddp: tuple[torch.nn.Module, torch.nn.Module] | None = None
+        self.shards = False
         self._init_state()
 
     def _init_state(self) -> None:
@@ -107,14 +107,8 @@ class V1Trainer(Trainer):
         or with ``sharded=True`` only this process's own patients (each process a different
         shard; resume then needs the same number of processes).
         """
-        with distributed.process_group(self.device) as ctx:
-            self.ctx, self.sharded = ctx, sharded and ctx.distributed
-            if ctx.distributed:
-                self.device = ctx.device
-            try:
-                return super().fit(*data, **options)
-            finally:
-                self._ddp = None
+        self.shards = sharded
+        return super().fit(*data, **options)
 
     @property
     def network(self) -> Generator:
@@ -123,7 +117,8 @@ class V1Trainer(Trainer):
     def prepare(self, x: torch.Tensor, lengths: torch.Tensor) -> str:
         """Check the data, build the curriculum pools and the correlation target; the data's
         fingerprint. Sharded: x holds only this process's patients."""
-        cfg, ctx, sharded = self.config, self.ctx, self.sharded
+        cfg, ctx = self.config, self.ctx
+        sharded = self.sharded = self.shards and ctx.distributed
         distributed.check_batch_size(cfg.batch_size, ctx)
         x, lengths, rows = self._check_data(x, lengths)
         longest = int(lengths.max())
@@ -159,7 +154,7 @@ class V1Trainer(Trainer):
                 )
         self.x = x.to(self.device)
         if ctx.distributed:
-            self._ddp = distributed.wrap(self.generator, ctx), distributed.wrap(self.critic, ctx)
+            self.ddp = distributed.wrap(self.generator, ctx), distributed.wrap(self.critic, ctx)
         return digest
 
     # ---- the loop's hooks --------------------------------------------------------------------
@@ -198,7 +193,7 @@ class V1Trainer(Trainer):
         """``critic_iters`` critic updates then one generator update on one real batch."""
         cfg, gen, critic = self.config, self.generator, self.critic
         # Distributed: the DDP-wrapped networks where their weights take gradients.
-        train_gen, train_critic = self._ddp or (gen, critic)
+        train_gen, train_critic = self.ddp or (gen, critic)
         n, length, _ = real.shape
         for _ in range(cfg.critic_iters):
             with torch.no_grad(), self._autocast():  # fakes for the critic need no graph
