@@ -1,0 +1,40 @@
+"""Parallel sampling to a Parquet dataset: the same patients whatever the process count."""
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+import healthgym as hg
+from conftest import make_table
+from healthgym.sampling import write_parts
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    cohort = hg.Cohort(make_table(24, seed=2), id="pid", time="hour")
+    hg.HealthGym(width=8, epochs=1).fit(cohort, folder, progress=False)
+    return folder
+
+
+def test_parts_are_the_same_patients_for_any_number_of_processes(run, tmp_path):
+    one = write_parts(run, 25, tmp_path / "one", seed=3, chunk=10)
+    two = write_parts(run, 25, tmp_path / "two", seed=3, chunk=10, nproc=2)
+    assert [p.name for p in one] == [p.name for p in two] == [
+        "part-000000.parquet", "part-000001.parquet", "part-000002.parquet",
+    ]  # fmt: skip
+    a, b = pd.read_parquet(tmp_path / "one"), pd.read_parquet(tmp_path / "two")
+    pd.testing.assert_frame_equal(a, b)
+    assert sorted(a["pid"].unique()) == list(range(1, 26))  # ids follow on across parts
+    assert ds.dataset(tmp_path / "one", format="parquet").count_rows() == len(a)
+    other = write_parts(run, 25, tmp_path / "other", seed=4, chunk=10)
+    assert not pd.read_parquet(other[0]).equals(pd.read_parquet(one[0]))  # the seed matters
+    hg.Cohort(a, hg.load(run).schema)  # a valid cohort of the run's schema
+
+
+def test_refuses_a_folder_that_holds_files(run, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not an empty folder"):
+        write_parts(run, 5, tmp_path / "full", seed=0)
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
