@@ -19,7 +19,14 @@ from .marginals import marginal_metrics, plot_marginals
 from .privacy import plot_privacy, privacy_metrics
 from .report import READINGS, Report
 from .structure import plot_static_combinations, structure_metrics
-from .temporal import plot_dynamic_correlations, plot_lengths, plot_trajectories, temporal_metrics
+from .temporal import (
+    plot_autocorrelation,
+    plot_dynamic_correlations,
+    plot_lengths,
+    plot_patients,
+    plot_trajectories,
+    temporal_metrics,
+)
 from .utility import check_outcome, utility_metrics
 
 __all__ = ["READINGS", "Report", "evaluate"]
@@ -30,6 +37,11 @@ CAPTIONS = {
     "dynamic_correlations": "Health Gym dynamic correlations of trends and cycles, Fisher-z "
     "pooled over patients.",
     "trajectories": "Mean +- SD per step of each dynamic real variable.",
+    "autocorrelation": "Lag-1 autocorrelation per dynamic real variable, pooled over patients "
+    "and within patients (each patient's mean removed), on rank-scaled values: real vs "
+    "synthetic; the grey bar is the gap.",
+    "patient_trajectories": "A few real and a few synthetic patients side by side, on shared "
+    "axes per variable (time-like variables first).",
     "lengths": "Steps per patient.",
     "static_combinations": "Most common combinations of static categories (mode collapse).",
     "privacy": "Distances to the nearest training patient (DCR), to the nearest synthetic "
@@ -51,8 +63,8 @@ def evaluate(
 ) -> Report:
     """Compare a synthetic cohort with the real cohort it was trained on.
 
-    `holdout` (real patients the generator never saw) enables the privacy checks and is the
-    utility test set; `outcome` (a static binary variable) enables the utility check;
+    `holdout` (real patients the generator never saw) enables the privacy checks, is the
+    utility test set and the reference of the trajectory gaps (`temporal.*_excess`); `outcome` (a static binary variable) enables the utility check;
     `lags` is the largest autocorrelation lag; `learning_dynamics` is a run's
     `learning_dynamics.png` to embed. Cohorts may differ in size and stay lengths.
     """
@@ -74,9 +86,11 @@ def evaluate(
     figures |= plot_marginals(real, synthetic)
     metrics["associations"] = association_metrics(real, synthetic)
     figures["associations"] = plot_associations(metrics["associations"])
-    metrics["temporal"] = temporal_metrics(real, synthetic, lags=lags)
+    metrics["temporal"] = temporal_metrics(real, synthetic, lags=lags, holdout=holdout)
     figures["dynamic_correlations"] = plot_dynamic_correlations(metrics["temporal"])
     figures |= plot_trajectories(real, synthetic)
+    figures["autocorrelation"] = plot_autocorrelation(metrics["temporal"])
+    figures["patient_trajectories"] = plot_patients(real, synthetic, seed=seed)
     figures["lengths"] = plot_lengths(real, synthetic)
     metrics["structure"] = structure_metrics(real, synthetic)
     figures["static_combinations"] = plot_static_combinations(metrics["structure"])

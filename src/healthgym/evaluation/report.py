@@ -87,6 +87,48 @@ READINGS: dict[str, Reading] = {
         "temporal: sequence-length KS complement", 1, 0.9, 0.8, True,
         "1 - KS statistic of the number of steps per patient",
     ),
+    "temporal.lag1_gap_mean": Reading(
+        "trajectories: lag-1 autocorrelation gap", 0, 0.03, 0.08, False,
+        "|real - synthetic| lag-1 autocorrelation pooled over patients (rank-scaled reals), "
+        "mean over variables: do values persist from step to step?",
+    ),
+    "temporal.lagk_gap_mean": Reading(
+        "trajectories: lag-2..k autocorrelation gap", 0, 0.03, 0.08, False,
+        "the same at lags 2..k (`lags`), mean over variables and lags",
+    ),
+    "temporal.within_lag1_gap_mean": Reading(
+        "trajectories: within-patient lag-1 gap", 0, 0.05, 0.12, False,
+        "|real - synthetic| lag-1 autocorrelation after removing each patient's mean",
+    ),
+    "temporal.delta_ks_mean": Reading(
+        "trajectories: step-change KS statistic", 0, 0.05, 0.1, False,
+        "KS statistic of real vs synthetic changes x_t+1 - x_t, mean over real variables",
+    ),
+    "temporal.never_change_gap_mean": Reading(
+        "trajectories: never-changing patients gap", 0, 0.02, 0.05, False,
+        "|real - synthetic| share of patients whose values never change, mean over variables",
+    ),
+    "temporal.every_change_gap_mean": Reading(
+        "trajectories: always-changing patients gap", 0, 0.03, 0.06, False,
+        "|real - synthetic| share of patients whose values change at every observed step",
+    ),
+    "temporal.backwards_share": Reading(
+        "trajectories: steps going backwards", 0, 0.001, 0.01, False,
+        "share of synthetic steps where a time-like (monotone) variable goes backwards; "
+        "real data: 0",
+    ),
+    "temporal.start_mismatch_share": Reading(
+        "trajectories: patients off the common start", 0, 0.001, 0.01, False,
+        "share of synthetic patients not starting at the value every real patient starts at",
+    ),
+    "temporal.lag1_gap_excess": Reading(
+        "trajectories: lag-1 gap minus the holdout's", 0, 0.02, 0.05, False,
+        "synthetic lag-1 gap minus the real holdout's (<= 0: as close as unseen real patients)",
+    ),
+    "temporal.within_lag1_gap_excess": Reading(
+        "trajectories: within-patient gap minus the holdout's", 0, 0.02, 0.05, False,
+        "synthetic within-patient lag-1 gap minus the real holdout's",
+    ),
     "structure.static_consistency": Reading(
         "structure: patients with constant statics", 1, 0.99, 0.9, True,
         "share of synthetic patients whose static variables never change",
