@@ -17,6 +17,9 @@ Sources and assumptions, dataset by dataset:
   (fluid boluses 0/250/500/1000 mL; vasopressors 0/1e-06/8.4/20.28 mcg/kg/min; FiO2 0.0, 0.2,
   0.3, ..., 1.0 for [0, 0.2), [0.2, 0.3), ..., [1.0, 1.1)); GCS_total holds 3..15; the `_m`
   flags 0/1. Reals use Box-Cox (published: Box-Cox on x + 1, ours on x + 1e-3).
+- Treatments (role "action", for offline RL and the simulator): the ART regimen components
+  for HIV; fluid boluses and vasopressors for hypotension; the 4-hour fluid input and the
+  maximum vasopressor dose for sepsis (Komorowski et al.'s AI Clinician actions).
 - Sepsis (same PhysioNet project, C001_FakeSepsis.csv): column names as read by the authors'
   demo code (`PatientID`, `Timepoints`, `Age`, `HR`, ..., `INR`; 44 variables, SpO2 once, as a
   decile category). Gender 0 Male / 1 Female, ReAd and Mech 0 False / 1 True (Komorowski's
@@ -69,15 +72,17 @@ def _layout(
     reals: dict[str, str],
     codes: dict[str, dict[Any, Any]],
     static: tuple[str, ...] = (),
+    actions: tuple[str, ...] = (),
     row_index: bool = False,
 ) -> Layout:
     """A layout whose variables follow `columns`: reals with their transform, coded columns
-    as binary (two codes) or categorical, levels in code order."""
+    as binary (two codes) or categorical, levels in code order; `actions` are the treatments
+    the published dataset was made for (role "action")."""
     variables = []
     for c in columns:
         if c in (id, time):
             continue
-        role = "static" if c in static else "dynamic"
+        role = "static" if c in static else "action" if c in actions else "dynamic"
         if c in reals:
             variables.append(Variable(c, "real", role, transform=reals[c]))
         else:
@@ -114,6 +119,8 @@ ART_FOR_HIV = _layout(
     reals=dict.fromkeys(["VL", "CD4", "Rel CD4"], "boxcox"),
     codes=ART_CODES,
     static=("Gender", "Ethnic"),
+    # the regimen: its components are what an ART policy chooses
+    actions=("Base Drug Combo", "Comp. INI", "Comp. NNRTI", "Extra PI", "Extra pk-En"),
 )
 
 # ---- Acute hypotension ---------------------------------------------------------------------
@@ -143,6 +150,7 @@ HYPOTENSION = _layout(
     columns=[*HYPOTENSION_REALS, *HYPOTENSION_CODES, "PatientID", "Timepoints"],
     reals=dict.fromkeys(HYPOTENSION_REALS, "boxcox"),
     codes=HYPOTENSION_CODES,
+    actions=("fluid_boluses", "vasopressors"),  # the two treatments of hypotension
     row_index=True,
 )
 
@@ -172,6 +180,7 @@ SEPSIS = _layout(
     columns=[*SEPSIS_MINMAX, *SEPSIS_LOG1P, *SEPSIS_CODES, "PatientID", "Timepoints"],
     reals={**dict.fromkeys(SEPSIS_MINMAX, "minmax"), **dict.fromkeys(SEPSIS_LOG1P, "log1p")},
     codes=SEPSIS_CODES,
+    actions=("Input4H", "MaxVaso"),  # fluids and vasopressors, as in the AI Clinician
     row_index=True,
 )
 

@@ -1,0 +1,232 @@
+"""Offline-RL datasets from a cohort (real or synthetic): Farama's Minari format.
+
+One episode per patient stay. With T steps a stay has T observations and T - 1 transitions:
+at step t the action is the treatment recorded at step t, the next observation is step t + 1
+and the reward is the reward expression on (step t, step t + 1) (`healthgym.rewards`). A
+stay ends in a termination, or in a truncation when it reaches the cohort's longest stay
+(the observation window cut it). Stays of one step have no transition and are left out.
+
+Observations (float32, documented in the dataset's description): every non-action variable,
+statics first, in schema order; reals as values (carried forward within the stay, then the
+cohort median where never measured) plus a 0/1 "measured" column for reals that have missing
+values; binary and categorical variables one-hot (all zeros when missing). Actions: the
+level index of each action variable (a real action is cut into `action_bins` quantile
+bins); a missing action repeats the stay's previous one (the first level at the start).
+One action variable gives a Discrete space, several a MultiDiscrete one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .cohort import Cohort, level_codes
+from .rewards import Reward
+
+DEFAULT_ACTION_BINS = 5
+
+
+@dataclass
+class Transitions:
+    """A cohort as RL arrays: per patient, observations (T, d) and actions/rewards (T - 1)."""
+
+    observations: list[np.ndarray]
+    actions: list[np.ndarray]  # (T - 1,) or (T - 1, A) level indices
+    rewards: list[np.ndarray]
+    truncated: list[bool]
+    observation_names: list[str]
+    action_levels: dict[str, list[Any]]
+    skipped: int  # stays of one step
+
+
+def transitions(
+    cohort: Cohort,
+    reward: str | Callable[..., Any],
+    actions: Sequence[str] = (),
+    action_bins: int = DEFAULT_ACTION_BINS,
+) -> Transitions:
+    """The cohort's stays as observation, action and reward arrays (see the module)."""
+    schema, table = cohort.schema, cohort.table
+    actions = list(actions) or [v.name for v in schema.actions]
+    if not actions:
+        raise ValueError(
+            "no action variable: give --actions COL[,COL...] or mark them role: action"
+        )
+    for name in actions:
+        if name not in schema:
+            raise ValueError(f"action {name!r} is not a variable; the schema has {schema.names}")
+        if schema[name].is_static:
+            raise ValueError(f"action {name!r} is static: a treatment must vary over the stay")
+    rule = Reward(reward, schema.names)
+    ids = table[schema.id].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    lengths = np.diff(np.r_[starts, len(ids)])
+    filled = table.groupby(schema.id, sort=False).ffill()  # carried forward within a stay
+    filled[schema.id] = ids
+    obs, names = _observations(cohort, filled, set(actions))
+    codes, levels = _action_codes(cohort, filled, actions, action_bins)
+    longest = int(lengths.max())
+    out = Transitions([], [], [], [], names, levels, int((lengths < 2).sum()))
+    now_rows = np.concatenate(
+        [np.arange(s, s + n - 1) for s, n in zip(starts, lengths, strict=True)]
+    )
+    last = np.concatenate([np.arange(n - 1) == n - 2 for n in lengths])
+    rewards = rule(filled.iloc[now_rows], filled.iloc[now_rows + 1], last)
+    bad = ~np.isfinite(rewards)
+    if bad.any():
+        warnings.warn(
+            f"reward {reward!r} is missing (never measured) on {bad.sum()} of {len(bad)} "
+            "transitions; they get 0",
+            stacklevel=2,
+        )
+        rewards[bad] = 0.0
+    at = 0
+    for s, n in zip(starts, lengths, strict=True):
+        if n < 2:
+            continue
+        out.observations.append(obs[s : s + n])
+        out.actions.append(
+            codes[s : s + n - 1].squeeze(1) if len(actions) == 1 else codes[s : s + n - 1]
+        )
+        out.rewards.append(rewards[at : at + n - 1])
+        out.truncated.append(bool(n == longest))
+        at += n - 1
+    return out
+
+
+def export_minari(
+    cohort: Cohort,
+    out_dir: str | Path,
+    *,
+    reward: str | Callable[..., Any],
+    actions: Sequence[str] = (),
+    dataset_id: str = "healthgym/cohort-v0",
+    action_bins: int = DEFAULT_ACTION_BINS,
+    description: str | None = None,
+) -> Path:
+    """Write the cohort as Minari dataset `dataset_id` under `out_dir`, a Minari datasets
+    root (read it back with ``MINARI_DATASETS_PATH=out_dir`` and
+    ``minari.load_dataset(dataset_id)``); `actions` default to the schema's role-"action"
+    variables. Returns the dataset's folder."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    data = transitions(cohort, reward, actions, action_bins)
+    actions = list(data.action_levels)
+    if not data.observations:
+        raise ValueError("no stay has two steps: there is no transition to export")
+    sizes = [len(data.action_levels[a]) for a in actions]
+    action_space = (
+        gym.spaces.Discrete(sizes[0]) if len(sizes) == 1 else gym.spaces.MultiDiscrete(sizes)
+    )
+    dim = data.observations[0].shape[1]
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+    episodes = []
+    for i, (o, a, r, cut) in enumerate(
+        zip(data.observations, data.actions, data.rewards, data.truncated, strict=True)
+    ):
+        end = [False] * (len(r) - 1)
+        episodes.append(
+            EpisodeBuffer(
+                id=i,
+                observations=o,
+                actions=a.astype(np.int64),
+                rewards=list(r),
+                terminations=[*end, not cut],
+                truncations=[*end, cut],
+            )
+        )
+    layout = {"observations": data.observation_names, "actions": data.action_levels}
+    text = description or "A healthgym cohort exported for offline RL."
+    text += " Layout (JSON): " + json.dumps(layout, default=str)
+    with _datasets_root(out_dir), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`author_email` is set to None")
+        warnings.filterwarnings("ignore", "env_spec is None")
+        if dataset_id in minari.list_local_datasets():
+            raise FileExistsError(f"{out_dir} already holds the Minari dataset {dataset_id!r}")
+        minari.create_dataset_from_buffers(
+            dataset_id=dataset_id,
+            buffer=episodes,
+            action_space=action_space,
+            observation_space=observation_space,
+            algorithm_name="recorded care (behaviour policy)",
+            author="healthgym",
+            code_permalink="https://pypi.org/project/healthgym/",
+            description=text,
+        )
+    if data.skipped:
+        warnings.warn(
+            f"{data.skipped} stays of one step have no transition: left out", stacklevel=2
+        )
+    return Path(out_dir) / dataset_id
+
+
+@contextlib.contextmanager
+def _datasets_root(path: str | Path) -> Iterator[None]:
+    """Minari reads and writes under $MINARI_DATASETS_PATH: point it at `path` for a while."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(path).resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def _observations(
+    cohort: Cohort, filled: pd.DataFrame, actions: set[str]
+) -> tuple[np.ndarray, list[str]]:
+    """(rows, d) float32 observation rows and their column names."""
+    schema, columns, names = cohort.schema, [], []
+    ordered = [v for v in schema.static] + [v for v in schema.dynamic if v.name not in actions]
+    for v in ordered:
+        col = filled[v.name]
+        if v.kind == "real":
+            x = col.to_numpy(dtype=np.float64)
+            missing = np.isnan(x)
+            median = np.nanmedian(x) if (~missing).any() else 0.0
+            columns.append(np.where(missing, median, x))
+            names.append(v.name)
+            if cohort.table[v.name].isna().any():
+                columns.append((~cohort.table[v.name].isna()).to_numpy(dtype=np.float64))
+                names.append(f"{v.name}__measured")
+        else:
+            code = level_codes(col, v.levels)  # -1 where missing
+            for j, level in enumerate(v.levels):
+                columns.append((code == j).astype(np.float64))
+                names.append(f"{v.name}={level}")
+    return np.stack(columns, axis=1).astype(np.float32), names
+
+
+def _action_codes(
+    cohort: Cohort, filled: pd.DataFrame, actions: list[str], bins: int
+) -> tuple[np.ndarray, dict[str, list[Any]]]:
+    """(rows, A) level indices of the action variables, and each one's levels."""
+    codes, levels = [], {}
+    for name in actions:
+        v, col = cohort.schema[name], filled[name]
+        if v.kind == "real":
+            x = col.to_numpy(dtype=np.float64)
+            edges = np.unique(np.nanquantile(x, np.linspace(0, 1, bins + 1)))
+            if len(edges) < 2:
+                raise ValueError(f"action {name!r} has fewer than two distinct values")
+            code = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+            code = np.where(np.isnan(x), -1, code)
+            levels[name] = [f"[{a:g}, {b:g})" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        else:
+            code = level_codes(col, v.levels)
+            levels[name] = list(v.levels)
+        codes.append(np.where(code < 0, 0, code))  # never recorded in the stay: the first level
+    return np.stack(codes, axis=1).astype(np.int64), levels
