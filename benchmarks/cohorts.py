@@ -69,3 +69,24 @@ def demo_design() -> tuple[torch.Tensor, torch.Tensor, DesignLayout]:
     encoded = encoder.transform(cohort)
     x = torch.from_numpy(design_matrix(encoded)).float()
     return x, torch.from_numpy(encoded.lengths).long(), design_layout(encoder)
+
+
+#: Dynamic variables of the demo cohort copied (with noise) into the ICU shape's extra eight.
+ICU_EXTRA = ("HR", "SysABP", "MAP", "RespRate", "Temp", "FiO2", "Glucose", "Creatinine")
+
+
+def icu_cohort(n: int | None = None, seed: int = 0) -> hg.Cohort:
+    """The ICU shape of issue 18: the demo cohort (4,000 stays x 12 steps, 4 statics, 12
+    dynamic variables) plus 8 dynamic reals derived from its own (each a demo variable times
+    log-normal noise, with the same missingness plus 10% more): 24 variables, 38 dynamic
+    tokens. ``n``: the first n patients only."""
+    cohort = hg.datasets.demo()
+    if n is not None:
+        cohort = cohort.subset(cohort.ids[:n])
+    rng = np.random.default_rng(seed)
+    table = cohort.table.copy()
+    for name in ICU_EXTRA:
+        x = table[name].to_numpy(dtype=float) * rng.lognormal(0.0, 0.1, len(table))
+        x[rng.random(len(table)) < 0.1] = np.nan
+        table[f"{name}2"] = np.round(x, 2)
+    return hg.Cohort(table, id=cohort.schema.id, time=cohort.schema.time)

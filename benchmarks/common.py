@@ -6,6 +6,7 @@ average, and comparisons are made within one run (same process, interleaved, med
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -13,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,21 @@ def matmul_peak(
     finally:
         torch.set_num_threads(before)
     return 2 * size**3 / best / 1e9
+
+
+@contextlib.contextmanager
+def busy_process(on: bool = True) -> Iterator[None]:
+    """A competing process that keeps one core busy while the block runs."""
+    if not on:
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # scheduled before the timing starts
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def timed(fn: Callable[[], Any], device: torch.device | str | None = None) -> float:

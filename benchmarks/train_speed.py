@@ -54,10 +54,8 @@ import argparse
 import contextlib
 import dataclasses
 import math
-import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -69,7 +67,17 @@ from torch import nn
 
 from benchmarks import reference_v1
 from benchmarks.cohorts import ART_CURRICULUM, art_design, demo_design
-from benchmarks.common import header, load, machine, matmul_peak, median, record, table, timed
+from benchmarks.common import (
+    busy_process,
+    header,
+    load,
+    machine,
+    matmul_peak,
+    median,
+    record,
+    table,
+    timed,
+)
 from benchmarks.reference_v1 import ReferenceTrainer
 from healthgym.models.layout import DesignLayout
 from healthgym.models.v1 import network as v1
@@ -344,21 +352,6 @@ def compare_threads(
                 for n, v in secs.items()
             ]
     return rows
-
-
-@contextlib.contextmanager
-def busy_process(on: bool = True) -> Iterator[None]:
-    """A competing process that keeps one core busy while the block runs."""
-    if not on:
-        yield
-        return
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.5)  # scheduled before the timing starts
-        yield
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def lstm_ceiling(cfg: V1Config, threads: int, length: int = 30, repeats: int = 3) -> dict:

@@ -101,3 +101,29 @@ def test_record_appends_inside_its_own_section(tmp_path) -> None:
     record("### run 3", path)
     text = path.read_text()
     assert text.index("run 2") < text.index("run 3") < text.index("## Later section")
+
+
+def test_default_speed_quick_records_every_figure(tmp_path, monkeypatch) -> None:
+    from benchmarks import default_speed
+
+    recorded = []
+    monkeypatch.setattr(default_speed, "record", lambda text, section: recorded.append(text))
+    default_speed.main(["--quick"])
+    (text,) = recorded
+    figures = ("training: one epoch", "to early stop", "sampling in-process", "sampling via CLI",
+               "peak RSS", "healthgym --help", "% of FLOP bound")  # fmt: skip
+    assert all(figure in text for figure in figures)
+    assert "nan" not in text.split("sampling in-process")[1].split("\n")[0]
+
+
+def test_default_speed_flop_count() -> None:
+    from benchmarks.default_speed import epoch_flops, flops, sample_flops
+
+    class Tok:
+        dynamic_vocab, static_vocab = [10, 4], [3, 12]
+
+    f = flops(Tok, 8)
+    assert f["step"] == 12 * 64 + 2 * 16 * 64 + 2 * 8 * 14
+    assert f["static"] == 2 * 16 * 64 + 2 * 8 * 15
+    assert sample_flops(Tok, 8, 2.0) == f["static"] + 2 * f["step"]
+    assert epoch_flops(Tok, 8, 10, 2) == f["step"] * 32
