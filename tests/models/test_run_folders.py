@@ -58,6 +58,21 @@ def test_run_folders_of_0_1_load_and_sample_the_same_patients(family):
     )
 
 
+def test_healthgym_0_1_weights_give_0_1_patients_through_the_old_sampler():
+    """Issue 18 changed the default model's sampler (one inverse-CDF uniform per token instead
+    of torch.multinomial), so `sample-n12-seed5.csv` is today's draw; through the sampler of
+    0.1.0 (`benchmarks.reference_healthgym`) the loaded weights still give 0.1.0's patients."""
+    from benchmarks.reference_healthgym import legacy
+
+    folder = LEGACY / "healthgym"
+    want = pd.read_csv(folder / "sample-n12-seed5-0.1.csv")
+    with legacy(training=False):
+        got = hg.load(folder).sample(12, seed=5).table
+    pd.testing.assert_frame_equal(
+        got.reset_index(drop=True), want, check_dtype=False, check_exact=False, rtol=1e-12
+    )
+
+
 @pytest.mark.parametrize("family", list(MODELS))
 def test_resume_with_another_model_changes_nothing(family, cohort, tmp_path):
     run = tmp_path / "run"

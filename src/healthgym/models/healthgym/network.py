@@ -166,12 +166,6 @@ class SequenceModel(nn.Module):
         """(..., D) tokens of a step -> (..., D, W): for each column, its variable's tokens."""
         return torch.einsum("...iw,ji->...jw", self.previous.stack(previous), self.same)
 
-    def column_logits(self, j: int, state: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
-        """Sampling: logits (B, v_j) of column j from the step state (GRU state, static
-        context and the variable's previous tokens) and the earlier columns."""
-        z = self.norm(self.blocks(state + earlier + self.column_pos[j]))
-        return self.heads[j](z)
-
 
 class PatientModel(nn.Module):
     """Statics (any order) + steps + length. `*_positions`: per token column, each token's
@@ -238,9 +232,52 @@ def sequence_nll(
 
 
 # ---- sampling -----------------------------------------------------------------------------
-def _draw(logits: torch.Tensor, rng: torch.Generator, temperature: float) -> torch.Tensor:
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=rng).squeeze(1)
+# The sampler reads the same parameters in the form sampling needs, computed once per call:
+# each embedding module as one table per column, every column's table stacked into one (so a
+# step's tokens are one lookup), and each head as one matrix (free + features @ place, divided
+# by the temperature). A token is drawn by inverse CDF from one uniform, and every uniform of
+# a batch is drawn in one call.
+def embedding_table(e: TokenEmbedding) -> torch.Tensor:
+    """(v, W): the vector of each token, as `TokenEmbedding.forward` looks it up."""
+    return e.table.weight + e.place(e.features)
+
+
+def joined_tables(emb: Embeddings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every column's table stacked (sum of v_j, W) and each column's first row (C,): the
+    embedding of token k of column j is row offsets[j] + k."""
+    tables = [embedding_table(t) for t in emb.tables]
+    sizes = torch.tensor([0] + [len(t) for t in tables[:-1]], device=tables[0].device)
+    return torch.cat(tables), sizes.cumsum(0)
+
+
+def head_matrices(heads: nn.ModuleList, temperature: float) -> list[tuple[torch.Tensor, ...]]:
+    """Each head as (weight (v, W), bias (v,)) of one linear map, scaled by 1 / temperature."""
+    return [
+        (
+            (h.free.weight + h.features @ h.place.weight) / temperature,
+            h.free.bias / temperature,
+        )
+        for h in heads
+    ]
+
+
+def _mlp(x: torch.Tensor, blocks: nn.Sequential, norm: nn.LayerNorm) -> torch.Tensor:
+    """`norm(blocks(x))` in evaluation mode (no dropout), without module calls."""
+    for b in blocks:
+        h = F.layer_norm(x, b.norm.normalized_shape, b.norm.weight, b.norm.bias, b.norm.eps)
+        x = x + F.linear(F.gelu(F.linear(h, b.up.weight, b.up.bias)), b.down.weight, b.down.bias)
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def pick(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(B,) tokens, token i with probability softmax(logits)_i, from uniforms u (B,) in [0, 1).
+
+    Inverse CDF in float64: the target u * total stays below the total (u < 1 - 2^-24 as
+    float32), so the first index whose cumulative sum exceeds it has a positive probability.
+    """
+    cdf = torch.softmax(logits, dim=1).cumsum(1, dtype=torch.float64)
+    target = u.double().mul_(cdf[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(1)
 
 
 @torch.no_grad()
@@ -249,11 +286,16 @@ def draw_statics(
 ) -> torch.Tensor:
     """Fill the unknown columns (holding v_j) of tokens (B, S), one column at a time."""
     tokens = tokens.clone()
-    unknown = model.unknown(len(tokens), tokens.device)
-    for j in range(tokens.shape[1]):
-        todo = tokens[:, j] == unknown[:, j]
+    b, n = tokens.shape
+    unknown = torch.tensor(model.vocab, device=tokens.device)
+    table, offsets = joined_tables(model.embed)
+    heads = head_matrices(model.heads, temperature)
+    u = torch.rand(b, n, generator=rng, device=tokens.device)
+    for j in range(n):
+        todo = tokens[:, j] == unknown[j]
         if todo.any():
-            drawn = _draw(model(tokens)[j], rng, temperature)
+            h = _mlp(F.embedding(tokens + offsets, table).sum(1), model.blocks, model.norm)
+            drawn = pick(F.linear(h, *heads[j]), u[:, j])
             tokens[:, j] = torch.where(todo, drawn, tokens[:, j])
     return tokens
 
@@ -268,17 +310,28 @@ def draw_steps(
 ) -> torch.Tensor:
     """Steps (B, T, D) given static tokens (B, S) and lengths (B,); zeros past each length."""
     b, steps, d = static.shape[0], int(lengths.max()), len(model.vocab)
+    dev = static.device
     c = model.static_context(static, b)  # (B, W)
-    out = torch.zeros(b, model.max_length, d, dtype=torch.long, device=static.device)
-    x, h, before = torch.zeros_like(c), None, torch.zeros(b, d, c.shape[1], device=c.device)
+    step_table, step_at = joined_tables(model.step_in)
+    column_table, column_at = joined_tables(model.column_in)
+    previous_table, previous_at = joined_tables(model.previous)
+    heads = head_matrices(model.heads, temperature)
+    first = model.same.argmax(1)  # (D,): the first token column of each column's variable
+    u = torch.rand(steps, d, b, generator=rng, device=dev)
+    out = torch.zeros(b, model.max_length, d, dtype=torch.long, device=dev)
+    x, h = torch.zeros_like(c), None
+    before = c.new_zeros(d, b, c.shape[1])  # (D, B, W): each column's variable one step back
     for t in range(steps):
         s, h = model.gru((x + model.position.weight[t] + c)[:, None], h)
-        s = s[:, 0]  # (B, W): has read steps < t
-        earlier = torch.zeros_like(s)
+        base = before + (s[:, 0] + c) + model.column_pos[:, None]  # (D, B, W)
+        earlier = None  # (B, W): the step's columns so far
         for j in range(d):
-            tok = _draw(model.column_logits(j, s + c + before[:, j], earlier), rng, temperature)
+            z = base[j] if earlier is None else base[j] + earlier
+            tok = pick(F.linear(_mlp(z, model.blocks, model.norm), *heads[j]), u[t, j])
             out[:, t, j] = tok
-            earlier = earlier + model.column_in.tables[j](tok)
-        x = model.step_in(out[:, t])
-        before = model.recall(out[:, t])
+            e = F.embedding(tok + column_at[j], column_table)
+            earlier = e if earlier is None else earlier + e
+        x = F.embedding(out[:, t] + step_at, step_table).sum(1)
+        prev = F.embedding(out[:, t].T + previous_at[:, None], previous_table)  # (D, B, W)
+        before = torch.zeros_like(prev).index_add_(0, first, prev)[first]
     return out * (torch.arange(model.max_length, device=out.device) < lengths[:, None])[..., None]
