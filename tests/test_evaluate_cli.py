@@ -72,7 +72,7 @@ def test_bad_inputs_are_one_line_errors(files, tmp_path):
         ((real, synth, "--run", tmp_path), "not a healthgym run folder"),
         ((*with_run, "--outcome", "hr"), "must be a static binary"),
         ((*with_run, "--outcome", "x"), "not a variable"),
-        ((real, schema, "--run", files["run"]), "columns"),
+        ((real, schema, "--run", files["run"]), "synthetic file"),  # a YAML file, not a table
     ]
     for args, message in cases:
         r = run("evaluate", *args, "-o", tmp_path / "r")

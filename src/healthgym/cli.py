@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +24,41 @@ from .parquet_shards import ParquetShards
 from .schema import Schema, infer_schema
 from .training import distributed
 
+#: The longest error or warning line the command prints (a message names the file, the
+#: column and a few values; anything longer is cut).
+MAX_MESSAGE = 400
+
 
 def friendly_errors(fn: Any) -> Any:
-    """Bad input ends in one line on stderr and exit code 2, never a traceback."""
+    """Bad input and every OS error (permission, a folder where a file was meant, disk full)
+    end in one line on stderr and exit code 2, never a traceback; warnings are one line too."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+        with warnings.catch_warnings():  # restores showwarning on the way out
+            warnings.showwarning = _show_warning
+            try:
+                return fn(*args, **kwargs)
+            except (ValueError, OSError) as e:
+                click.echo(f"error: {one_line(e)}", err=True)
+                sys.exit(2)
 
     return wrapper
+
+
+def one_line(e: BaseException | str) -> str:
+    """A message on one line of at most MAX_MESSAGE characters; an OSError as 'PATH: reason'."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        # a rename's target is the path the user named
+        text = f"{e.filename if e.filename2 is None else e.filename2}: {e.strerror}"
+    else:
+        text = str(e) or type(e).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    click.echo(f"warning: {one_line(str(message))}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,13 +67,37 @@ def main() -> None:
     """Train generative models on longitudinal patient records and release synthetic cohorts."""
 
 
-def load_cohort(data: str, id: str | None, time: str | None, schema: str | None) -> Cohort:
-    """A cohort from a file, with a schema file or one inferred from --id/--time."""
-    if schema is not None:
-        return Cohort(read_table(data), Schema.from_yaml(schema))
-    if id is None or time is None:
+def load_cohort(
+    data: str,
+    id: str | None,
+    time: str | None,
+    schema: str | Schema | None,
+    *,
+    strict: bool = True,
+    role: str | None = None,
+) -> Cohort:
+    """A cohort from a file, with a schema (file) or one inferred from --id/--time; an error
+    in the table names the file (and its ``role``: "real", "synthetic", ...)."""
+    if schema is None and (id is None or time is None):
         raise ValueError("give --id and --time (or --schema FILE)")
-    return Cohort(read_table(data), id=id, time=time)
+    if schema is not None and not isinstance(schema, Schema):
+        schema = Schema.from_yaml(schema)
+    with naming_file(data, role):
+        table = read_table(data)
+        if schema is None:
+            return Cohort(table, id=id, time=time)
+        return Cohort(table, schema, strict=strict)
+
+
+@contextlib.contextmanager
+def naming_file(path: str | Path, role: str | None = None) -> Iterator[None]:
+    """A ValueError raised inside starts with ``[role file] path:`` (once)."""
+    try:
+        yield
+    except ValueError as e:
+        text, prefix = str(e), f"{path}: "
+        text = text[len(prefix) :] if text.startswith(prefix) else text
+        raise ValueError(f"{role + ' file ' if role else ''}{path}: {text}") from None
 
 
 @main.command()
@@ -67,9 +116,10 @@ def schema(
     data: str, id_col: str, time_col: str, max_integer_levels: int, output: str | None
 ) -> None:
     """Infer the schema of DATA (CSV or Parquet) and print or write it as YAML."""
-    table = read_table(data)
-    s = infer_schema(table, id_col, time_col, max_integer_levels=max_integer_levels)
-    Cohort(table, s)  # the inferred schema must also validate the table
+    with naming_file(data):
+        table = read_table(data)
+        s = infer_schema(table, id_col, time_col, max_integer_levels=max_integer_levels)
+        Cohort(table, s)  # the inferred schema must also validate the table
     text = s.to_yaml(output)
     if output:
         click.echo(f"wrote {output} ({len(s.variables)} variables)")
@@ -137,6 +187,11 @@ def train(
     **settings: Any,
 ) -> None:
     """Train HealthGym (or the GAN, or v1) on DATA (CSV or Parquet long table) into --out."""
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise ValueError(f"--out {run_dir} is not a folder: name a new or existing run folder")
+    saved = _saved_run(Path(run_dir)) if resume else None  # --resume: the run's family
+    if saved is not None and model_name is None:
+        model_name = saved[0].name
     if (nproc or 1) > 1 or distributed.env_world_size() > 1 or stream:
         if (model_name or ("v1" if preset or dataset else "healthgym")) != "v1":
             raise ValueError(
@@ -178,21 +233,36 @@ def train(
     if model_name != "v1" and preset:
         raise ValueError("--preset names v1 settings: add --model v1, or drop --preset")
     model: RunFolderModel
-    if model_name == HealthGymV1.name:
+    if saved is not None and saved[0].name == model_name:  # the run's settings, and those given
+        wanted = {**(PRESETS[preset] if preset else {}), **overrides}
+        model = saved[0].from_meta(Path(run_dir), saved[1], **wanted)
+    elif model_name == HealthGymV1.name:
         model = HealthGymV1.preset(preset or dataset or "faithful", **overrides)
     else:
         model = MODELS[model_name](**overrides)
     main_process = distributed.is_main_process()  # in a torchrun job, rank 0 speaks
     if main_process:
-        click.echo(f"{cohort}\ntraining {model} -> {run_dir}", err=True)
-    try:
-        model.fit(cohort, run_dir, resume=resume, max_minutes=max_minutes, progress=not quiet)
-    except FileExistsError as e:
-        raise ValueError(str(e)) from None
+        doing = "resuming" if saved is not None and saved[0] is type(model) else "training"
+        click.echo(f"{cohort}\n{doing} {model} -> {run_dir}", err=True)
+    model.fit(cohort, run_dir, resume=resume, max_minutes=max_minutes, progress=not quiet)
     r = model.result
     how = f"stopped early ({r.stopped_early})" if r.stopped_early else "finished"
     if main_process:
         click.echo(f"{how}: {r.epochs} epochs, {r.steps} {model.step_unit}; run folder {run_dir}")
+
+
+def _saved_run(run_dir: Path) -> tuple[type[RunFolderModel], dict[str, Any]] | None:
+    """(model class, model.json) of the run in ``run_dir``; None where it holds none."""
+    from .models.base import MODEL_FILE, read_model_meta
+
+    if not (run_dir / MODEL_FILE).is_file():
+        return None
+    meta = read_model_meta(run_dir)
+    name = meta.get("model")
+    for cls in MODELS.values():
+        if name in (cls.name, cls.legacy_name):
+            return cls, meta
+    raise ValueError(f"{run_dir / MODEL_FILE}: unknown model {name!r}; known: {sorted(MODELS)}")
 
 
 def _launch_training(nproc: int, params: dict[str, Any]) -> None:
@@ -240,6 +310,7 @@ def _train_process(params: dict[str, Any]) -> None:
     show_default=True,
     help="healthgym: the published CSV layout and codes of the dataset the run was trained on.",
 )
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (a regular file).")
 @friendly_errors
 def sample(
     run_dir: str,
@@ -249,27 +320,36 @@ def sample(
     length: int | None,
     conditions: tuple[str, ...],
     fmt: str,
+    overwrite: bool,
 ) -> None:
     """Generate N synthetic patients from a trained run and stream them to OUTPUT."""
+    from .cohort import table_format
+    from .training.runtime import cpu_threads, resolve_threads
+
+    output_path(output, overwrite)
+    if table_format(output) not in ("csv", "parquet"):
+        raise ValueError(f"{output}: write a .csv or .parquet file")
     model = load(run_dir)
     if conditions:
         if not isinstance(model, ConditionableModel):
             raise ValueError(
                 f"--condition needs a HealthGym or HealthGymGAN run; {run_dir} holds {model!r}"
             )
-        wanted = dict(parse_condition(model.encoder.schema, c) for c in conditions)
+        wanted = dict(parse_condition(model.schema, c) for c in conditions)
         if len(wanted) < len(conditions):
             raise ValueError("--condition names a variable twice")
         batches = model.sample_batches(n, seed=seed, length=length, conditions=wanted)
     else:
         batches = model.sample_batches(n, seed=seed, length=length)
-    schema = model.encoder.schema
+    schema = model.schema
     if fmt == "healthgym":
         if Path(output).suffix != ".csv":
             raise ValueError(f"--format healthgym writes a CSV file: name it OUT.csv, not {output}")
         batches = published_frames(batches, schema, published_dataset(schema))
-    path, rows = write_tables(batches, output, schema, fmt="csv" if fmt == "healthgym" else None)
-    click.echo(f"wrote {n} patients ({rows} rows) to {path}")
+    with cpu_threads(resolve_threads()):  # the thread policy of fit and sample(): sampling
+        # happens as the file is written; an interrupted write leaves no file behind
+        out = write_tables(batches, output, schema, fmt="csv" if fmt == "healthgym" else None)
+    click.echo(f"wrote {n} patients ({out[1]} rows) to {out[0]}")
 
 
 @main.command("evaluate")
@@ -282,6 +362,7 @@ def sample(
 @click.option("--id", "id_col", help="Patient id column (to infer the schema from REAL).")
 @click.option("--time", "time_col", help="Integer time-step column (to infer the schema).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Report folder.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it holds an earlier report.")
 @friendly_errors
 def evaluate_command(
     real: str,
@@ -293,22 +374,72 @@ def evaluate_command(
     id_col: str | None,
     time_col: str | None,
     out_dir: str,
+    overwrite: bool,
 ) -> None:
     """Compare SYNTHETIC with REAL (CSV or Parquet): OUTPUT/index.html, metrics.json, PNGs."""
+    from .atomic import write_folder_atomic
+
     if schema_file and run_dir:
         raise ValueError("give --schema or --run, not both")
+    out = output_path(out_dir, overwrite, folder=True)  # checked before the work, not after
     learning = None
     if run_dir is not None:
         schema_file = str(Path(run_dir) / "schema.yaml")
         if not Path(schema_file).exists():
             raise ValueError(f"{run_dir}: not a healthgym run folder (no schema.yaml)")
         learning = Path(run_dir) / "learning_dynamics.png"
-    real_cohort = load_cohort(real, id_col, time_col, schema_file)
+    real_cohort = load_cohort(real, id_col, time_col, schema_file, role="real")
     schema = real_cohort.schema
-    synth = Cohort(read_table(synthetic), schema, strict=False)
-    held = Cohort(read_table(holdout), schema) if holdout else None
+    synth = load_cohort(synthetic, None, None, schema, strict=False, role="synthetic")
+    held = load_cohort(holdout, None, None, schema, role="holdout") if holdout else None
     report = evaluate(real_cohort, synth, holdout=held, outcome=outcome, learning_dynamics=learning)
-    click.echo(_report_lines(report, report.save(out_dir)))
+    write_folder_atomic(out, report.save)  # replaces an earlier report whole: no stale files
+    click.echo(_report_lines(report, out / "index.html"))
+
+
+def output_path(output: str, overwrite: bool, *, folder: bool = False) -> Path:
+    """``output`` checked before anything is computed: an existing path only with
+    ``overwrite`` (for a folder: an earlier report), never a symbolic link, pipe, device or
+    other non-regular file, and never inside a run folder (one holding model.json)."""
+    from .models.base import MODEL_FILE
+
+    path = Path(output)
+    what = "folder" if folder else "file"
+    if path.is_symlink():
+        raise ValueError(f"{output} is a symbolic link: write to a new {what} name instead")
+    resolved = path.resolve()
+    for above in (resolved, *resolved.parents):
+        if (above / MODEL_FILE).is_file():
+            raise ValueError(f"{output} is inside the run folder {above}: write outside it")
+    if path.exists():
+        if path.is_dir() != folder or not (folder or path.is_file()):
+            raise ValueError(f"{output} is {_file_kind(path)}, not a {what}: choose a new path")
+        if not overwrite:
+            raise ValueError(f"{output} exists: pass --overwrite to replace it")
+        if folder and any(path.iterdir()) and not (path / "metrics.json").is_file():
+            raise ValueError(
+                f"{output} is not an earlier report (no metrics.json): --overwrite replaces only "
+                "a report folder; choose a new folder"
+            )
+    return path
+
+
+def _file_kind(path: Path) -> str:
+    """'a folder', 'a named pipe', 'a device', ... (what a non-regular path is)."""
+    import stat
+
+    mode = path.stat().st_mode
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def _report_lines(report: Report, index: Path) -> str:

@@ -174,18 +174,58 @@ def _as_schema(schema: Schema | str | Path | None) -> Schema | None:
     return Schema.from_yaml(schema)
 
 
+#: Table files by their name's ending (case-insensitive): CSV, gzipped CSV, Parquet.
+TABLE_FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet", ".pq": "parquet"}
+SUPPORTED_TABLES = ".csv, .csv.gz or .parquet"
+#: What a file's first bytes say it is, for files named as another format.
+_MAGIC = {
+    b"PAR1": "a Parquet file (name it .parquet)",
+    b"\x1f\x8b": "gzip-compressed (name it .csv.gz)",
+    b"PK\x03\x04": "a zip archive, e.g. an Excel workbook (save it as CSV)",
+}
+
+
+def table_format(path: str | Path) -> str:
+    """The format of a table file by its name: "csv", "csv.gz" or "parquet" (else a
+    ValueError naming the supported ones)."""
+    name = Path(path).name.lower()
+    for ending, fmt in TABLE_FORMATS.items():
+        if name.endswith(ending):
+            return fmt
+    raise ValueError(f"{path}: not a table file this reads ({SUPPORTED_TABLES})")
+
+
 def read_table(path: str | Path, reader: Any = None) -> pd.DataFrame:
-    """A raw long table from CSV or Parquet (by extension unless `reader` is given)."""
+    """A raw long table from a .csv, .csv.gz or .parquet file, read as what its name says and
+    checked to be that (unless `reader` is given: then read with it)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: file not found")
     if reader is None:
-        parquet = {".parquet", ".pq"} & set(path.suffixes)
-        reader = pd.read_parquet if parquet else pd.read_csv
+        fmt = table_format(path)
+        if path.is_dir() and fmt != "parquet":
+            raise ValueError(f"{path} is a folder, not a table file")
+        if path.is_file():
+            _check_content(path, fmt)
+        reader = pd.read_parquet if fmt == "parquet" else pd.read_csv
     try:
         return reader(path)
     except Exception as e:  # pandas/pyarrow raise many types for unreadable files
-        raise ValueError(f"{path}: cannot read as a table ({type(e).__name__}: {e})") from None
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: cannot read as a table ({type(e).__name__}: {why})") from None
+
+
+def _check_content(path: Path, fmt: str) -> None:
+    """A ValueError where the file's first bytes contradict its name."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    found = next((what for magic, what in _MAGIC.items() if head.startswith(magic)), None)
+    if fmt == "parquet" and not head.startswith(b"PAR1"):
+        raise ValueError(f"{path}: not a Parquet file{f' but {found}' if found else ''}")
+    if fmt == "csv.gz" and not head.startswith(b"\x1f\x8b"):
+        raise ValueError(f"{path}: not gzip-compressed{f' but {found}' if found else ''}")
+    if fmt == "csv" and found:
+        raise ValueError(f"{path}: not a CSV file but {found}")
 
 
 def _normalise(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:

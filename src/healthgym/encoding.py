@@ -5,7 +5,8 @@ Within each block reals come first (Box-Cox/log1p then min-max to [0, 1], as Hea
 and then one one-hot span per binary/categorical variable. A variable with `missing: flag`
 gets a binary `<name>__measured` span after it; its gaps are imputed (carry forward within
 the patient, then the training median or mode) and decoding puts NaN back where the flag
-is 0. Decoding accepts any generator output: spans are argmaxed, reals clipped to [0, 1].
+is 0. Decoding accepts any generator output: spans are argmaxed, reals clipped to [0, 1], then
+rounded to the decimals the training values carry (GCS 3..15 stays whole).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class Column:
     xmax: float = 1.0
     fill: Any = None  # imputation value (median or mode) in original units
     flag_of: str | None = None  # for flags: the variable they mark
+    #: decoded reals are rounded to the training values' decimals (None: not rounded, as in
+    #: encoder files written before this field)
+    decimals: int | None = None
 
 
 @dataclass
@@ -276,6 +280,7 @@ def _fit_real(col: pd.Series, v: Any) -> Column:
     x = col.dropna().to_numpy(dtype=float)
     c = Column(v.name, "real", 0, 0, transform=v.transform, fill=float(np.median(x)))
     c.xmin, c.xmax = float(x.min()), float(x.max())
+    c.decimals = data_decimals(x)
     if v.transform == "boxcox":
         if np.ptp(x) > 0:
             c.lam = float(np.clip(stats.boxcox(x + BOXCOX_EPS)[1], *BOXCOX_LAMBDA_RANGE))
@@ -309,4 +314,18 @@ def _from_unit(y: np.ndarray, c: Column) -> np.ndarray:
         z = special.inv_boxcox(z, c.lam) - BOXCOX_EPS
     elif c.transform == "log1p":
         z = np.expm1(z)
-    return np.clip(z, c.xmin, c.xmax)
+    z = np.clip(z, c.xmin, c.xmax)
+    return z if c.decimals is None else np.round(z, c.decimals)
+
+
+#: Decoded reals are rounded to at most this many decimals (more: not rounded).
+MAX_DECIMALS = 6
+
+
+def data_decimals(x: np.ndarray) -> int | None:
+    """The fewest decimals (0..MAX_DECIMALS) that every value of ``x`` has, to within
+    1e-9 of the largest magnitude; None when the values have more."""
+    for d in range(MAX_DECIMALS + 1):
+        if np.allclose(np.round(x, d), x, rtol=0, atol=1e-9 * max(1.0, np.abs(x).max())):
+            return d
+    return None

@@ -6,10 +6,8 @@ and the reward is the reward expression on (step t, step t + 1) (`healthgym.rewa
 stay ends in a termination, or in a truncation when it reaches the cohort's longest stay
 (the observation window cut it). Stays of one step have no transition and are left out.
 
-Observations (float32, documented in the dataset's description): every non-action variable,
-statics first, in schema order; reals as values (carried forward within the stay, then the
-cohort median where never measured) plus a 0/1 "measured" column for reals that have missing
-values; binary and categorical variables one-hot (all zeros when missing). Actions: the
+Observations (float32, their names in the dataset's description): `ObservationLayout`, the
+one the simulator uses too, with the cohort's medians as the fill values. Actions: the
 level index of each action variable (a real action is cut into `action_bins` quantile
 bins); a missing action repeats the stay's previous one (the first level at the start).
 One action variable gives a Discrete space, several a MultiDiscrete one.
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .cohort import Cohort, level_codes
+from .observations import ObservationLayout
 from .rewards import Reward
 
 DEFAULT_ACTION_BINS = 5
@@ -72,7 +71,12 @@ def transitions(
     lengths = np.diff(np.r_[starts, len(ids)])
     filled = table.groupby(schema.id, sort=False).ffill()  # carried forward within a stay
     filled[schema.id] = ids
-    obs, names = _observations(cohort, filled, set(actions))
+    reals = [v.name for v in schema.variables if v.kind == "real"]
+    medians = {
+        name: float(np.nanmedian(table[name])) for name in reals if table[name].notna().any()
+    }
+    layout = ObservationLayout.of(schema, actions, medians)
+    obs, names = layout.encode(filled, table.notna()), list(layout.names)
     codes, levels = _action_codes(cohort, filled, actions, action_bins)
     longest = int(lengths.max())
     out = Transitions([], [], [], [], names, levels, int((lengths < 2).sum()))
@@ -183,31 +187,6 @@ def _datasets_root(path: str | Path) -> Iterator[None]:
             del os.environ["MINARI_DATASETS_PATH"]
         else:
             os.environ["MINARI_DATASETS_PATH"] = old
-
-
-def _observations(
-    cohort: Cohort, filled: pd.DataFrame, actions: set[str]
-) -> tuple[np.ndarray, list[str]]:
-    """(rows, d) float32 observation rows and their column names."""
-    schema, columns, names = cohort.schema, [], []
-    ordered = [v for v in schema.static] + [v for v in schema.dynamic if v.name not in actions]
-    for v in ordered:
-        col = filled[v.name]
-        if v.kind == "real":
-            x = col.to_numpy(dtype=np.float64)
-            missing = np.isnan(x)
-            median = np.nanmedian(x) if (~missing).any() else 0.0
-            columns.append(np.where(missing, median, x))
-            names.append(v.name)
-            if cohort.table[v.name].isna().any():
-                columns.append((~cohort.table[v.name].isna()).to_numpy(dtype=np.float64))
-                names.append(f"{v.name}__measured")
-        else:
-            code = level_codes(col, v.levels)  # -1 where missing
-            for j, level in enumerate(v.levels):
-                columns.append((code == j).astype(np.float64))
-                names.append(f"{v.name}={level}")
-    return np.stack(columns, axis=1).astype(np.float32), names
 
 
 def _action_codes(

@@ -20,7 +20,8 @@ from .atomic import write_text_atomic  # re-exported for models/ until the refac
 from .constraints import check_declaration, check_table, propose
 
 KINDS = ("real", "binary", "categorical")
-ROLES = ("static", "dynamic")
+#: "action": a dynamic variable that is a treatment (offline RL export, the simulator)
+ROLES = ("static", "dynamic", "action")
 TRANSFORMS = ("boxcox", "log1p", "minmax", "none")
 MISSING = ("none", "flag")
 
@@ -131,7 +132,7 @@ class Schema:
         for v in self.variables:
             if v.name == name:
                 return v
-        raise KeyError(f"no variable {name!r} in the schema; it has {self.names}")
+        raise KeyError(f"no variable {name!r} in the schema; it has {_describe(self.names)}")
 
     def __contains__(self, name: str) -> bool:
         return name in self.names
@@ -146,7 +147,13 @@ class Schema:
 
     @property
     def dynamic(self) -> list[Variable]:
-        return [v for v in self.variables if v.role == "dynamic"]
+        """The time-varying variables, treatments (role "action") included."""
+        return [v for v in self.variables if v.role != "static"]
+
+    @property
+    def actions(self) -> list[Variable]:
+        """The treatments: dynamic variables with role "action"."""
+        return [v for v in self.variables if v.role == "action"]
 
     def with_overrides(self, **overrides: dict[str, Any]) -> Schema:
         """A copy with some variables' fields replaced, e.g. `GCS={"kind": "categorical"}`."""
@@ -232,9 +239,38 @@ def _is_numeric(col: pd.Series) -> bool:
 
 
 def _describe(values: Any, k: int = 5) -> str:
+    """The first ``k`` values and how many there are, each cut to 40 characters."""
     vals = list(values)
-    head = ", ".join(repr(_plain(v)) for v in vals[:k])
+    head = ", ".join(_short(repr(_plain(v))) for v in vals[:k])
     return f"[{head}{', ...' if len(vals) > k else ''}] ({len(vals)} in all)"
+
+
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+#: Reals are trained and generated as float32: larger magnitudes are rejected like inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32(name: str, x: np.ndarray) -> None:
+    big = np.abs(x) > FLOAT32_MAX
+    if big.any():
+        raise ValueError(
+            f"column {name!r} holds values beyond the float32 range (|x| > {FLOAT32_MAX:.3g}) "
+            f"{_describe(np.unique(x[big]))}"
+        )
+
+
+def _check_numeric_text(name: str, present: pd.Series) -> None:
+    """A ValueError where a text column is mostly numbers: name the cells that are not."""
+    numbers = pd.to_numeric(present, errors="coerce")
+    if numbers.notna().mean() >= 0.5:
+        stray = pd.unique(present[numbers.isna()])
+        raise ValueError(
+            f"column {name!r} looks numeric except for values {_describe(stray)}: fix or "
+            "empty those cells (an empty cell is a missing value)"
+        )
 
 
 def validate_table(table: pd.DataFrame, schema: Schema, *, strict: bool = True) -> None:
@@ -245,11 +281,11 @@ def validate_table(table: pd.DataFrame, schema: Schema, *, strict: bool = True) 
         raise ValueError("the table is empty (no rows)")
     missing_cols = [c for c in [schema.id, schema.time, *schema.names] if c not in table.columns]
     if missing_cols:
-        raise ValueError(f"columns missing from the table: {missing_cols}")
+        raise ValueError(f"columns missing from the table: {_describe(missing_cols)}")
     extra = [c for c in table.columns if c not in {schema.id, schema.time, *schema.names}]
     if extra:
         raise ValueError(
-            f"columns not in the schema: {extra} (drop them or add them to the schema)"
+            f"columns not in the schema: {_describe(extra)} (drop them or add them to the schema)"
         )
     ids = table[schema.id]
     if ids.isna().any():
@@ -326,6 +362,7 @@ def _check_variable(table: pd.DataFrame, schema: Schema, v: Variable, strict: bo
         x = col.to_numpy(dtype=float)
         if np.isinf(x).any():
             raise ValueError(f"column {v.name!r} holds infinite values")
+        _check_float32(v.name, x)
         if v.transform == "boxcox" and np.any(x < 0):
             raise ValueError(
                 f"column {v.name!r} uses boxcox but has negative values "
@@ -339,7 +376,7 @@ def _check_variable(table: pd.DataFrame, schema: Schema, v: Variable, strict: bo
         if unknown:
             raise ValueError(
                 f"column {v.name!r} has unknown levels {_describe(unknown)}; "
-                f"the schema allows {v.levels}"
+                f"the schema allows {_describe(v.levels, 10)}"
             )
     if strict and v.role == "static":
         per = pd.DataFrame({"id": table[schema.id].to_numpy(), "v": col.to_numpy()})
@@ -387,7 +424,7 @@ def infer_schema(
         raise ValueError(f"expected a pandas DataFrame, got {type(table).__name__}")
     for c in (id, time):
         if c not in table.columns:
-            raise ValueError(f"column {c!r} not in the table; it has {list(table.columns)}")
+            raise ValueError(f"column {c!r} not in the table; it has {_describe(table.columns)}")
     if len(table) == 0:
         raise ValueError("the table is empty (no rows)")
     variables = []
@@ -424,12 +461,14 @@ def _infer_variable(
         x = present.to_numpy(dtype=float)
         if not np.isfinite(x).all():
             raise ValueError(f"column {name!r} holds infinite values")
+        _check_float32(name, x)
         uniq = np.unique(x)
         if np.all(uniq == np.round(uniq)) and len(uniq) <= max_integer_levels:
             levels = [int(u) for u in uniq]
     else:
         uniq = pd.unique(present)
         if len(uniq) > max_string_levels:
+            _check_numeric_text(name, present)
             raise ValueError(
                 f"column {name!r} has {len(uniq)} distinct text values (more than "
                 f"{max_string_levels}): it looks like an identifier or free text; drop it"

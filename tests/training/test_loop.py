@@ -147,7 +147,8 @@ def test_max_minutes_stops_after_a_step_and_resume_without_checkpoint_starts_fre
     _, result = fit(family, tmp_path / "a", max_minutes=0)
     assert (result.steps, result.stopped_early) == (1, "max_minutes")
     assert load_checkpoint(result.checkpoint)["step"] == 1
-    _, fresh = fit(family, tmp_path / "b", resume=True)
+    with pytest.warns(UserWarning, match="nothing to resume .*: starting a new run"):
+        _, fresh = fit(family, tmp_path / "b", resume=True)
     assert fresh.epochs == 2 and fresh.stopped_early is None
 
 

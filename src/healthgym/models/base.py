@@ -65,7 +65,7 @@ class RunFolderModel:
         unknown = set(settings) - fields
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(fields)}")
-        self.config = self.config_class(**settings)
+        self.config = self.config_class.from_dict(settings)  # checks each setting's type
         self.network: torch.nn.Module | None = None
         setattr(self, self.encoding_attr, None)
         self.result: TrainResult | None = None
@@ -99,6 +99,11 @@ class RunFolderModel:
                 return self._fit(cohort, Path(tmp), resume, max_minutes, progress)
         return self._fit(cohort, Path(run_dir), resume, max_minutes, progress)
 
+    @property
+    def schema(self) -> Any:
+        """The schema of the cohort the model was trained on."""
+        return self._encoding().schema
+
     def save(self, path: str | Path) -> Path:
         """Write a self-contained, pickle-free model folder (JSON/YAML + weights)."""
         self._fitted()
@@ -112,7 +117,7 @@ class RunFolderModel:
         """A model from a run or model folder; weights load with `weights_only=True`."""
         path = Path(path)
         meta = read_model_meta(path, cls)
-        model = cls(**cls.config_class.from_dict(meta["config"]).to_dict())
+        model = cls.from_meta(path, meta)
         encoding = cls.encoding_class.load(path / cls.encoding_file)
         network = model._build_network(encoding, meta)
         weights, source = read_weights(path, cls)
@@ -122,6 +127,16 @@ class RunFolderModel:
             raise CheckpointError(f"{source} does not fit {path / MODEL_FILE}: {e}") from None
         model._set_fitted(network.eval(), encoding)
         return model
+
+    @classmethod
+    def from_meta(cls, path: Path, meta: dict[str, Any], **changes: Any) -> Any:
+        """An untrained model with the settings of run folder ``path`` (its `read_model_meta`),
+        ``changes`` applied; a ValueError names model.json and the setting at fault."""
+        try:
+            saved = cls.config_class.from_dict(meta.get("config", {})).to_dict()
+        except ValueError as e:
+            raise ValueError(f"{path / MODEL_FILE}: {e}") from None
+        return cls(**{**saved, **changes})
 
     # ---- training ----------------------------------------------------------------------------
     def _fit(
@@ -146,9 +161,10 @@ class RunFolderModel:
             if problem is not None:
                 raise problem
             setattr(self, self.encoding_attr, encoding)
-            if ctx.main:
-                self._write_metadata(run_dir)
             trainer, data, options = self._trainer_and_data(cohort, encoding, ctx)
+            # Written once the loop has matched a resumed run's checkpoint (or starts a new
+            # one): a refused resume leaves the folder as it was.
+            trainer.before_training = lambda: self._write_metadata(run_dir)
             self.result = trainer.fit(
                 *data,
                 run_dir,
@@ -163,12 +179,34 @@ class RunFolderModel:
         return self
 
     def _check_run_folder(self, run_dir: Path, encoding: Any, resume: bool) -> None:
-        """A resumed run must be this family's on the same cohort; a new one needs a free folder."""
+        """A resumed run must be this family's, with its settings (but those a resume may
+        change), on the same cohort; a new one needs a free folder. Reads, never writes."""
         if resume and (run_dir / MODEL_FILE).exists():
-            read_model_meta(run_dir, type(self))
+            meta = read_model_meta(run_dir)
+            if meta.get("model") not in (self.name, self.legacy_name):
+                raise ValueError(
+                    f"{run_dir} holds a {meta.get('model')!r} run, not {self.name!r}: resume it "
+                    "with the model that trained it (leave --model out, or name that one)"
+                )
+            saved_config = type(self).from_meta(run_dir, meta).config.to_dict()
+            mine = self.config.to_dict()
+            changed = [
+                f"{k} {saved_config[k]!r} -> {mine[k]!r}"
+                for k in mine
+                if k not in self.trainer_class.resumable and saved_config[k] != mine[k]
+            ]
+            if changed:
+                raise ValueError(
+                    f"{run_dir}: cannot resume with other settings ({', '.join(changed[:5])}"
+                    f"{', ...' if len(changed) > 5 else ''}): leave them out to resume, or "
+                    "train into a new folder"
+                )
             saved = run_dir / self.encoding_file
             if saved.exists() and self.encoding_class.load(saved).to_dict() != encoding.to_dict():
-                raise ValueError(f"{run_dir}: cannot resume, the cohort differs from the run's")
+                raise ValueError(
+                    f"{run_dir}: cannot resume, the data differs from the run's (train into a "
+                    "new folder)"
+                )
         if not resume and (run_dir / MODEL_FILE).exists():
             raise FileExistsError(
                 f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"

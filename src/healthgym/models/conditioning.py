@@ -19,7 +19,7 @@ from ..encoding import Column, Encoder
 from ..schema import Schema
 
 #: Command-line words for "missing" (a level spelled the same way wins).
-MISSING_WORDS = ("", "nan", "NaN", "NA", "None")
+MISSING_WORDS = ("nan", "NaN", "NA", "None")
 
 
 def request_frame(
@@ -121,12 +121,15 @@ def parse_condition(schema: Schema, text: str) -> tuple[str, Any]:
     """`COL=VALUE` from the command line -> (COL, VALUE as the level's type or a float).
 
     VALUE matches a level by its text (`1` -> the integer level 1); the words in
-    MISSING_WORDS mean missing. Unknown columns and levels are reported by `request_frame`.
+    MISSING_WORDS mean missing (an empty VALUE is an error: it is too easily a typo).
+    Unknown columns and levels are reported by `request_frame`.
     """
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name:
         raise ValueError(f"--condition takes COL=VALUE, got {text!r}")
+    if not raw.strip():
+        raise ValueError(f"--condition {name}= has no value: give one, or {name}=NA for missing")
     if name not in schema:
         return name, raw
     v = schema[name]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import types
+import typing
 from typing import Any, TypeVar
 
 import torch
@@ -38,10 +41,59 @@ class ConfigBase:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-        return cls(**d)
+        hints = typing.get_type_hints(cls)
+        for name, value in d.items():
+            if not _is_a(value, hints[name]):
+                raise ValueError(
+                    f"setting {name!r} must be {_describe_type(hints[name])}, got {value!r}"
+                )
+        try:
+            return cls(**d)
+        except TypeError as e:  # a check in __post_init__ met a value it could not compare
+            raise ValueError(f"{cls.__name__} settings: {e}") from None
 
     def check_positive(self, *names: str) -> None:
         """ValueError naming the first of ``names`` that is not > 0."""
         for name in names:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+def _is_a(value: Any, tp: Any) -> bool:
+    """Whether a JSON-read ``value`` fits the field type ``tp`` (an int is a float; a list a
+    tuple)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_is_a(v, args[0]) for v in value)
+        return len(value) == len(args) and all(
+            _is_a(v, a) for v, a in zip(value, args, strict=True)
+        )
+    return True  # a type this check does not know: __post_init__ validates it
+
+
+def _describe_type(tp: Any) -> str:
+    """'an integer', 'a number', 'a list of 2 numbers or null', ..."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe_type(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe_type(args[0]).split(' ', 1)[1]}s"
+        return f"a list of {len(args)} {_describe_type(args[0]).split(' ', 1)[1]}s"
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number"}
+    return names.get(tp, "text" if tp is str else getattr(tp, "__name__", str(tp)))

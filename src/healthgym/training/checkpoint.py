@@ -51,15 +51,30 @@ def load_checkpoint(
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise CheckpointError(f"cannot load checkpoint {path}: the file is empty (0 bytes)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"cannot load checkpoint {path}: {e}") from e
+        raise CheckpointError(f"cannot load checkpoint {path}: {_reason(e)}") from e
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds {type(state).__name__}, not a dict")
     missing = sorted(set(required) - set(state))
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks keys {missing}")
     return state
+
+
+def _reason(e: Exception) -> str:
+    """Why torch.load failed, in one short line (never torch's advice to unpickle it)."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
+        return (
+            "it is not a file of tensors (it holds other pickled objects, which healthgym "
+            f"never loads{': ' + detail[:120] if detail else ''})"
+        )
+    first = text.strip().split("\n")[0][:200]
+    return first or type(e).__name__
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int = KEEP) -> None:

@@ -29,11 +29,11 @@ import pandas as pd
 from ...atomic import write_text_atomic
 from ...cohort import Cohort, level_codes
 from ...constraints import enforce
+from ...encoding import data_decimals
 from ...schema import Schema
 
 GRID = 1025  #: quantiles kept per binned real variable
 LENGTH = "__length"  #: name of the length token
-MAX_DECIMALS = 6  #: decoded reals are rounded to at most this many decimals
 
 
 @dataclass
@@ -172,13 +172,6 @@ def _cdf(x: np.ndarray, grid: np.ndarray, rng: np.random.Generator | None) -> np
     return np.clip(np.where(tie, u_tie, u_interp), 0.0, 1.0 - 1e-12)
 
 
-def _decimals(x: np.ndarray) -> int | None:
-    for d in range(MAX_DECIMALS + 1):
-        if np.allclose(np.round(x, d), x, rtol=0, atol=1e-9 * max(1.0, np.abs(x).max())):
-            return d
-    return None
-
-
 def fit_column(
     col: pd.Series, kind: str, levels: list[Any] | None, missing: bool, bins: int, fine: int
 ) -> TokenColumn:
@@ -192,7 +185,7 @@ def fit_column(
     if len(distinct) <= bins:
         return TokenColumn(col.name, "values", distinct.tolist(), missing=missing)
     grid = np.quantile(x, np.linspace(0.0, 1.0, GRID))
-    return TokenColumn(col.name, "bins", [], bins, grid.tolist(), _decimals(x), missing, fine)
+    return TokenColumn(col.name, "bins", [], bins, grid.tolist(), data_decimals(x), missing, fine)
 
 
 @dataclass
@@ -226,6 +219,9 @@ class Tokenizer:
             # Fine tokens keep a value close to the patient's previous one; statics have no
             # previous value, and a fine static token would only help memorise patients.
             fine = 1 if block == "static" else self.fine
+            # Treatments last within a step: a step's state is drawn before its action, so the
+            # simulator (healthgym.env) can set the action and draw the next state given it.
+            variables = sorted(variables, key=lambda v: v.role == "action")
             columns = [
                 fit_column(rows[v.name], v.kind, v.levels, v.missing == "flag", self.bins, fine)
                 for v in variables
@@ -319,6 +315,15 @@ class Tokenizer:
         for v in self.schema.variables:
             out[v.name] = values[v.name]
         return enforce(pd.DataFrame(out), self.schema)  # declared constraints hold
+
+    def decode_columns(
+        self, columns: list[TokenColumn], tokens: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """Values by variable of token rows (n, tokens of `columns`), e.g. one step's dynamic
+        tokens with `dynamic_columns`; no constraints applied (see `inverse_transform`)."""
+        return {
+            c.name: c.decode(tokens[:, at : at + len(c.vocab)], rng) for c, at in _offsets(columns)
+        }
 
     # ---- persistence -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

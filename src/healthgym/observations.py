@@ -1,0 +1,57 @@
+"""How a patient's state becomes an RL observation vector; one layout for the offline-RL
+export (`healthgym.offline`) and the simulator (`healthgym.env`), so that a policy trained on
+one runs on the other.
+
+Every non-action variable, statics first, in schema order: a real as its value (carried
+forward within the stay, the median where never measured) and, when its schema allows
+missing values, a 0/1 "measured" column after it; a binary or categorical variable one-hot
+over its levels (all zeros when missing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .cohort import level_codes
+from .schema import Schema, Variable
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    """The observed variables, the reals' fill values and the vector's column names."""
+
+    variables: tuple[Variable, ...]
+    medians: dict[str, float]
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(
+        cls, schema: Schema, actions: Sequence[str], medians: dict[str, float]
+    ) -> ObservationLayout:
+        """The layout of `schema` with `actions` left out (they are the policy's choice)."""
+        observed = [*schema.static, *(v for v in schema.dynamic if v.name not in actions)]
+        names: list[str] = []
+        for v in observed:
+            if v.kind == "real":
+                names += [v.name] + ([f"{v.name}__measured"] if v.missing == "flag" else [])
+            else:
+                names += [f"{v.name}={level}" for level in v.levels]
+        return cls(tuple(observed), dict(medians), tuple(names))
+
+    def encode(self, filled: pd.DataFrame, measured: pd.DataFrame) -> np.ndarray:
+        """(rows, d) float32 from carried-forward values and where values were measured."""
+        columns = []
+        for v in self.variables:
+            if v.kind == "real":
+                x = pd.to_numeric(filled[v.name], errors="coerce").to_numpy(dtype=np.float64)
+                columns.append(np.where(np.isnan(x), self.medians.get(v.name, 0.0), x))
+                if v.missing == "flag":
+                    columns.append(measured[v.name].to_numpy(dtype=np.float64))
+            else:
+                code = level_codes(filled[v.name].to_numpy(), v.levels)  # -1 where missing
+                columns += [(code == j).astype(np.float64) for j in range(len(v.levels))]
+        return np.stack(columns, axis=1).astype(np.float32)

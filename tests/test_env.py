@@ -1,0 +1,86 @@
+"""The learned patient simulator: a gymnasium Env that follows the chosen treatment."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import healthgym as hg
+
+gym = pytest.importorskip("gymnasium")
+from gymnasium.utils.env_checker import check_env  # noqa: E402
+
+from healthgym import env as simulator  # noqa: E402
+
+
+def treated_cohort(n: int = 120, seed: int = 0) -> hg.Cohort:
+    """Ventilation drawn at random each step; the next heart rate is ~70 after ventilation,
+    ~110 without: a treatment effect the simulator must reproduce."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n):
+        sex, length, hr = rng.choice(["F", "M"]), int(rng.integers(3, 7)), 90.0
+        for t in range(length):
+            vent = int(rng.integers(0, 2))
+            rows.append({"pid": p, "t": t, "sex": sex, "hr": round(hr, 1), "vent": vent})
+            hr = (70.0 if vent else 110.0) + rng.normal(0, 3)
+    table = pd.DataFrame(rows)
+    cohort = hg.Cohort(table, id="pid", time="t")
+    cohort.schema["vent"].role = "action"
+    return cohort
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sim")
+    hg.HealthGym(width=32, epochs=40, bins=8, fine=4).fit(treated_cohort(), folder, progress=False)
+    return folder
+
+
+def test_it_is_a_gymnasium_env_reproducible_by_seed(run):
+    env = simulator.make(run, reward="-(hr_next > 100)")
+    check_env(env, skip_render_check=True)
+    assert env.action_space == gym.spaces.Discrete(2)
+    assert env.observation_space.shape == (3,)  # sex one-hot, hr; vent is the action
+
+    def episode(seed):
+        obs, info = env.reset(seed=seed)
+        out, done = [obs], False
+        while not done:
+            obs, reward, term, trunc, _ = env.step(1)
+            out.append(np.r_[obs, reward])
+            done = term or trunc
+        return np.concatenate(out), info["length"]
+
+    a, b, c = episode(5), episode(5), episode(6)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert len(a[0]) == 3 + 4 * (a[1] - 1)  # one transition fewer than steps
+    assert not (len(a[0]) == len(c[0]) and np.array_equal(a[0], c[0]))
+    obs, _ = env.reset(seed=1, options={"static": {"sex": "F"}})
+    assert obs[:2].tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="outside"):
+        env.step(2)
+
+
+def test_the_next_state_follows_the_chosen_treatment(run):
+    env = simulator.make(run, num_envs=400)
+    hr_after = {}
+    for action in (0, 1):
+        env.reset(seed=11)
+        obs, *_ = env.step(np.full(400, action))
+        hr_after[action] = obs[:, 2].mean()
+    assert hr_after[0] - hr_after[1] > 25, hr_after  # the data: 110 without, 70 with
+
+
+def test_refusals(run, tmp_path):
+    table = treated_cohort(20).table
+    table["temp"] = np.round(np.random.default_rng(0).normal(37, 0.5, len(table)), 1)
+    cohort = hg.Cohort(table, id="pid", time="t")
+    hg.HealthGym(width=8, epochs=1).fit(cohort, tmp_path / "plain", progress=False)
+    with pytest.raises(ValueError, match="no action variable"):
+        simulator.make(tmp_path / "plain")
+    with pytest.raises(ValueError, match="role: action"):
+        simulator.make(tmp_path / "plain", actions=["vent"])
+    with pytest.raises(ValueError, match="is real"):
+        simulator.make(tmp_path / "plain", actions=["temp"])
+    with pytest.raises(ValueError, match="names"):
+        simulator.make(run, reward="__import__('os').system('true')")
