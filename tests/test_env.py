@@ -84,3 +84,19 @@ def test_refusals(run, tmp_path):
         simulator.make(tmp_path / "plain", actions=["temp"])
     with pytest.raises(ValueError, match="names"):
         simulator.make(run, reward="__import__('os').system('true')")
+
+
+def test_fidelity_report_on_held_out_patients(run, tmp_path):
+    from healthgym.evaluation.simulator import simulator_fidelity
+
+    holdout = treated_cohort(60, seed=1)
+    report = simulator_fidelity(run, holdout, reward="-(hr_next > 100)", patients=300)
+    sim = report.metrics["simulator"]
+    assert sim["one_step"]["hr"]["all"] < 0.3  # an untrained model scores ~0.5 and worse
+    effect = sim["effects"]["hr"]["vent=1"]
+    assert effect["observed"] == pytest.approx(-40, abs=5)
+    assert effect["simulated"] == pytest.approx(effect["observed"], abs=12)
+    assert report.value("simulator.effect_sign_agreement") == 1.0
+    assert report.value("simulator.return_gap") < 0.5
+    assert "simulator: one-step KS distance" in set(report.summary.metric)
+    assert (report.save(tmp_path / "fidelity")).exists()

@@ -48,8 +48,9 @@ def make(
     return VectorPatientEnv(model, num_envs, reward=reward, actions=actions)
 
 
-class _Simulator:
-    """What the single and the vector environment share: patients drawn step by step."""
+class Simulator:
+    """Patients drawn step by step from a default model, treatments set from outside; what
+    the single and the vector environment (and the fidelity report) share."""
 
     def __init__(self, model: HealthGym, reward: Any, actions: list[str] | None) -> None:
         net, tok = model._fitted()
@@ -92,10 +93,9 @@ class _Simulator:
     def _begin(self, n: int, rng: torch.Generator, np_rng: np.random.Generator, static: Any):
         """Draw `n` patients' statics and lengths (at least 2 steps) and their first state."""
         given = self.net.statics.unknown(n, torch.device("cpu"))
-        if static:
-            for c, at in _token_offsets(self.tok.static_columns):
-                if c.name in static:
-                    given[:, at : at + len(c.vocab)] = torch.as_tensor(c.token_of(static[c.name]))
+        for name, value in (static or {}).items():
+            column, at = self.tok.column_at(name)
+            given[:, at : at + len(column.vocab)] = torch.as_tensor(column.token_of(value))
         with torch.no_grad():
             tokens = draw_statics(self.net.statics, given, rng, self.temperature)
             for _ in range(100):  # a stay of one step has no transition: draw the length again
@@ -115,14 +115,21 @@ class _Simulator:
         self.t = 0
         self._draw_state(rng, np_rng)
 
-    def _draw_state(self, rng: torch.Generator, np_rng: np.random.Generator) -> None:
-        """Draw the state tokens of step t given everything before, then decode them."""
-        t, state_tokens = self.t, self.first_action_token
+    def draw_state(self, static: torch.Tensor, prefix: torch.Tensor, rng: torch.Generator) -> None:
+        """Draw, in place, the state tokens of the last step of `prefix` (B, t + 1, D) given
+        the steps before it (treatments included) and the statics (B, S)."""
+        t = prefix.shape[1] - 1
         with torch.no_grad():
-            for j in range(state_tokens):
-                logits = self.net.sequence(self.static_tokens, self.tokens[:, : t + 1])[j][:, t]
+            for j in range(self.first_action_token):
+                logits = self.net.sequence(static, prefix)[j][:, t]
                 probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-                self.tokens[:, t, j] = torch.multinomial(probs, 1, generator=rng).squeeze(1)
+                prefix[:, t, j] = torch.multinomial(probs, 1, generator=rng).squeeze(1)
+
+    def _draw_state(self, rng: torch.Generator, np_rng: np.random.Generator) -> None:
+        """Draw the state of step t given everything before, then decode it."""
+        t = self.t
+        prefix = self.tokens[:, : t + 1]
+        self.draw_state(self.static_tokens, prefix, rng)
         values = self.tok.decode_columns(
             self.tok.dynamic_columns, self.tokens[:, t].numpy(), np_rng
         )
@@ -130,13 +137,11 @@ class _Simulator:
 
     def _act(self, action: np.ndarray) -> None:
         """Set the treatment tokens of step t (level indices, (n, A))."""
-        at = self.first_action_token
         for k, name in enumerate(self.actions):
-            column = next(c for c in self.tok.dynamic_columns if c.name == name)
+            column, at = self.tok.column_at(name)
             tokens = np.asarray([column.token_of(column.values[i]) for i in action[:, k]])
             self.tokens[:, self.t, at : at + len(column.vocab)] = torch.as_tensor(tokens)
             self.history[-1][name] = [column.values[i] for i in action[:, k]]
-            at += len(column.vocab)
 
     def _table(self) -> pd.DataFrame:
         """The patients' states so far as a long table, declared constraints applied."""
@@ -179,7 +184,7 @@ class _Simulator:
         return obs, reward, done & ~cut, done & cut
 
 
-class PatientEnv(_Simulator, gym.Env):
+class PatientEnv(Simulator, gym.Env):
     """One simulated patient at a time (a gymnasium.Env)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -190,7 +195,7 @@ class PatientEnv(_Simulator, gym.Env):
         super().__init__(model, reward, actions)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super(_Simulator, self).reset(seed=seed)  # gymnasium seeds self.np_random
+        super(Simulator, self).reset(seed=seed)  # gymnasium seeds self.np_random
         self._rng = torch.Generator().manual_seed(int(self.np_random.integers(2**63)))
         self._begin(1, self._rng, self.np_random, (options or {}).get("static"))
         obs, _ = self._observe()
@@ -209,7 +214,7 @@ class PatientEnv(_Simulator, gym.Env):
         return {k: _plain(v) for k, v in self.static_values.iloc[0].items()}
 
 
-class VectorPatientEnv(_Simulator):
+class VectorPatientEnv(Simulator):
     """`num_envs` simulated patients stepped together (one model call per token column).
 
     ``reset(seed=)`` -> observations (n, d); ``step(actions (n,) or (n, A))`` -> observations,
@@ -256,14 +261,6 @@ def _median(column: Any) -> float:
     if column.kind == "values":
         return float(np.median(np.asarray(column.values, dtype=float)))
     return 0.0
-
-
-def _token_offsets(columns: list[Any]) -> list[tuple[Any, int]]:
-    out, at = [], 0
-    for c in columns:
-        out.append((c, at))
-        at += len(c.vocab)
-    return out
 
 
 def _plain(value: Any) -> Any:

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .guarantee import guarantee_html
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -180,6 +182,25 @@ READINGS: dict[str, Reading] = {
         "privacy: row distance train / holdout", 1, 0.9, 0.75, True,
         "Health Gym check: median nearest-synthetic-row distance, train vs holdout rows",
     ),
+    "guarantee.epsilon_spent": Reading(
+        "privacy guarantee: DP epsilon spent per patient", 0, 1, 10, False,
+        "the run's differential-privacy budget spent (model.json's privacy block; delta, "
+        "accountant and what it covers in the notes); a guarantee, not a measurement",
+    ),
+    "simulator.one_step_ks_mean": Reading(
+        "simulator: one-step KS distance", 0, 0.1, 0.2, False,
+        "next state drawn from the real history and recorded treatment vs the real next "
+        "state, mean over real state variables (healthgym.env)",
+    ),
+    "simulator.return_gap": Reading(
+        "simulator: behaviour-policy return gap", 0, 0.1, 0.25, False,
+        "|simulated - real| / |real| mean return per patient under the recorded care",
+    ),
+    "simulator.effect_sign_agreement": Reading(
+        "simulator: treatment-difference sign agreement", 1, 0.9, 0.7, True,
+        "share of (variable, treatment level) whose simulated difference has the observed "
+        "sign (observational: not a causal effect)",
+    ),
 }  # fmt: skip
 
 
@@ -260,6 +281,7 @@ class Report:
             )
             parts.append(f"<ul>{items}</ul>")
         parts += ["<h2>Summary</h2>", self._summary_html()]
+        parts.append(guarantee_html(self.metrics.get("guarantee")))
         if self.notes:
             items = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
             parts.append(f"<h2>Notes</h2><ul>{items}</ul>")

@@ -316,6 +316,15 @@ class Tokenizer:
             out[v.name] = values[v.name]
         return enforce(pd.DataFrame(out), self.schema)  # declared constraints hold
 
+    def column_at(self, name: str) -> tuple[TokenColumn, int]:
+        """A variable's token column and where its tokens start: in the static tokens for a
+        static variable, else in a step's dynamic tokens."""
+        for columns in (self.static_columns, self.dynamic_columns):
+            for c, at in _offsets(columns):
+                if c.name == name:
+                    return c, at
+        raise KeyError(f"no variable {name!r} in the tokenizer")
+
     def decode_columns(
         self, columns: list[TokenColumn], tokens: np.ndarray, rng: np.random.Generator
     ) -> dict[str, np.ndarray]:
