@@ -15,6 +15,7 @@ from typing import Any
 from ..cohort import Cohort
 from .associations import association_metrics, plot_associations
 from .figures import MAX_PAGES, PANELS_PER_PAGE
+from .guarantee import guarantee_metrics, guarantee_notes
 from .marginals import marginal_metrics, plot_marginals
 from .privacy import plot_privacy, privacy_metrics
 from .report import READINGS, Report
@@ -60,13 +61,17 @@ def evaluate(
     lags: int = 3,
     seed: int = 0,
     learning_dynamics: str | Path | None = None,
+    guarantee: dict[str, Any] | None = None,
 ) -> Report:
     """Compare a synthetic cohort with the real cohort it was trained on.
 
     `holdout` (real patients the generator never saw) enables the privacy checks, is the
-    utility test set and the reference of the trajectory gaps (`temporal.*_excess`); `outcome` (a static binary variable) enables the utility check;
-    `lags` is the largest autocorrelation lag; `learning_dynamics` is a run's
+    utility test set and the reference of the trajectory gaps (`temporal.*_excess`);
+    `outcome` (a static binary variable) enables the utility check; `lags` is the largest
+    autocorrelation lag; `learning_dynamics` is a run's
     `learning_dynamics.png` to embed. Cohorts may differ in size and stay lengths.
+    `guarantee` is a run's model.json "privacy" block (`guarantee.read_guarantee`; {} for a
+    run trained without differential privacy), shown beside the empirical privacy checks.
     """
     if lags < 1:
         raise ValueError(f"lags must be >= 1, got {lags}")
@@ -106,6 +111,9 @@ def evaluate(
         figures["privacy"] = plot_privacy(distances)
     else:
         notes.append("privacy skipped: no holdout given")
+    if guarantee is not None:
+        metrics["guarantee"] = guarantee_metrics(guarantee)
+        notes += guarantee_notes(guarantee)
     if learning_dynamics is not None:
         path = Path(learning_dynamics)
         if path.exists():
