@@ -244,6 +244,14 @@ def test_sigterm_during_sample_removes_the_temporary_file(trained, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_outputs_by_their_extension(trained, tmp_path):
+    for name in ("s.json", "s.csv.gz"):
+        r = run("sample", trained, "-n", 3, "-o", tmp_path / name)
+        one_line_error(r, "tables are written to .csv or .parquet files")
+    one_line_error(run("demo-data", "-o", tmp_path / "d.xlsx"), ".csv or .parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_failed_write_leaves_no_temporary_file(trained, tmp_path, monkeypatch):
     def disk_full(self, path, *args, **kwargs):
         Path(path).write_text("half a table")

@@ -327,8 +327,7 @@ def sample(
     from .training.runtime import cpu_threads, resolve_threads
 
     output_path(output, overwrite)
-    if table_format(output) not in ("csv", "parquet"):
-        raise ValueError(f"{output}: write a .csv or .parquet file")
+    table_format(output, write=True)  # .csv or .parquet, checked before the model loads
     model = load(run_dir)
     if conditions:
         if not isinstance(model, ConditionableModel):

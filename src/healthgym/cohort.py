@@ -185,14 +185,16 @@ _MAGIC = {
 }
 
 
-def table_format(path: str | Path) -> str:
+def table_format(path: str | Path, *, write: bool = False) -> str:
     """The format of a table file by its name: "csv", "csv.gz" or "parquet" (else a
-    ValueError naming the supported ones)."""
+    ValueError naming the supported ones); ``write``: "csv" or "parquet" only."""
     name = Path(path).name.lower()
-    for ending, fmt in TABLE_FORMATS.items():
-        if name.endswith(ending):
-            return fmt
-    raise ValueError(f"{path}: not a table file this reads ({SUPPORTED_TABLES})")
+    fmt = next((f for ending, f in TABLE_FORMATS.items() if name.endswith(ending)), None)
+    if write and fmt not in ("csv", "parquet"):
+        raise ValueError(f"{path}: tables are written to .csv or .parquet files")
+    if fmt is None:
+        raise ValueError(f"{path}: not a table file this reads ({SUPPORTED_TABLES})")
+    return fmt
 
 
 def read_table(path: str | Path, reader: Any = None) -> pd.DataFrame:
@@ -281,13 +283,14 @@ def write_tables(
 ) -> tuple[Path, int]:
     """Stream long-table chunks to one CSV or Parquet file, atomically; returns (path, rows).
 
-    `fmt` is "csv" or "parquet"; by default the file extension decides.
+    `fmt` is "csv" or "parquet"; by default the file extension decides (.csv or .parquet;
+    any other is a ValueError).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
-    parquet = fmt == "parquet" if fmt else path.suffix in (".parquet", ".pq")
+    parquet = (fmt or table_format(path, write=True)) == "parquet"
     rows = 0
 
     def write(tmp: Path) -> None:
