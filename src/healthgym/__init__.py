@@ -1,13 +1,36 @@
-"""healthgym: synthetic longitudinal patient cohorts (Health Gym v1 rebuilt, measured)."""
+"""healthgym: synthetic longitudinal patient cohorts (Health Gym v1 rebuilt, measured).
 
+Every name below is imported on first use (PEP 562), so ``import healthgym`` and the
+command's start-up load neither torch nor the evaluation stack until a verb needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from . import datasets
-from .cohort import Cohort
-from .encoding import EncodedCohort, Encoder
-from .evaluation import evaluate
-from .models import HealthGym, HealthGymGAN, HealthGymV1, load_model
-from .schema import Schema, Variable, infer_schema
+if TYPE_CHECKING:
+    from . import datasets
+    from .cohort import Cohort
+    from .encoding import EncodedCohort, Encoder
+    from .evaluation import evaluate
+    from .models import HealthGym, HealthGymGAN, HealthGymV1
+    from .schema import Schema, Variable, infer_schema
+
+#: Public name -> the module that defines it.
+_LAZY = {
+    "Cohort": ".cohort",
+    "EncodedCohort": ".encoding",
+    "Encoder": ".encoding",
+    "HealthGym": ".models",
+    "HealthGymGAN": ".models",
+    "HealthGymV1": ".models",
+    "Schema": ".schema",
+    "Variable": ".schema",
+    "evaluate": ".evaluation",
+    "infer_schema": ".schema",
+}
 
 __all__ = [
     "Cohort",
@@ -29,4 +52,24 @@ __version__ = "0.1.0"
 def load(run_dir: str | Path) -> HealthGym | HealthGymGAN | HealthGymV1:
     """A trained model from its run folder, of the class its model.json names (no pickle;
     weights load with weights_only=True)."""
+    from .models.registry import load_model
+
     return load_model(run_dir)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:  # a submodule: hg.datasets, hg.evaluation, hg.env, ...
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -6,9 +6,10 @@ import dataclasses
 import numbers
 import types
 import typing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 C = TypeVar("C", bound="ConfigBase")
 
@@ -22,6 +23,8 @@ class ConfigBase:
 
     def resolve_device(self) -> torch.device:
         """The torch device named by ``device`` ("auto" prefers CUDA)."""
+        import torch  # here, not at import: settings load without torch (the CLI's start-up)
+
         device = self.device  # type: ignore[attr-defined]
         if device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
