@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from ..config import ConfigBase
 
+#: The differential-privacy settings; all None: training is not private.
+DP_SETTINGS = ("dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_epochs", "dp_tokenizer_share")
+
 
 @dataclass(frozen=True)
 class HealthGymConfig(ConfigBase):
@@ -32,6 +35,17 @@ class HealthGymConfig(ConfigBase):
     device: str = "auto"  #: "auto" (cuda if available, else cpu), "cpu", "cuda", ...
     temperature: float = 1.0  #: sampling temperature of every softmax
     max_loss: float = 1e6  #: a loss that is NaN, inf or larger stops the run
+    # Differential privacy (`private.py`, docs/privacy.md): None = off (the run is not private).
+    #: the (epsilon, delta) budget per patient; setting it trains with DP-SGD
+    dp_epsilon: float | None = None
+    #: delta of the guarantee, in (0, 1); None: 0.1 / N for N training patients (below 1/N)
+    dp_delta: float | None = None
+    #: per-patient gradient clipping norm of each part (statics, steps); None: 1.0
+    dp_max_grad_norm: float | None = None
+    #: passes over the patients the noise is calibrated for (at most `epochs`); None: 8
+    dp_epochs: int | None = None
+    #: share of epsilon the tokenizer's histograms cost on their own, in (0, 1); None: 0.3
+    dp_tokenizer_share: float | None = None
 
     def __post_init__(self) -> None:
         positive = (
@@ -47,3 +61,7 @@ class HealthGymConfig(ConfigBase):
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.weight_decay < 0 or self.seed < 0:
             raise ValueError("weight_decay and seed must be >= 0")
+        if any(getattr(self, k) is not None for k in DP_SETTINGS):
+            from .private import check_settings  # the DP settings' own checks
+
+            check_settings(self)

@@ -46,12 +46,37 @@ class HealthGym(ConditionableModel):
     sampling_weights = "best"
     step_unit = "optimizer steps"
 
+    #: model.json's "privacy" block of a differentially private run (`private.py`), else None
+    privacy: dict[str, Any] | None = None
+    _private: Any = None  # the `private.PrivateRun` while a DP fit runs
+
     @property
     def best_val_nll(self) -> float | None:
         """Validation NLL (nats per patient) of the weights the last `fit` kept."""
         return None if self.result is None else self.result.best_val
 
+    def _fit(self, cohort: Cohort, run_dir: Any, resume: bool, *args: Any) -> HealthGym:
+        if self.config.dp_epsilon is None:
+            return super()._fit(cohort, run_dir, resume, *args)
+        from .private import fit_private  # opacus: only in DP mode
+
+        return fit_private(self, super()._fit, cohort, run_dir, resume, *args)
+
+    @classmethod
+    def from_meta(cls, path: Any, meta: dict[str, Any], **changes: Any) -> HealthGym:
+        model = super().from_meta(path, meta, **changes)
+        block = meta.get("privacy")
+        model.privacy = block if isinstance(block, dict) else None
+        return model
+
+    def _metadata(self) -> dict[str, Any]:
+        if self._private is not None:
+            return {"privacy": self._private.block()}
+        return {} if self.privacy is None else {"privacy": self.privacy}
+
     def _fit_encoding(self, cohort: Cohort, ctx: distributed.Context) -> Tokenizer:
+        if self._private is not None:
+            return self._private.fit_tokenizer(cohort)
         # A torchrun job: fitted on rank 0, the same on every process.
         fitted = Tokenizer(cohort.schema, self.config.bins, self.config.fine).fit(cohort)
         if not ctx.distributed:
@@ -59,6 +84,8 @@ class HealthGym(ConditionableModel):
         return Tokenizer.from_dict(distributed.broadcast_object(fitted.to_dict(), ctx))
 
     def _trainer_and_data(self, cohort: Cohort, tokenizer: Tokenizer, ctx: Any) -> Any:
+        if self._private is not None:
+            return self._private.trainer_and_data(cohort, tokenizer)
         tokens = tokenizer.transform(cohort, seed=self.config.seed)
         data = (tokens.static, tokens.dynamic, tokens.lengths)
         trainer = HealthGymTrainer(tokenizer, self.config)
