@@ -59,22 +59,20 @@ def simulator_fidelity(
     real, simulated, taken = _one_step(sim, holdout, rng, np_rng)
     state = [v for v in schema.dynamic if v.name not in sim.actions]
     one_step: dict[str, Any] = {}
-    effects: dict[str, Any] = {}
-    for v in state:
-        if v.kind != "real":
-            continue
-        a, b = real[v.name].to_numpy(float), simulated[v.name].to_numpy(float)
+    reals = [v.name for v in state if v.kind == "real"]
+    for name in reals:
+        a, b = real[name].to_numpy(float), simulated[name].to_numpy(float)
         ok = ~np.isnan(a) & ~np.isnan(b)
         if ok.sum() < 5:
             continue
         row = {"all": float(stats.ks_2samp(a[ok], b[ok]).statistic)}
-        for name in sim.actions:
-            for level in sim.levels[name]:
-                at = ok & (taken[name].to_numpy() == level)
+        for action in sim.actions:
+            for level in sim.levels[action]:
+                at = ok & (taken[action].to_numpy() == level)
                 if at.sum() >= 5:
-                    row[f"{name}={level}"] = float(stats.ks_2samp(a[at], b[at]).statistic)
-        one_step[v.name] = row
-        effects[v.name] = _effects(sim, holdout, v.name, rng, np_rng)
+                    row[f"{action}={level}"] = float(stats.ks_2samp(a[at], b[at]).statistic)
+        one_step[name] = row
+    effects = _effects(sim, holdout, reals, rng, np_rng)
     returns = _returns(model, sim, holdout, patients, seed)
     agree = [
         np.sign(e["simulated"]) == np.sign(e["observed"])
@@ -142,29 +140,33 @@ def _next_states(sim, holdout, rng, np_rng, action: str | None = None, level: An
 
 
 def _effects(
-    sim: Any, holdout: Cohort, name: str, rng: torch.Generator, np_rng: np.random.Generator
-) -> dict[str, dict[str, float]]:
-    """Per level of the first treatment (but its first): simulated and observed differences
-    of the mean next `name` against the first level."""
+    sim: Any, holdout: Cohort, names: list[str], rng: torch.Generator, np_rng: np.random.Generator
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per variable and level of the first treatment (but its first level): simulated and
+    observed differences of the mean next value against the first level."""
     action = sim.actions[0]
     levels = sim.levels[action]
     table = holdout.table.reset_index(drop=True)
     ids = table[holdout.schema.id].to_numpy()
     has_next = np.r_[ids[1:] == ids[:-1], False]
     now, nxt = table[has_next], table.shift(-1)[has_next]
-    observed = {lv: nxt[name][now[action] == lv].mean() for lv in levels}
     simulated = {}
-    for lv in levels:
-        drawn = [v[name] for _, v in _next_states(sim, holdout, rng, np_rng, action, lv)]
-        simulated[lv] = np.nanmean(np.concatenate(drawn).astype(float))
-    base = levels[0]
-    return {
-        f"{action}={lv}": {
-            "simulated": float(simulated[lv] - simulated[base]),
-            "observed": float(observed[lv] - observed[base]),
+    for lv in levels:  # one simulation per level, every variable read from it
+        drawn = pd.concat(
+            pd.DataFrame(v)[names] for _, v in _next_states(sim, holdout, rng, np_rng, action, lv)
+        )
+        simulated[lv] = drawn.apply(pd.to_numeric, errors="coerce").mean()
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        observed = {lv: nxt[name][now[action] == lv].mean() for lv in levels}
+        out[name] = {
+            f"{action}={lv}": {
+                "simulated": float(simulated[lv][name] - simulated[levels[0]][name]),
+                "observed": float(observed[lv] - observed[levels[0]]),
+            }
+            for lv in levels[1:]
         }
-        for lv in levels[1:]
-    }
+    return out
 
 
 def _returns(model: Any, sim: Any, holdout: Cohort, patients: int, seed: int) -> dict[str, float]:
