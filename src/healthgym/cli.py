@@ -8,21 +8,42 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import load
-from .cohort import Cohort, read_table, write_tables
-from .datasets.healthgym_layouts import DATASETS, published_dataset
-from .datasets.healthgym_published import load_published, published_frames
-from .evaluation import Report, evaluate
-from .models import MODELS, PRESETS, HealthGym, HealthGymV1
-from .models.base import ConditionableModel, RunFolderModel
-from .models.conditioning import parse_condition
-from .parquet_shards import ParquetShards
-from .schema import Schema, infer_schema
-from .training import distributed
+# Start-up: the command imports click and the standard library only; each verb imports what
+# it needs (torch, pandas, the models, the evaluation stack) when it runs, so `healthgym
+# --help` and a verb's --help answer at once (issue 18; tests/test_cli_startup.py).
+if TYPE_CHECKING:
+    from .cohort import Cohort
+    from .evaluation import Report
+    from .models.base import RunFolderModel
+    from .parquet_shards import ParquetShards
+    from .schema import Schema
+
+
+class LazyChoice(click.Choice):
+    """A click.Choice whose choices are read from `module`.`name` when first needed (the
+    verb's --help or its arguments), not when the command starts."""
+
+    def __init__(self, module: str, name: str, order: Any = list) -> None:
+        self._where, self._order, self._choices = (module, name), order, None
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> Any:
+        if self._choices is None:
+            import importlib
+
+            module, name = self._where
+            self._choices = tuple(self._order(getattr(importlib.import_module(module), name)))
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click.Choice.__init__ sets them; read lazily
+        pass
+
 
 #: The longest error or warning line the command prints (a message names the file, the
 #: column and a few values; anything longer is cut).
@@ -61,6 +82,13 @@ def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> Non
     click.echo(f"warning: {one_line(str(message))}", err=True)
 
 
+def write_tables(*args: Any, **kwargs: Any) -> Any:
+    """`healthgym.cohort.write_tables`, imported when `sample` writes (pandas loads then)."""
+    from .cohort import write_tables as write
+
+    return write(*args, **kwargs)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="healthgym")
 def main() -> None:
@@ -78,6 +106,9 @@ def load_cohort(
 ) -> Cohort:
     """A cohort from a file, with a schema (file) or one inferred from --id/--time; an error
     in the table names the file (and its ``role``: "real", "synthetic", ...)."""
+    from .cohort import Cohort, read_table
+    from .schema import Schema
+
     if schema is None and (id is None or time is None):
         raise ValueError("give --id and --time (or --schema FILE)")
     if schema is not None and not isinstance(schema, Schema):
@@ -116,6 +147,9 @@ def schema(
     data: str, id_col: str, time_col: str, max_integer_levels: int, output: str | None
 ) -> None:
     """Infer the schema of DATA (CSV or Parquet) and print or write it as YAML."""
+    from .cohort import Cohort, read_table
+    from .schema import infer_schema
+
     with naming_file(data):
         table = read_table(data)
         s = infer_schema(table, id_col, time_col, max_integer_levels=max_integer_levels)
@@ -134,19 +168,19 @@ def schema(
 @click.option("--schema", "schema_file", type=click.Path(), help="Schema YAML (else inferred).")
 @click.option(
     "--dataset",
-    type=click.Choice(DATASETS),
+    type=LazyChoice("healthgym.datasets.healthgym_layouts", "DATASETS"),
     help="DATA is this published Health Gym file (no --id/--time/--schema needed).",
 )
 @click.option(
     "--model",
     "model_name",
-    type=click.Choice(list(MODELS)),
+    type=LazyChoice("healthgym.models.registry", "MODELS"),
     help="healthgym (the default: autoregressive, stops on a validation loss), gan (the WGAN-GP "
     "beyond v1) or v1 (published) [default: v1 with --dataset or --preset, else healthgym].",
 )
 @click.option(
     "--preset",
-    type=click.Choice(sorted(PRESETS)),
+    type=LazyChoice("healthgym.models.v1.config", "PRESETS", sorted),
     help="Named v1 settings [default: the --dataset's preset, else faithful].",
 )
 @click.option("--epochs", type=int, help="Passes over the curriculum (faithful: 100).")
@@ -187,6 +221,11 @@ def train(
     **settings: Any,
 ) -> None:
     """Train HealthGym (or the GAN, or v1) on DATA (CSV or Parquet long table) into --out."""
+    from .datasets.healthgym_published import load_published
+    from .models import MODELS, PRESETS, HealthGymV1
+    from .parquet_shards import ParquetShards
+    from .training import distributed
+
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise ValueError(f"--out {run_dir} is not a folder: name a new or existing run folder")
     saved = _saved_run(Path(run_dir)) if resume else None  # --resume: the run's family
@@ -253,6 +292,7 @@ def train(
 
 def _saved_run(run_dir: Path) -> tuple[type[RunFolderModel], dict[str, Any]] | None:
     """(model class, model.json) of the run in ``run_dir``; None where it holds none."""
+    from .models import MODELS
     from .models.base import MODEL_FILE, read_model_meta
 
     if not (run_dir / MODEL_FILE).is_file():
@@ -268,6 +308,8 @@ def _saved_run(run_dir: Path) -> tuple[type[RunFolderModel], dict[str, Any]] | N
 def _launch_training(nproc: int, params: dict[str, Any]) -> None:
     """`train` with these parameters in `nproc` processes (torchrun's launcher, standalone)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from .training import distributed
 
     click.echo(f"starting {nproc} training processes", err=True)
     try:
@@ -323,7 +365,12 @@ def sample(
     overwrite: bool,
 ) -> None:
     """Generate N synthetic patients from a trained run and stream them to OUTPUT."""
+    from . import load
     from .cohort import table_format
+    from .datasets.healthgym_layouts import published_dataset
+    from .datasets.healthgym_published import published_frames
+    from .models.base import ConditionableModel
+    from .models.conditioning import parse_condition
     from .training.runtime import cpu_threads, resolve_threads
 
     output_path(output, overwrite)
@@ -377,6 +424,7 @@ def evaluate_command(
 ) -> None:
     """Compare SYNTHETIC with REAL (CSV or Parquet): OUTPUT/index.html, metrics.json, PNGs."""
     from .atomic import write_folder_atomic
+    from .evaluation import evaluate
 
     if schema_file and run_dir:
         raise ValueError("give --schema or --run, not both")
@@ -466,6 +514,8 @@ def _report_lines(report: Report, index: Path) -> str:
 def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
     """The whole flow on the bundled PhysioNet 2012 cohort: train -> sample -> evaluate."""
     from .datasets import demo as demo_cohort
+    from .evaluation import evaluate
+    from .models import HealthGym
 
     out = _fresh_folder(Path(out_dir))
     cohort = demo_cohort()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from .atomic import write_text_atomic
 from .cohort import Cohort, level_codes
@@ -283,6 +283,8 @@ def _fit_real(col: pd.Series, v: Any) -> Column:
     c.decimals = data_decimals(x)
     if v.transform == "boxcox":
         if np.ptp(x) > 0:
+            from scipy import stats  # 1.5 s to import: only where a lambda is fitted
+
             c.lam = float(np.clip(stats.boxcox(x + BOXCOX_EPS)[1], *BOXCOX_LAMBDA_RANGE))
         else:
             c.lam = 1.0

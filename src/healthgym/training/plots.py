@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 #: Rows of the figure: metrics drawn together on one axis.
 PANELS = (("D_loss", "G_loss"), ("D_real", "D_fake"), ("GP", "Corr"))
 #: Share of steps shown in the "first" and "last" columns.
@@ -25,6 +22,9 @@ def plot_learning_dynamics(metrics_path: str | Path, out_png: str | Path) -> Pat
         raise ValueError(f"{metrics_path} has no metrics to plot")
     k = max(1, round(len(rows) * WINDOW))
     windows = ((f"first {WINDOW:.0%} of steps", rows[:k]), (f"last {WINDOW:.0%}", rows[-k:]))
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: matplotlib loads only
+    from matplotlib.figure import Figure  # to draw, not to sample
 
     fig = Figure(figsize=(11, 8), layout="constrained")
     FigureCanvasAgg(fig)
@@ -54,6 +54,9 @@ def plot_likelihood_curve(metrics_path: str | Path, out_png: str | Path) -> Path
     epochs = [r for r in rows if "val_nll" in r]
     if not rows:
         raise ValueError(f"{metrics_path} has no metrics to plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
