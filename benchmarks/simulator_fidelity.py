@@ -24,6 +24,7 @@ from benchmarks.common import header, machine, record, table
 SECTION = "## The patient simulator and offline RL (issue 20)"
 REWARD = "-(MAP_next < 65)"
 ACTION = "MechVent"
+HIDDEN = ["in_hospital_death"]  # known only after the stay: not an observation
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--minutes", type=float, default=3.0, help="default model's training budget")
     p.add_argument("--patients", type=int, default=4000, help="demo patients used")
     p.add_argument("--episodes", type=int, default=500, help="simulated episodes per policy")
-    p.add_argument("--bc-steps", type=int, default=2000, help="d3rlpy behaviour-cloning steps")
+    p.add_argument("--bc-steps", type=int, default=500, help="d3rlpy behaviour-cloning steps")
     p.add_argument("--quick", action="store_true", help="a small, fast run (tests)")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args(argv)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> str:
     t0 = time.perf_counter()
     model = hg.HealthGym().fit(train, work / "run", max_minutes=args.minutes, progress=False)
     fit_s = time.perf_counter() - t0
-    export_minari(train, work / "minari", actions=[ACTION], reward=REWARD,
+    export_minari(train, work / "minari", actions=[ACTION], reward=REWARD, hidden=HIDDEN,
                   dataset_id="healthgym/demo-vent-v0")  # fmt: skip
     os.environ["MINARI_DATASETS_PATH"] = str(work / "minari")
     episodes = list(minari.load_dataset("healthgym/demo-vent-v0").iterate_episodes())
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> str:
            logger_adapter=d3rlpy.logging.NoopAdapterFactory())  # fmt: skip
     agreement = float((bc.predict(obs) == acts).mean())
 
-    env = simulator.make(work / "run", reward=REWARD, num_envs=args.episodes)
+    env = simulator.make(work / "run", reward=REWARD, hidden=HIDDEN, num_envs=args.episodes)
     policies = {
         "never ventilate": lambda o: np.zeros(len(o), dtype=int),
         "always ventilate": lambda o: np.ones(len(o), dtype=int),

@@ -34,6 +34,8 @@ def test_transitions_follow_the_stays(cohort):
     assert data.observations[0].shape[0] == len(first)
     assert "vent" not in " ".join(data.observation_names)  # actions are not observed
     assert {"lactate", "lactate__measured", "sex=Female"} <= set(data.observation_names)
+    hidden = transitions(cohort, "hr_next - hr", ["vent"], hidden=["age"])
+    assert set(data.observation_names) - set(hidden.observation_names) == {"age"}
     assert np.isfinite(np.concatenate(data.observations)).all()
     levels = cohort.schema["vent"].levels
     vent = first.vent.ffill().fillna(levels[0]).to_numpy()  # never recorded: the first level

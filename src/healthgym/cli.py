@@ -188,14 +188,24 @@ def schema(
 @click.option("--max-minutes", type=float, help="Stop cleanly after this long (resume later).")
 @click.option("--seed", type=int, help="Seed for weights, noise and shuffles.")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+@click.option(
+    "--dp-epsilon",
+    type=float,
+    help="Train healthgym with differential privacy: epsilon of the per-patient guarantee "
+    "(needs --schema; docs/privacy.md).",
+)
+@click.option(
+    "--dp-delta", type=float, help="Delta of the guarantee, in (0, 1) [default: 0.1 / patients]."
+)
 @click.option("--out", "run_dir", required=True, type=click.Path(), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
-    help="Train v1 with N processes on this machine (torch.distributed: one per GPU, or Gloo "
-    "on CPU). Several machines: torchrun ... -m healthgym train ... (docs/distributed.md).",
+    help="Train healthgym or v1 with N processes on this machine (torch.distributed: one per "
+    "GPU, or Gloo on CPU). Several machines: torchrun ... -m healthgym train ... "
+    "(docs/distributed.md).",
 )
 @click.option(
     "--stream",
@@ -231,11 +241,18 @@ def train(
     saved = _saved_run(Path(run_dir)) if resume else None  # --resume: the run's family
     if saved is not None and model_name is None:
         model_name = saved[0].name
-    if (nproc or 1) > 1 or distributed.env_world_size() > 1 or stream:
-        if (model_name or ("v1" if preset or dataset else "healthgym")) != "v1":
-            raise ValueError(
-                "distributed training (--nproc, torchrun) and --stream train v1: add --model v1"
-            )
+    family = model_name or ("v1" if preset or dataset else "healthgym")
+    if settings.get("dp_epsilon") is not None or settings.get("dp_delta") is not None:
+        _check_private(family, nproc, schema_file)
+    if ((nproc or 1) > 1 or distributed.env_world_size() > 1) and not MODELS[
+        family
+    ].trainer_class.distributable:
+        raise ValueError(
+            f"--model {family} trains in one process: distributed training (--nproc, torchrun) "
+            "is for healthgym and v1"
+        )
+    if stream and family != "v1":
+        raise ValueError("--stream trains v1: add --model v1")
     if (nproc or 1) > 1:
         if distributed.env_world_size() > 1:
             raise ValueError("--nproc inside a torchrun job: torchrun already starts the processes")
@@ -288,6 +305,30 @@ def train(
     how = f"stopped early ({r.stopped_early})" if r.stopped_early else "finished"
     if main_process:
         click.echo(f"{how}: {r.epochs} epochs, {r.steps} {model.step_unit}; run folder {run_dir}")
+        if getattr(model, "privacy", None):
+            from .models.healthgym.private import summary_line
+
+            click.echo(f"privacy: {summary_line(model.privacy)}")
+
+
+def _check_private(family: str, nproc: int | None, schema_file: str | None) -> None:
+    """--dp-epsilon / --dp-delta: the default model, one process, a schema given as a file."""
+    from .models import HealthGym
+    from .training import distributed
+
+    if family != HealthGym.name:
+        raise ValueError(
+            f"--dp-epsilon and --dp-delta train the default model privately; --model {family} "
+            "has no private training: drop them, or use --model healthgym"
+        )
+    if (nproc or 1) > 1 or distributed.env_world_size() > 1:
+        raise ValueError("differentially private training runs in one process: drop --nproc")
+    if schema_file is None:
+        raise ValueError(
+            "--dp-epsilon needs --schema FILE: a schema inferred from DATA reveals its levels "
+            "and ranges, which the guarantee does not cover (write one without the data, or "
+            "review the output of `healthgym schema`)"
+        )
 
 
 def _saved_run(run_dir: Path) -> tuple[type[RunFolderModel], dict[str, Any]] | None:
@@ -425,6 +466,7 @@ def evaluate_command(
     """Compare SYNTHETIC with REAL (CSV or Parquet): OUTPUT/index.html, metrics.json, PNGs."""
     from .atomic import write_folder_atomic
     from .evaluation import evaluate
+    from .evaluation.guarantee import read_guarantee
 
     if schema_file and run_dir:
         raise ValueError("give --schema or --run, not both")
@@ -439,7 +481,15 @@ def evaluate_command(
     schema = real_cohort.schema
     synth = load_cohort(synthetic, None, None, schema, strict=False, role="synthetic")
     held = load_cohort(holdout, None, None, schema, role="holdout") if holdout else None
-    report = evaluate(real_cohort, synth, holdout=held, outcome=outcome, learning_dynamics=learning)
+    guarantee = None if run_dir is None else read_guarantee(run_dir)  # model.json "privacy"
+    report = evaluate(
+        real_cohort,
+        synth,
+        holdout=held,
+        outcome=outcome,
+        learning_dynamics=learning,
+        guarantee=guarantee,
+    )
     write_folder_atomic(out, report.save)  # replaces an earlier report whole: no stale files
     click.echo(_report_lines(report, out / "index.html"))
 
@@ -565,6 +615,71 @@ def demo_data(output: str) -> None:
     schema_path = path.with_name(path.name.split(".")[0] + ".schema.yaml")
     cohort.schema.to_yaml(schema_path)
     click.echo(f"wrote {cohort} to {path} and its schema to {schema_path}")
+
+
+
+@main.command("export")
+@click.argument("data", type=click.Path())
+@click.option("--schema", "schema_file", type=click.Path(), help="Schema YAML (else inferred).")
+@click.option("--id", "id_col", help="Patient id column (not needed with --schema).")
+@click.option("--time", "time_col", help="Integer time-step column (not needed with --schema).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["minari"]), default="minari", show_default=True
+)
+@click.option(
+    "--actions",
+    default="",
+    help="Treatment variables, comma-separated [default: the schema's role: action ones].",
+)
+@click.option(
+    "--reward",
+    required=True,
+    help="Expression over a step's variables and the next step's (NAME_next), e.g. "
+    "'-(MAP_next < 65)' (docs/rl.md).",
+)
+@click.option("--name", "dataset_id", default="healthgym/cohort-v0", show_default=True)
+@click.option(
+    "--hide",
+    default="",
+    help="Variables left out of the observations, comma-separated (e.g. an outcome known only "
+    "after the stay); the reward may still use them.",
+)
+@click.option(
+    "--action-bins", default=5, show_default=True, help="Quantile bins of a real action."
+)
+@click.option("-o", "--output", required=True, type=click.Path(), help="Minari datasets folder.")
+@friendly_errors
+def export(
+    data: str,
+    schema_file: str | None,
+    id_col: str | None,
+    time_col: str | None,
+    fmt: str,
+    actions: str,
+    reward: str,
+    dataset_id: str,
+    hide: str,
+    action_bins: int,
+    output: str,
+) -> None:
+    """Export DATA (real or synthetic cohort) as an offline-RL dataset (Minari)."""
+    from .offline import export_minari
+
+    cohort = load_cohort(data, id_col, time_col, schema_file)
+    names = [a.strip() for a in actions.split(",") if a.strip()]
+    path = export_minari(
+        cohort,
+        output,
+        actions=names,
+        reward=reward,
+        dataset_id=dataset_id,
+        action_bins=action_bins,
+        hidden=[h.strip() for h in hide.split(",") if h.strip()],
+    )
+    click.echo(
+        f"wrote Minari dataset {dataset_id!r} to {path}; read it with "
+        f"MINARI_DATASETS_PATH={output} and minari.load_dataset({dataset_id!r})"
+    )
 
 
 if __name__ == "__main__":

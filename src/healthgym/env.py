@@ -38,21 +38,30 @@ def make(
     *,
     reward: Any = "0",
     actions: list[str] | None = None,
+    hidden: list[str] | None = None,
     num_envs: int | None = None,
 ) -> Any:
     """The simulator of the default model in `run_dir`: a `PatientEnv`, or with `num_envs`
-    a `VectorPatientEnv` stepping that many patients at once."""
+    a `VectorPatientEnv` stepping that many patients at once. `hidden` variables are left
+    out of the observations (as in the export), not out of the reward."""
     model = HealthGym.load(run_dir)
+    kw = {"reward": reward, "actions": actions, "hidden": hidden}
     if num_envs is None:
-        return PatientEnv(model, reward=reward, actions=actions)
-    return VectorPatientEnv(model, num_envs, reward=reward, actions=actions)
+        return PatientEnv(model, **kw)
+    return VectorPatientEnv(model, num_envs, **kw)
 
 
 class Simulator:
     """Patients drawn step by step from a default model, treatments set from outside; what
     the single and the vector environment (and the fidelity report) share."""
 
-    def __init__(self, model: HealthGym, reward: Any, actions: list[str] | None) -> None:
+    def __init__(
+        self,
+        model: HealthGym,
+        reward: Any,
+        actions: list[str] | None,
+        hidden: list[str] | None = None,
+    ) -> None:
         net, tok = model._fitted()
         self.net, self.tok, self.temperature = net.eval(), tok, model.config.temperature
         schema = tok.schema
@@ -78,7 +87,7 @@ class Simulator:
             gym.spaces.Discrete(sizes[0]) if len(sizes) == 1 else gym.spaces.MultiDiscrete(sizes)
         )
         medians = {c.name: _median(c) for c in [*tok.static_columns, *tok.dynamic_columns]}
-        self.layout = ObservationLayout.of(schema, self.actions, medians)
+        self.layout = ObservationLayout.of(schema, [*self.actions, *(hidden or [])], medians)
         self.observation_space = gym.spaces.Box(
             -np.inf, np.inf, (len(self.layout.names),), np.float32
         )
@@ -190,9 +199,14 @@ class PatientEnv(Simulator, gym.Env):
     metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(
-        self, model: HealthGym, *, reward: Any = "0", actions: list[str] | None = None
+        self,
+        model: HealthGym,
+        *,
+        reward: Any = "0",
+        actions: list[str] | None = None,
+        hidden: list[str] | None = None,
     ) -> None:
-        super().__init__(model, reward, actions)
+        super().__init__(model, reward, actions, hidden)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super(Simulator, self).reset(seed=seed)  # gymnasium seeds self.np_random
@@ -229,8 +243,9 @@ class VectorPatientEnv(Simulator):
         *,
         reward: Any = "0",
         actions: list[str] | None = None,
-    ):
-        super().__init__(model, reward, actions)
+        hidden: list[str] | None = None,
+    ) -> None:
+        super().__init__(model, reward, actions, hidden)
         self.num_envs = num_envs
 
     def reset(self, *, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:

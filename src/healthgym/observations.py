@@ -30,10 +30,11 @@ class ObservationLayout:
 
     @classmethod
     def of(
-        cls, schema: Schema, actions: Sequence[str], medians: dict[str, float]
+        cls, schema: Schema, left_out: Sequence[str], medians: dict[str, float]
     ) -> ObservationLayout:
-        """The layout of `schema` with `actions` left out (they are the policy's choice)."""
-        observed = [*schema.static, *(v for v in schema.dynamic if v.name not in actions)]
+        """The layout of `schema` without `left_out` (the actions: the policy's choice; and
+        any variable not to be observed)."""
+        observed = [v for v in [*schema.static, *schema.dynamic] if v.name not in left_out]
         names: list[str] = []
         for v in observed:
             if v.kind == "real":

@@ -52,8 +52,11 @@ def transitions(
     reward: str | Callable[..., Any],
     actions: Sequence[str] = (),
     action_bins: int = DEFAULT_ACTION_BINS,
+    hidden: Sequence[str] = (),
 ) -> Transitions:
-    """The cohort's stays as observation, action and reward arrays (see the module)."""
+    """The cohort's stays as observation, action and reward arrays (see the module);
+    `hidden` variables (an outcome known only at the end, say) are left out of the
+    observations but may appear in the reward."""
     schema, table = cohort.schema, cohort.table
     actions = list(actions) or [v.name for v in schema.actions]
     if not actions:
@@ -75,7 +78,7 @@ def transitions(
     medians = {
         name: float(np.nanmedian(table[name])) for name in reals if table[name].notna().any()
     }
-    layout = ObservationLayout.of(schema, actions, medians)
+    layout = ObservationLayout.of(schema, [*actions, *hidden], medians)
     obs, names = layout.encode(filled, table.notna()), list(layout.names)
     codes, levels = _action_codes(cohort, filled, actions, action_bins)
     longest = int(lengths.max())
@@ -115,6 +118,7 @@ def export_minari(
     actions: Sequence[str] = (),
     dataset_id: str = "healthgym/cohort-v0",
     action_bins: int = DEFAULT_ACTION_BINS,
+    hidden: Sequence[str] = (),
     description: str | None = None,
 ) -> Path:
     """Write the cohort as Minari dataset `dataset_id` under `out_dir`, a Minari datasets
@@ -125,7 +129,7 @@ def export_minari(
     import minari
     from minari.data_collector import EpisodeBuffer
 
-    data = transitions(cohort, reward, actions, action_bins)
+    data = transitions(cohort, reward, actions, action_bins, hidden)
     actions = list(data.action_levels)
     if not data.observations:
         raise ValueError("no stay has two steps: there is no transition to export")
