@@ -100,3 +100,18 @@ def test_fidelity_report_on_held_out_patients(run, tmp_path):
     assert report.value("simulator.return_gap") < 0.5
     assert "simulator: one-step KS distance" in set(report.summary.metric)
     assert (report.save(tmp_path / "fidelity")).exists()
+
+
+def test_one_step_features_equal_the_full_forward(run):
+    import torch
+
+    model = hg.load(run)
+    net, tok = model._fitted()
+    tokens = tok.transform(treated_cohort(10, seed=2))
+    static, dynamic = torch.from_numpy(tokens.static), torch.from_numpy(tokens.dynamic)
+    with torch.no_grad():
+        full = net.sequence(static, dynamic)
+        for t in (1, 2, dynamic.shape[1]):
+            z = net.sequence.last_step(static, dynamic[:, :t])
+            for j, head in enumerate(net.sequence.heads):
+                torch.testing.assert_close(head(z[:, j]), full[j][:, t - 1], atol=1e-5, rtol=0)

@@ -127,10 +127,10 @@ class Simulator:
     def draw_state(self, static: torch.Tensor, prefix: torch.Tensor, rng: torch.Generator) -> None:
         """Draw, in place, the state tokens of the last step of `prefix` (B, t + 1, D) given
         the steps before it (treatments included) and the statics (B, S)."""
-        t = prefix.shape[1] - 1
+        t, sequence = prefix.shape[1] - 1, self.net.sequence
         with torch.no_grad():
             for j in range(self.first_action_token):
-                logits = self.net.sequence(static, prefix)[j][:, t]
+                logits = sequence.heads[j](sequence.last_step(static, prefix)[:, j])
                 probs = torch.softmax(logits.float() / self.temperature, dim=-1)
                 prefix[:, t, j] = torch.multinomial(probs, 1, generator=rng).squeeze(1)
 

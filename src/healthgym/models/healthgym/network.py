@@ -162,6 +162,19 @@ class SequenceModel(nn.Module):
         z = self.norm(self.blocks(z))  # (B, T, D, W)
         return [head(z[:, :, j]) for j, head in enumerate(self.heads)]
 
+    def last_step(self, static: torch.Tensor, dynamic: torch.Tensor) -> torch.Tensor:
+        """The features (B, D, W) of the last step of dynamic (B, T, D) alone, as `forward`
+        computes them (the simulator draws one step at a time: `heads[j]` of column j)."""
+        b, t, _ = dynamic.shape
+        c = self.static_context(static, b)  # (B, W)
+        x = self.step_in(dynamic[:, :-1])  # (B, T-1, W): the steps read by the GRU
+        x = torch.cat([x.new_zeros(b, 1, x.shape[-1]), x], dim=1)  # (B, T, W)
+        s, _ = self.gru(x + self.position.weight[:t] + c[:, None])  # (B, T, W)
+        e = self.column_in.stack(dynamic[:, -1])  # (B, D, W)
+        before = self.recall(dynamic[:, -2]) if t > 1 else torch.zeros_like(e)  # (B, D, W)
+        z = s[:, -1, None] + (e.cumsum(dim=1) - e) + before + self.column_pos + c[:, None]
+        return self.norm(self.blocks(z))  # (B, D, W)
+
     def recall(self, previous: torch.Tensor) -> torch.Tensor:
         """(..., D) tokens of a step -> (..., D, W): for each column, its variable's tokens."""
         return torch.einsum("...iw,ji->...jw", self.previous.stack(previous), self.same)
