@@ -79,6 +79,8 @@ def fork(work: Callable[[], object]) -> int:
         code = 1
         try:
             torch.set_num_threads(1)
+            for sig in (signal.SIGTERM, signal.SIGHUP):  # as in a new process (an earlier test
+                signal.signal(sig, signal.SIG_DFL)  # may have left a handler in this one)
             work()
             code = 0
         except SystemExit as e:

@@ -213,7 +213,8 @@ def test_cli_condition(trained, cohort, tmp_path):
     _, run = trained
 
     def cli(*args):
-        return CliRunner().invoke(main, ["sample", str(run), "-o", str(tmp_path / "s.csv"), *args])
+        out = ["-o", str(tmp_path / "s.csv"), "--overwrite"]
+        return CliRunner().invoke(main, ["sample", str(run), *out, *args])
 
     r = cli("-n", "7", "--seed", "1", "--condition", "sex=Female", "--condition", "unit=CCU")
     assert r.exit_code == 0, r.output

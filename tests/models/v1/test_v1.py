@@ -103,5 +103,5 @@ def test_resume_refuses_another_cohort(tmp_path, cohort):
     run = tmp_path / "run"
     hg.HealthGymV1(**TINY).fit(cohort, run, progress=False)
     other = hg.Cohort(make_table(24, seed=4), cohort.schema)
-    with pytest.raises(ValueError, match="cannot resume, the cohort differs from the run's"):
+    with pytest.raises(ValueError, match="cannot resume, the data differs from the run's"):
         hg.HealthGymV1(**{**TINY, "epochs": 2}).fit(other, run, resume=True, progress=False)
