@@ -38,3 +38,21 @@ def test_refuses_a_folder_that_holds_files(run, tmp_path):
     with pytest.raises(FileExistsError, match="not an empty folder"):
         write_parts(run, 5, tmp_path / "full", seed=0)
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_cli_sample_into_a_folder_of_parts(run, tmp_path):
+    from click.testing import CliRunner
+
+    from healthgym.cli import main
+
+    out = tmp_path / "parts"
+    r = CliRunner().invoke(main, ["sample", str(run), "-n", "30", "-o", f"{out}/", "--seed", "2"])
+    assert r.exit_code == 0, r.output
+    two = CliRunner().invoke(
+        main, ["sample", str(run), "-n", "30", "-o", str(tmp_path / "two"), "--nproc", "2",
+               "--seed", "2"],
+    )  # fmt: skip
+    assert two.exit_code == 0, two.output
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "two"))
+    again = CliRunner().invoke(main, ["sample", str(run), "-n", "3", "-o", f"{out}/"])
+    assert again.exit_code == 2 and "not an empty folder" in again.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -370,8 +371,20 @@ def _train_process(params: dict[str, Any]) -> None:
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("-n", "n", required=True, type=click.IntRange(min=1), help="Patients to generate.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="OUT.csv or OUT.parquet")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(),
+    help="OUT.csv or OUT.parquet; a folder (OUT/) gets Parquet part files.",
+)
 @click.option("--seed", type=int, help="Seed (default: fresh randomness).")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Processes writing Parquet part files into the OUTPUT folder (the same patients for "
+    "any number).",
+)
 @click.option(
     "--length",
     type=click.IntRange(min=1),
@@ -404,8 +417,12 @@ def sample(
     conditions: tuple[str, ...],
     fmt: str,
     overwrite: bool,
+    nproc: int | None,
 ) -> None:
     """Generate N synthetic patients from a trained run and stream them to OUTPUT."""
+    if nproc or output.endswith(("/", os.sep)):
+        _sample_parts(run_dir, n, output, seed, length, conditions, fmt, nproc or 1)
+        return
     from . import load
     from .cohort import table_format
     from .datasets.healthgym_layouts import published_dataset
@@ -437,6 +454,33 @@ def sample(
         # happens as the file is written; an interrupted write leaves no file behind
         out = write_tables(batches, output, schema, fmt="csv" if fmt == "healthgym" else None)
     click.echo(f"wrote {n} patients ({out[1]} rows) to {out[0]}")
+
+
+def _sample_parts(
+    run_dir: str,
+    n: int,
+    output: str,
+    seed: int | None,
+    length: int | None,
+    conditions: tuple[str, ...],
+    fmt: str,
+    nproc: int,
+) -> None:
+    """`sample` into a folder of Parquet part files (healthgym.sampling)."""
+    import numpy as np
+
+    from .sampling import write_parts
+
+    if conditions or fmt != "table":
+        raise ValueError("--condition and --format healthgym write one file: drop them or -o OUT/")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**63))
+        click.echo(f"seed {seed} (give --seed {seed} to draw these patients again)", err=True)
+    try:
+        parts = write_parts(run_dir, n, output, seed=seed, nproc=nproc, length=length)
+    except FileExistsError as e:
+        raise ValueError(str(e)) from None
+    click.echo(f"wrote {n} patients to {len(parts)} Parquet part files in {output}")
 
 
 @main.command("evaluate")
