@@ -395,29 +395,42 @@ def startup_rows(run: Path, tmp: Path, repeats: int, quick: bool) -> list[dict[s
     return rows
 
 
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: Thread settings the study compares: (label, environment of the child process).
+THREAD_SETTINGS = (
+    ("1 thread", {"HEALTHGYM_THREADS": "1"}),
+    ("2 threads", {"HEALTHGYM_THREADS": "2"}),
+    (
+        "2 threads, OMP_WAIT_POLICY=PASSIVE",
+        {"HEALTHGYM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
+    ),
+)
+
+
 def threads_study(run: Path, n: int, quick: bool) -> list[dict[str, Any]]:
-    """Sampling and one epoch at 1 and 2 threads, quiet and beside a busy process."""
+    """Training steps and sampling at each of THREAD_SETTINGS, on the machine as it is and
+    beside a process that keeps one core busy; each in a fresh process (OpenMP reads its
+    wait policy when torch loads)."""
     rows = []
     for loaded in (False, True):
-        for threads in (1, 2):
-            env = {"HEALTHGYM_THREADS": str(threads)}
+        for label, env in THREAD_SETTINGS:
             with busy_process(on=loaded):
                 s = spawn("sample", {"run": str(run), "n": n, "repeats": 1, "old": False}, env)
-                e = spawn("epoch", {"cohort": "demo", "quick": quick}, env)
+                e = spawn("steps", {"cohort": "demo", "quick": quick}, env)
             rows.append(
                 {
-                    "machine": "one core kept busy" if loaded else "as it is",
-                    "threads": threads,
+                    "machine": "+ one busy process" if loaded else "as it is",
+                    "setting": label,
                     "sampling patients/s": n / s["new"],
-                    "epoch s": e["epoch_s"],
+                    "training s/step": e["step_s"],
                     "load at end": load(),
                 }
             )
     return rows
 
 
-def child_epoch(spec: dict[str, Any]) -> dict[str, Any]:
-    """Seconds of one training epoch (steps + validation) on the demo cohort."""
+def child_steps(spec: dict[str, Any]) -> dict[str, Any]:
+    """Median seconds of a training step (batch 128) on the demo cohort, after 2 warm-ups."""
     import torch
 
     from healthgym.models.healthgym.config import HealthGymConfig
@@ -431,15 +444,17 @@ def child_epoch(spec: dict[str, Any]) -> dict[str, Any]:
     t = tok.transform(train, seed=0)
     trainer = HealthGymTrainer(tok, cfg)
     trainer.prepare(*(torch.from_numpy(a) for a in tokens_of(t)))
+    batches = trainer.epoch_batches(0)[: 4 if spec["quick"] else 10]
+    times = []
     with cpu_threads(resolve_threads()):
-        t0 = time.perf_counter()
-        for batch in trainer.epoch_batches(0):
+        for batch in batches:
+            t0 = time.perf_counter()
             trainer.step(batch)
-        trainer.end_epoch(0)
-        return {"epoch_s": time.perf_counter() - t0, "threads": resolve_threads()}
+            times.append(time.perf_counter() - t0)
+    return {"step_s": median(times[2:]), "threads": resolve_threads()}
 
 
-CHILDREN["epoch"] = child_epoch
+CHILDREN["steps"] = child_steps
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -453,12 +468,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--old", action="store_true", help="train the old implementation in --quick")
     p.add_argument("--threads-study", action="store_true", help="quiet vs loaded, 1 vs 2 threads")
     p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
+    p.add_argument("--study-only", metavar="RUN", help="only the thread study, on this run folder")
     p.add_argument("--child", nargs=2, metavar=("TASK", "JSON"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(CHILDREN[args.child[0]](json.loads(args.child[1]))))
         return
     quick = args.quick
+    if args.study_only:
+        n = args.patients or 1024
+        print(f"load {load()}")
+        print(table(threads_study(Path(args.study_only), n, quick)))
+        return
     names = (args.cohorts or ("demo" if quick else "demo,icu")).split(",")
     n = args.patients or (QUICK["sample"] if quick else 4000)
     repeats = QUICK["repeats"] if quick else 3
@@ -499,7 +520,11 @@ def main(argv: list[str] | None = None) -> None:
         table(start),
     ]  # fmt: skip
     if study is not None:
-        texts += ["\nThreads (fresh process each; one epoch of the demo cohort):\n", table(study)]
+        texts += [
+            "\nThreads (a fresh process per cell; training: median of 8 steps of 128 demo "
+            f"patients; sampling: {n} patients of the first cohort's run):\n",
+            table(study),
+        ]
     text = "\n".join(texts)
     print(text)
     del torch

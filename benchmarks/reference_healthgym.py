@@ -1,26 +1,30 @@
 """The default model's sampler and training loss as they were before issue 18, as a baseline.
 
 Copied verbatim from `src/healthgym/models/healthgym/network.py` at commit de4f823 (the
-functions `_draw`, `draw_statics`, `draw_steps` and `sequence_nll`), so that
-`benchmarks.default_speed` can time old against new in one run, and the sampler's tests can
-check that the new one draws from the same distribution. They run on today's network modules
+functions `_draw`, `draw_statics`, `draw_steps`, `sequence_nll` and `static_nll`, and the
+methods below), so that `benchmarks.default_speed` can time old against new in one run, and
+the tests can check that the new code draws from the same distribution and computes the same
+losses. They run on today's network modules
 (whose parameters and state-dict keys did not change): per column, a small Linear head and
 `torch.multinomial`; statics recompute every head for each column.
 
-`legacy()` swaps them into the model and trainer modules for the duration of a block.
+`legacy()` swaps them into the model and trainer modules for the duration of a block, with
+the network's modules as they were (`Embeddings.stack` one lookup per column,
+`SequenceModel.recall` a product with the same-variable matrix, `Block` with nn.Dropout).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from healthgym.models.healthgym import model as model_module
 from healthgym.models.healthgym import trainer as trainer_module
-from healthgym.models.healthgym.network import SequenceModel, StaticModel
+from healthgym.models.healthgym.network import Block, Embeddings, SequenceModel, StaticModel
 
 
 def _draw(logits: torch.Tensor, rng: torch.Generator, temperature: float) -> torch.Tensor:
@@ -109,6 +113,47 @@ def sequence_nll(
     return (ce * valid).sum(1)
 
 
+def static_nll(model: StaticModel, static: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """`network.static_nll` as it was: one cross-entropy per column's head."""
+    b, n = static.shape
+    known_count = torch.randint(0, n, (b, 1), generator=rng, device=static.device)
+    rank = torch.rand(b, n, generator=rng, device=static.device).argsort(1).argsort(1)
+    in_order = torch.rand(b, 1, generator=rng, device=static.device) < 0.5
+    rank = torch.where(in_order, torch.arange(n, device=static.device), rank)
+    known = rank < known_count  # (B, S)
+    inputs = torch.where(known, static, model.unknown(b, static.device))
+    logits = model(inputs)
+    ce = torch.stack(
+        [F.cross_entropy(lg, static[:, j], reduction="none") for j, lg in enumerate(logits)], 1
+    )  # (B, S)
+    return (ce * ~known).sum(1) * n / (n - known_count.squeeze(1))
+
+
+def _stack(self: Embeddings, tokens: torch.Tensor) -> torch.Tensor:
+    """`Embeddings.stack` as it was: one lookup per column, stacked."""
+    return torch.stack([t(tokens[..., j]) for j, t in enumerate(self.tables)], dim=-2)
+
+
+def _recall(self: SequenceModel, previous: torch.Tensor) -> torch.Tensor:
+    """`SequenceModel.recall` as it was: a product with the (D, D) same-variable matrix."""
+    return torch.einsum("...iw,ji->...jw", self.previous.stack(previous), self.same)
+
+
+def _block(self: Block, x: torch.Tensor) -> torch.Tensor:
+    """`Block.forward` as it was: nn.Dropout."""
+    return x + self.drop(self.down(F.gelu(self.up(self.norm(x)))))
+
+
+def _adamw(params: Any, cfg: Any) -> torch.optim.AdamW:
+    """The trainer's optimizer as it was: AdamW's per-tensor loop."""
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def tokens_of(tokens: Any) -> tuple[Any, Any, Any]:
+    """(static, dynamic, lengths) of a TokenizedCohort."""
+    return tokens.static, tokens.dynamic, tokens.lengths
+
+
 @contextlib.contextmanager
 def legacy(sampling: bool = True, training: bool = True) -> Iterator[None]:
     """Within the block, `HealthGym` samples (and/or trains) with the functions above."""
@@ -116,12 +161,20 @@ def legacy(sampling: bool = True, training: bool = True) -> Iterator[None]:
         (model_module, "draw_statics"): model_module.draw_statics,
         (model_module, "draw_steps"): model_module.draw_steps,
         (trainer_module, "sequence_nll"): trainer_module.sequence_nll,
+        (trainer_module, "static_nll"): trainer_module.static_nll,
+        (trainer_module, "adamw"): trainer_module.adamw,
+        (Embeddings, "stack"): Embeddings.stack,
+        (SequenceModel, "recall"): SequenceModel.recall,
+        (Block, "forward"): Block.forward,
     }
     try:
         if sampling:
             model_module.draw_statics, model_module.draw_steps = draw_statics, draw_steps
         if training:
-            trainer_module.sequence_nll = sequence_nll
+            trainer_module.sequence_nll, trainer_module.static_nll = sequence_nll, static_nll
+            trainer_module.adamw = _adamw
+        if sampling or training:
+            Embeddings.stack, SequenceModel.recall, Block.forward = _stack, _recall, _block
         yield
     finally:
         for (module, name), fn in saved.items():

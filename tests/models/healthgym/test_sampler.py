@@ -108,3 +108,29 @@ def test_same_seed_same_patients(model):
     assert a.equals(b)
     assert not a.equals(model.sample(40, seed=10).table)
     assert network.draw_steps is draw_steps
+
+
+def test_fused_losses_equal_the_per_column_ones(model):
+    """Training's one-product heads and joined embedding tables (issue 18) compute the loss
+    of the per-column modules they replaced."""
+    net = model.network.eval()
+    tokens = model.tokenizer.transform(hg.Cohort(make_table(30, seed=8), id="pid", time="hour"))
+    static, dynamic, lengths = (torch.from_numpy(a) for a in old.tokens_of(tokens))
+    torch.testing.assert_close(
+        network.sequence_nll(net.sequence, static, dynamic, lengths),
+        old.sequence_nll(net.sequence, static, dynamic, lengths),
+    )
+    want = old.static_nll(net.statics, static, torch.Generator().manual_seed(3))
+    got = network.static_nll(net.statics, static, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, want)
+
+
+def test_dropout_keeps_its_rate_and_scale():
+    block = network.Block(8, dropout=0.2).train()
+    x = torch.zeros(200_000, 8)
+    h = block.down(torch.nn.functional.gelu(block.up(block.norm(x))))
+    out = block(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005
+    torch.testing.assert_close(out[kept], (h / 0.8)[kept])
+    assert torch.equal(block.eval()(x), h)
