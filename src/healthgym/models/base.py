@@ -225,7 +225,9 @@ class RunFolderModel:
 
     # ---- the family's own --------------------------------------------------------------------
     def _process_group(self) -> Any:
-        """The distributed context to train in (a single process unless the family is v1)."""
+        """The torchrun group to train in, for a distributable family (else one process)."""
+        if self.trainer_class.distributable:
+            return distributed.process_group(self.config.resolve_device())
         return contextlib.nullcontext(distributed.Context())
 
     def _fit_encoding(self, cohort: Any, ctx: distributed.Context) -> Any:
