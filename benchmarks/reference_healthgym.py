@@ -163,6 +163,7 @@ def legacy(sampling: bool = True, training: bool = True) -> Iterator[None]:
         (trainer_module, "sequence_nll"): trainer_module.sequence_nll,
         (trainer_module, "static_nll"): trainer_module.static_nll,
         (trainer_module, "adamw"): trainer_module.adamw,
+        (trainer_module, "STATIC_PATIENCE"): trainer_module.STATIC_PATIENCE,
         (Embeddings, "stack"): Embeddings.stack,
         (SequenceModel, "recall"): SequenceModel.recall,
         (Block, "forward"): Block.forward,
@@ -173,6 +174,7 @@ def legacy(sampling: bool = True, training: bool = True) -> Iterator[None]:
         if training:
             trainer_module.sequence_nll, trainer_module.static_nll = sequence_nll, static_nll
             trainer_module.adamw = _adamw
+            trainer_module.STATIC_PATIENCE = 8  # it was the run's `patience` (default 8)
         if sampling or training:
             Embeddings.stack, SequenceModel.recall, Block.forward = _stack, _recall, _block
         yield

@@ -43,7 +43,7 @@ class Block(nn.Module):
         h = self.down(F.gelu(self.up(self.norm(x))))
         p = self.drop.p
         if self.training and p > 0:  # nn.Dropout's masks, from uniforms: 2x faster on CPU
-            h = h * (torch.rand_like(h) >= p).to(h.dtype).mul_(1 / (1 - p))
+            h = h * (torch.rand_like(h) >= p) * (1 / (1 - p))
         return x + h
 
 
@@ -229,7 +229,9 @@ class SequenceModel(nn.Module):
         earlier = e.cumsum(dim=2) - e  # (B, T, D, W): columns < j of the same step
         before = self.recall(dynamic[:, :-1])  # (B, T-1, D, W)
         before = torch.cat([before.new_zeros(b, 1, *before.shape[2:]), before], dim=1)
-        z = s[:, :t, None] + earlier + before + self.column_pos + c[:, None, None]
+        z = earlier + before  # contiguous; in-place adds keep it so (the GRU's s is not, and
+        z += s[:, :t, None]  # LayerNorm would copy a non-contiguous z in every pass)
+        z += self.column_pos + c[:, None, None]
         return self.norm(self.blocks(z))  # (B, T, D, W)
 
     def last_step(self, static: torch.Tensor, dynamic: torch.Tensor) -> torch.Tensor:
