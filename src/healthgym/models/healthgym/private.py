@@ -78,6 +78,7 @@ ACCOUNTANT = "RDP (Opacus' RDP analysis: Poisson-subsampled Gaussian, add/remove
 #: the groups a cohort needs).
 SHARES = {"quantiles": 0.45, "marginals": 0.25, "ranges": 0.2, "decimals": 0.03, "lengths": 0.07}
 PER_DECADE = 1  #: range buckets per decade of magnitude
+FALSE_KEEP = 1e-3  #: chance that noise alone keeps an empty bucket of a histogram
 DECADES = (-3, 9)  #: magnitudes 1e-3 .. 1e9 have their own buckets; beyond: one each
 QUANTILE_BINS = 32  #: histogram bins between a real variable's bounds
 MAX_START = 1023  #: first steps are counted in 0..MAX_START (clipped)
@@ -246,10 +247,11 @@ class Plan:
 
 # ---- the tokenizer ---------------------------------------------------------------------------
 def _threshold(buckets: int) -> float:
-    """Noisy counts (in noise SDs) an empty bucket clears with chance 1% over ``buckets``."""
+    """Noisy counts (in noise SDs) that any of ``buckets`` empty buckets clears with chance
+    FALSE_KEEP (a spurious bucket would stretch a range by decades)."""
     from scipy.stats import norm
 
-    return float(norm.isf(0.01 / buckets))
+    return float(norm.isf(FALSE_KEEP / buckets))
 
 
 def _noisy(
@@ -401,6 +403,8 @@ def fit_tokenizer(
             lo = found[0] if lo is None else lo
             hi = found[1] if hi is None else hi
             how = "noisy log buckets" if v.min is None and v.max is None else "schema + noisy"
+            if v.min is None and v.transform == "boxcox":
+                lo = max(lo, 0.0)  # the schema says the values are not negative
             if hi < lo:
                 lo, hi = (lo, lo) if v.min is not None else (hi, hi)
         lo, hi = float(lo), float(hi)
