@@ -395,7 +395,6 @@ def startup_rows(run: Path, tmp: Path, repeats: int, quick: bool) -> list[dict[s
     return rows
 
 
-PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 #: Thread settings the study compares: (label, environment of the child process).
 THREAD_SETTINGS = (
     ("1 thread", {"HEALTHGYM_THREADS": "1"}),
@@ -404,6 +403,7 @@ THREAD_SETTINGS = (
         "2 threads, OMP_WAIT_POLICY=PASSIVE",
         {"HEALTHGYM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
     ),
+    ('"auto" (the default: the idle cores)', {"HEALTHGYM_THREADS": "auto"}),
 )
 
 
@@ -421,6 +421,7 @@ def threads_study(run: Path, n: int, quick: bool) -> list[dict[str, Any]]:
                 {
                     "machine": "+ one busy process" if loaded else "as it is",
                     "setting": label,
+                    "threads (sampling, training)": f"{s['threads']}, {e['threads']}",
                     "sampling patients/s": n / s["new"],
                     "training s/step": e["step_s"],
                     "load at end": load(),

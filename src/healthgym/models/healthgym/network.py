@@ -348,7 +348,7 @@ def pick(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     float32), so the first index whose cumulative sum exceeds it has a positive probability.
     """
     cdf = torch.softmax(logits, dim=1).cumsum(1, dtype=torch.float64)
-    target = u.double().mul_(cdf[:, -1]).unsqueeze(1)
+    target = (u.double() * cdf[:, -1]).unsqueeze(1)
     return torch.searchsorted(cdf, target, right=True).squeeze(1)
 
 
@@ -385,24 +385,26 @@ def draw_steps(
     dev = static.device
     c = model.static_context(static, b)  # (B, W)
     step_table, step_at = joined_tables(model.step_in)
-    column_table, column_at = joined_tables(model.column_in)
+    column_table = model.column_in.joined()
     previous_table, previous_at = joined_tables(model.previous)
     heads = head_matrices(model.heads, temperature)
     first = model.same.argmax(1)  # (D,): the first token column of each column's variable
-    u = torch.rand(steps, d, b, generator=rng, device=dev)
+    u = torch.rand(steps, d, b, generator=rng, device=dev).double()
+    tables = column_table.split(model.vocab)  # column j's rows, as views
     out = torch.zeros(b, model.max_length, d, dtype=torch.long, device=dev)
     x, h = torch.zeros_like(c), None
     before = c.new_zeros(d, b, c.shape[1])  # (D, B, W): each column's variable one step back
     for t in range(steps):
         s, h = model.gru((x + model.position.weight[t] + c)[:, None], h)
         base = before + (s[:, 0] + c) + model.column_pos[:, None]  # (D, B, W)
-        earlier = None  # (B, W): the step's columns so far
+        earlier, drawn = None, []  # (B, W): the step's columns so far; their tokens
         for j in range(d):
             z = base[j] if earlier is None else base[j] + earlier
             tok = pick(F.linear(_mlp(z, model.blocks, model.norm), *heads[j]), u[t, j])
-            out[:, t, j] = tok
-            e = F.embedding(tok + column_at[j], column_table)
+            drawn.append(tok)
+            e = F.embedding(tok, tables[j])
             earlier = e if earlier is None else earlier + e
+        out[:, t] = torch.stack(drawn, 1)
         x = F.embedding(out[:, t] + step_at, step_table).sum(1)
         prev = F.embedding(out[:, t].T + previous_at[:, None], previous_table)  # (D, B, W)
         before = torch.zeros_like(prev).index_add_(0, first, prev)[first]
