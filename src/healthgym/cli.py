@@ -257,22 +257,8 @@ def train(
     if (nproc or 1) > 1:
         if distributed.env_world_size() > 1:
             raise ValueError("--nproc inside a torchrun job: torchrun already starts the processes")
-        params = dict(
-            data=data,
-            id_col=id_col,
-            time_col=time_col,
-            schema_file=schema_file,
-            dataset=dataset,
-            model_name=model_name,
-            preset=preset,
-            max_minutes=max_minutes,
-            run_dir=run_dir,
-            resume=resume,
-            quiet=quiet,
-            nproc=None,
-            stream=stream,
-            **settings,
-        )
+        # every option as given, for each process (which then trains in the torchrun group)
+        params = {**click.get_current_context().params, "nproc": None}
         _launch_training(nproc, params)
         return
     if stream:

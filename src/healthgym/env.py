@@ -58,8 +58,9 @@ class Simulator:
     def __init__(
         self,
         model: HealthGym,
-        reward: Any,
-        actions: list[str] | None,
+        *,
+        reward: Any = "0",
+        actions: list[str] | None = None,
         hidden: list[str] | None = None,
     ) -> None:
         net, tok = model._fitted()
@@ -198,16 +199,6 @@ class PatientEnv(Simulator, gym.Env):
 
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(
-        self,
-        model: HealthGym,
-        *,
-        reward: Any = "0",
-        actions: list[str] | None = None,
-        hidden: list[str] | None = None,
-    ) -> None:
-        super().__init__(model, reward, actions, hidden)
-
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super(Simulator, self).reset(seed=seed)  # gymnasium seeds self.np_random
         self._rng = torch.Generator().manual_seed(int(self.np_random.integers(2**63)))
@@ -245,7 +236,7 @@ class VectorPatientEnv(Simulator):
         actions: list[str] | None = None,
         hidden: list[str] | None = None,
     ) -> None:
-        super().__init__(model, reward, actions, hidden)
+        super().__init__(model, reward=reward, actions=actions, hidden=hidden)
         self.num_envs = num_envs
 
     def reset(self, *, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:

@@ -52,7 +52,7 @@ def simulator_fidelity(
     from ..models.healthgym.model import HealthGym
 
     model = HealthGym.load(run_dir)
-    sim = Simulator(model, reward, actions)
+    sim = Simulator(model, reward=reward, actions=actions)
     schema = sim.tok.schema
     rng = torch.Generator().manual_seed(seed)
     np_rng = np.random.default_rng(seed)

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ from ..training.checkpoint import (
 )
 from ..training.loop import Trainer, TrainResult, check_checkpoint
 from ..training.runtime import cpu_threads, resolve_threads
+from .conditioning import sampling_request
 
 MODEL_FILE = "model.json"
 SCHEMA_FILE = "schema.yaml"
@@ -296,7 +298,31 @@ class ConditionableModel(RunFolderModel):
         # that came out entirely missing in a small sample.
         return Cohort(pd.concat(tables, ignore_index=True), self._fitted()[1].schema, strict=False)
 
-    def sample_batches(self, *args: Any, **kwargs: Any) -> Any:
+    def sample_batches(
+        self,
+        n: int | None = None,
+        seed: int | None = None,
+        length: int | None = None,
+        conditions: dict[str, Any] | None = None,
+        static: pd.DataFrame | None = None,
+        batch_size: int = 1024,
+    ) -> Iterator[pd.DataFrame]:
+        """The synthetic long table in pieces of `batch_size` patients (bounded memory); the
+        arguments as in `sample`, checked now (before the first piece is drawn)."""
+        encoding = self._fitted()[1]
+        longest = encoding.max_length if self.fixed_longest else None
+        n, frame, seed = sampling_request(
+            encoding, n, conditions, static, length, batch_size, seed, longest
+        )
+        return self._draw_batches(n, frame, seed, length, batch_size)
+
+    #: a patient has at most the training cohort's longest stay (else any `length` is drawn)
+    fixed_longest: ClassVar[bool] = False
+
+    def _draw_batches(
+        self, n: int, frame: pd.DataFrame | None, seed: int, length: int | None, batch_size: int
+    ) -> Iterator[pd.DataFrame]:
+        """The family's draws: `n` patients, `frame` the checked request (or None)."""
         raise NotImplementedError
 
 

@@ -21,7 +21,7 @@ from ...cohort import Cohort
 from ...encoding import Column, Encoder
 from ...training.seeding import derive_seed
 from ..base import ConditionableModel
-from ..conditioning import encode_request, matches, requested_columns, sampling_request
+from ..conditioning import encode_request, matches, requested_columns
 from ..layout import DesignLayout
 from .config import GANConfig
 from .network import Generator, draw
@@ -58,18 +58,10 @@ class HealthGymGAN(ConditionableModel):
         return trainer, tuple(torch.from_numpy(a) for a in data), {}
 
     # ---- sampling -------------------------------------------------------------------------
-    def sample_batches(
-        self,
-        n: int | None = None,
-        seed: int | None = None,
-        length: int | None = None,
-        conditions: dict[str, Any] | None = None,
-        static: pd.DataFrame | None = None,
-        batch_size: int = 1024,
+    def _draw_batches(
+        self, n: int, frame: pd.DataFrame | None, seed: int, length: int | None, batch_size: int
     ) -> Iterator[pd.DataFrame]:
-        """The synthetic long table in pieces of `batch_size` patients (bounded memory)."""
         gen, encoder = self._fitted()
-        n, frame, seed = sampling_request(encoder, n, conditions, static, length, batch_size, seed)
         given = None if frame is None else self._requested_statics(frame, seed)
         rng = torch.Generator().manual_seed(seed)
         for start in range(0, n, batch_size):

@@ -19,7 +19,6 @@ from ...cohort import Cohort
 from ...training import distributed
 from ...training.seeding import derive_seed
 from ..base import ConditionableModel
-from ..conditioning import sampling_request
 from .config import HealthGymConfig
 from .network import PatientModel, draw_statics, draw_steps
 from .tokenizer import Tokenizer
@@ -44,6 +43,7 @@ class HealthGym(ConditionableModel):
     encoding_attr = "tokenizer"
     trainer_class = HealthGymTrainer
     sampling_weights = "best"
+    fixed_longest = True
     step_unit = "optimizer steps"
 
     #: model.json's "privacy" block of a differentially private run (`private.py`), else None
@@ -92,20 +92,10 @@ class HealthGym(ConditionableModel):
         return trainer, tuple(torch.from_numpy(a) for a in data), {}
 
     # ---- sampling -------------------------------------------------------------------------
-    def sample_batches(
-        self,
-        n: int | None = None,
-        seed: int | None = None,
-        length: int | None = None,
-        conditions: dict[str, Any] | None = None,
-        static: pd.DataFrame | None = None,
-        batch_size: int = 1024,
+    def _draw_batches(
+        self, n: int, frame: pd.DataFrame | None, seed: int, length: int | None, batch_size: int
     ) -> Iterator[pd.DataFrame]:
-        """The synthetic long table in pieces of `batch_size` patients (bounded memory)."""
         net, tokenizer = self._fitted()
-        n, frame, seed = sampling_request(
-            tokenizer, n, conditions, static, length, batch_size, seed, tokenizer.max_length
-        )
         requested = None if frame is None else self._request_tokens(frame)
         rng = torch.Generator().manual_seed(seed)
         temperature = self.config.temperature
