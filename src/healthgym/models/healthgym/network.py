@@ -89,12 +89,10 @@ class TokenHead(nn.Module):
         return self.free(z) + self.place(z) @ self.features.T
 
 
-def padded_heads(
-    heads: nn.ModuleList, temperature: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def padded_heads(heads: nn.ModuleList) -> tuple[torch.Tensor, torch.Tensor]:
     """Every head as one linear map, stacked: weight (C, V, W) = free + features @ place and
-    bias (C, V), divided by the temperature, V the largest vocabulary; a column's slots past
-    its vocabulary have weight 0 and bias -inf (probability 0)."""
+    bias (C, V), V the largest vocabulary; a column's slots past its vocabulary have weight 0
+    and bias -inf (probability 0)."""
     v = max(h.free.out_features for h in heads)
     weight = torch.stack(
         [F.pad(h.free.weight + h.features @ h.place.weight, (0, 0, 0, v - len(h.features)))
@@ -103,7 +101,7 @@ def padded_heads(
     bias = torch.stack(
         [F.pad(h.free.bias, (0, v - len(h.features)), value=-torch.inf) for h in heads]
     )
-    return weight / temperature, bias / temperature
+    return weight, bias
 
 
 def joined_heads(heads: nn.ModuleList) -> tuple[torch.Tensor, torch.Tensor]:
