@@ -3,6 +3,7 @@ budget, the DP tokenizer, the run folder's privacy block, resume, bad input and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -84,6 +85,25 @@ def test_each_part_of_each_patient_is_clipped(cohort):
                 sum(float(g.pow(2).sum()) for k, g in sums.items() if k.startswith(part))
             )
             assert 0 < norm <= 0.5 + 1e-5
+
+
+def test_each_step_adds_the_planned_noise(cohort):
+    cfg = HealthGymConfig(**TINY, dp_epsilon=8.0)
+    tok = Tokenizer(cohort.schema, 8, 4).fit(cohort)
+    t = tok.transform(cohort)
+    plan = private.Plan.make(cfg, len(t.lengths))
+    empty = dataclasses.replace(plan, sample_rate=1e-12)  # no patient: the update is noise
+    trainer = private.PrivateTrainer(tok, cfg, empty)
+    trainer.prepare(*(torch.from_numpy(a) for a in (t.static, t.dynamic, t.lengths)))
+    seen: dict[str, torch.Tensor] = {}
+    params = dict(trainer.model.named_parameters())
+    trainer.opt.step = lambda: seen.update({k: p.grad.clone() for k, p in params.items()})
+    trainer.step((0, 0))
+    noise = torch.cat([g.flatten() for g in seen.values()]) * (empty.sample_rate * plan.patients)
+    sd = plan.noise_multiplier * plan.max_grad_norm * math.sqrt(2)  # two parts, each clipped
+    assert len(noise) > 5_000 and float(noise.std()) == pytest.approx(sd, rel=0.05)
+    assert abs(float(noise.mean())) < 0.05 * sd
+    assert trainer.history[-1] == (plan.noise_multiplier, empty.sample_rate, 1)
 
 
 def test_the_plan_spends_the_budget_and_no_more():

@@ -743,7 +743,7 @@ class PrivateTrainer(HealthGymTrainer):
         losses = []
         static, dynamic, lengths = self.data
         rng = torch.Generator(self.device).manual_seed(mask_seed)
-        for chunk in ids.split(CHUNK):
+        for chunk in ids.split(CHUNK) if len(ids) else ():  # an empty Poisson batch: no sum
             s, d, n = static[chunk], dynamic[chunk], lengths[chunk]
             d = d[:, : int(n.max())]
             known = static_masks(len(chunk), s.shape[1], rng, self.device)
