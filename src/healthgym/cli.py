@@ -647,15 +647,12 @@ def demo_data(output: str) -> None:
     click.echo(f"wrote {cohort} to {path} and its schema to {schema_path}")
 
 
-
 @main.command("export")
 @click.argument("data", type=click.Path())
 @click.option("--schema", "schema_file", type=click.Path(), help="Schema YAML (else inferred).")
 @click.option("--id", "id_col", help="Patient id column (not needed with --schema).")
 @click.option("--time", "time_col", help="Integer time-step column (not needed with --schema).")
-@click.option(
-    "--format", "fmt", type=click.Choice(["minari"]), default="minari", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(["minari"]), default="minari", show_default=True)
 @click.option(
     "--actions",
     default="",
@@ -674,9 +671,7 @@ def demo_data(output: str) -> None:
     help="Variables left out of the observations, comma-separated (e.g. an outcome known only "
     "after the stay); the reward may still use them.",
 )
-@click.option(
-    "--action-bins", default=5, show_default=True, help="Quantile bins of a real action."
-)
+@click.option("--action-bins", default=5, show_default=True, help="Quantile bins of a real action.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Minari datasets folder.")
 @friendly_errors
 def export(
