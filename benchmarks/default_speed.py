@@ -129,7 +129,14 @@ def cohorts(name: str, quick: bool) -> tuple[Any, Any]:
 
 
 def settings(quick: bool) -> dict[str, Any]:
-    return {"width": QUICK["width"], "epochs": QUICK["epochs"]} if quick else {}
+    """The model's settings: the defaults (--quick: tiny); the network the old code knows (a
+    `last_value` setting, where the model has one, off), so that old and new compare."""
+    from healthgym.models.healthgym.config import HealthGymConfig
+
+    out = {"width": QUICK["width"], "epochs": QUICK["epochs"]} if quick else {}
+    if "last_value" in HealthGymConfig.__dataclass_fields__:
+        out["last_value"] = False
+    return out
 
 
 # ---- FLOP count ------------------------------------------------------------------------------
