@@ -95,7 +95,7 @@ OLD_IMPORTS = (
 )
 
 _CLI_CHILD = """
-import importlib, json, resource, sys
+import importlib, json, sys
 old = sys.argv[1] == "old"
 if old:
     for name in {imports!r}:
@@ -106,8 +106,8 @@ from healthgym.cli import main
 try:
     main(sys.argv[2:], standalone_mode=False)
 finally:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({{"peak_mib": rss}}), file=sys.stderr)
+    hwm = [x for x in open("/proc/self/status") if x.startswith("VmHWM:")]
+    print(json.dumps({{"peak_mib": int(hwm[0].split()[1]) / 1024}}), file=sys.stderr)
 """
 
 
@@ -257,6 +257,14 @@ def child_sample(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _peak_mib() -> float:
+    """This process's peak resident memory: VmHWM, of its own image (ru_maxrss would keep
+    the forking parent's, which Linux carries across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
