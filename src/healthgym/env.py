@@ -131,7 +131,7 @@ class Simulator:
         t, sequence = prefix.shape[1] - 1, self.net.sequence
         with torch.no_grad():
             for j in range(self.first_action_token):
-                logits = sequence.heads[j](sequence.last_step(static, prefix)[:, j])
+                logits = sequence.last_logits(static, prefix)[:, j, : sequence.vocab[j]]
                 probs = torch.softmax(logits.float() / self.temperature, dim=-1)
                 prefix[:, t, j] = torch.multinomial(probs, 1, generator=rng).squeeze(1)
 

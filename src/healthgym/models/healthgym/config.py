@@ -34,6 +34,11 @@ class HealthGymConfig(ConfigBase):
     seed: int = 0  #: seeds weights, the validation split, shuffles, masks and dropout
     device: str = "auto"  #: "auto" (cuda if available, else cpu), "cpu", "cuda", ...
     temperature: float = 1.0  #: sampling temperature of every softmax
+    #: each column reads its variable's last observed value (carried over missing steps) and
+    #: how long ago, and its head adds a learned kernel around that value and the patient's
+    #: mean so far (`network.LastValue`, issue 15); False: the previous step's tokens, as run
+    #: folders written before it (their model.json has no such key and loads with False)
+    last_value: bool = True
     max_loss: float = 1e6  #: a loss that is NaN, inf or larger stops the run
     # Differential privacy (`private.py`, docs/privacy.md): None = off (the run is not private).
     #: the (epsilon, delta) budget per patient; setting it trains with DP-SGD

@@ -64,6 +64,9 @@ class HealthGym(ConditionableModel):
 
     @classmethod
     def from_meta(cls, path: Any, meta: dict[str, Any], **changes: Any) -> HealthGym:
+        saved = meta.get("config")
+        if isinstance(saved, dict) and "last_value" not in saved:  # written before issue 15
+            changes = {"last_value": False, **changes}
         model = super().from_meta(path, meta, **changes)
         block = meta.get("privacy")
         model.privacy = block if isinstance(block, dict) else None

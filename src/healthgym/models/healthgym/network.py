@@ -169,6 +169,138 @@ class StaticModel(nn.Module):
         return self.norm(self.blocks(self.embed(tokens)))
 
 
+#: steps since a variable's last observed value, capped; never observed: 0 at the first
+#: step, AGES + 1 after it (so a column knows whether its variable was seen one step back)
+AGES = 8
+TRANSITION_ROWS = 4096  #: training steps `start_at_transitions` fits to
+
+
+class LastValue(nn.Module):
+    """What each dynamic column knows of its own variable's past (issue 15): the last observed
+    value, carried over missing steps, with the number of steps since (`AGES`; embedded); and
+    a kernel that its head's logits add, a learned function of each token's distance to that
+    value and to the mean of the patient's observed values so far.
+
+    A value of coarse token c and fine token f sits at u = (c + (f + 0.5) / F) / B on its
+    variable's [0, 1] scale (`Tokenizer.dynamic_scales`); a coarse token k at (k + 0.5) / B, a
+    fine token k of the step's coarse token c at (c + (k + 0.5) / F) / B. A token's features,
+    d its signed distance to an anchor (the last value, the mean): log1p(|d| R) / log1p(R)
+    (R = B F, the scale's resolution), |d|, d and d^2 per anchor, and 1 where it is the last
+    value's own token (levels, which have no scale, take only this one); none for the missing
+    token or before the first observed value. The coefficients are a linear map of what the
+    head reads, so how strongly values persist depends on the patient, the step, the step's
+    earlier columns and how long ago the variable was seen; `start_at_transitions` fits their
+    biases to the training steps before training. Product of the head's softmax and this
+    kernel: p(x_t | past) ~ p(x_t | context) k(x_t; last, mean), the form of a Markov chain
+    that reverts to the patient's own level, which a few hundred patients suffice to learn.
+    """
+
+    FEATURES = 9  #: per token: same, then 4 per anchor (last value, mean)
+
+    def __init__(
+        self,
+        scales: list[tuple[int, int, int, bool]],
+        groups: list[int],
+        vocab: list[int],
+        width: int,
+    ) -> None:
+        super().__init__()
+        d = len(vocab)
+        g = torch.tensor(groups)
+        first = (g[:, None] == g[None, :]).float().argmax(1)  # the variable's coarse column
+        fine = torch.arange(d) != first
+        fine_of = torch.full((d,), -1)  # a coarse column's fine column, or -1
+        fine_of[first[fine]] = torch.arange(d)[fine]
+        missing, coarse, sub, ordered = (torch.tensor(x) for x in zip(*scales, strict=True))
+        k = torch.arange(max(vocab))
+        valid = (k < torch.tensor(vocab)[:, None]) & (fine[:, None] | (k != missing[:, None]))
+        for name, value in {
+            "first": first,
+            "fine": fine,
+            "fine_col": fine_of[first],  # the variable's fine column, or -1
+            "missing": missing,
+            "coarse": coarse.float(),
+            "sub": sub.float(),
+            "ordered": ordered.float(),
+            "valid": valid,  # (D, V): tokens with features (not padding, not missing)
+        }.items():
+            self.register_buffer(name, value, persistent=False)
+        self.age = nn.Embedding(AGES + 2, width)
+        self.weight = nn.Parameter(torch.zeros(d, self.FEATURES, width))
+        self.bias = nn.Parameter(torch.zeros(d, self.FEATURES))
+
+    def history(self, dynamic: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Before each step of dynamic (B, T, D), per column, of its variable: the last
+        observed tokens (B, T, D), whether there is one, the steps since it (`AGES`) and the
+        mean place u of the observed values so far."""
+        b, t, d = dynamic.shape
+        observed = dynamic[..., self.first] != self.missing  # (B, T, D)
+        steps = torch.arange(t, device=dynamic.device)[None, :, None]
+        seen = torch.where(observed, steps, -1).cummax(dim=1).values  # last observed at <= t
+        seen = torch.cat([seen.new_full((b, 1, d), -1), seen[:, :-1]], dim=1)  # ... at < t
+        has = seen >= 0
+        last = dynamic.gather(1, seen.clamp(min=0))
+        age = torch.where(has, (steps - seen).clamp(max=AGES), (steps > 0) * (AGES + 1))
+        u = self.place(dynamic) * observed
+        total = torch.cat([u.new_zeros(b, 1, d), u.cumsum(1)[:, :-1]], dim=1)
+        count = torch.cat([u.new_zeros(b, 1, d), observed.cumsum(1)[:, :-1]], dim=1)
+        return last, has, age, total / count.clamp(min=1)
+
+    def place(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., D) tokens of a step -> (..., D) the place u of each column's variable."""
+        fine = torch.where(self.fine_col >= 0, tokens[..., self.fine_col.clamp(min=0)], 0)
+        return (tokens[..., self.first] + (fine + 0.5) / self.sub) / self.coarse
+
+    def anchors(self, last: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """(..., D, 4): per column, of its variable's last observed tokens (..., D): their
+        place, coarse and fine token, and the mean place `mean`."""
+        fine = torch.where(self.fine_col >= 0, last[..., self.fine_col.clamp(min=0)], 0)
+        return torch.stack([self.place(last), last[..., self.first], fine, mean], -1).float()
+
+    def features(
+        self, now: torch.Tensor, anchors: torch.Tensor, has: torch.Tensor, cols: slice
+    ) -> torch.Tensor:
+        """(..., C, V, FEATURES) of the columns `cols`: now (..., C), the step's coarse token of
+        each column's variable (read by fine columns), anchors (..., C, 4) and has (..., C)."""
+        coarse, sub, fine = self.coarse[cols], self.sub[cols], self.fine[cols]
+        u, c_last, f_last, mean = anchors.unbind(-1)
+        k = torch.arange(self.valid.shape[1], device=now.device, dtype=u.dtype)
+        now = now.to(u.dtype)
+        start = torch.where(fine, now / coarse, 0.0)[..., None]  # (..., C, 1)
+        pos = start + (k + 0.5) / torch.where(fine, coarse * sub, coarse)[:, None]
+        same_fine = (now == c_last)[..., None] & (k == f_last[..., None])
+        same = torch.where(fine[:, None], same_fine, k == c_last[..., None])
+        r = (coarse * sub)[:, None]
+        out = [same.to(u.dtype)]
+        for anchor in (u, mean):
+            d = pos - anchor[..., None]
+            out += [torch.log1p(d.abs() * r) / torch.log1p(r), d.abs(), d, d * d]
+        ordered = self.ordered[cols, None].expand(-1, self.FEATURES - 1)
+        ordered = torch.cat([torch.ones_like(ordered[:, :1]), ordered], 1)  # (C, FEATURES)
+        live = has & ~(fine & (now == self.missing[cols]))  # a missing value's fine token: none
+        keep = self.valid[cols] & live[..., None]  # (..., C, V)
+        return torch.stack(out, -1) * ordered[:, None] * keep[..., None]
+
+    def logits(
+        self, heads: torch.Tensor, z: torch.Tensor, dynamic: torch.Tensor, history: tuple
+    ) -> torch.Tensor:
+        """(B, T, D, V) logits of every column of steps (B, T, D): the heads' logits `heads`
+        with the kernel, given what the heads read z (B, T, D, W) and `history(dynamic)`."""
+        last, has, _, mean = history
+        coef = torch.einsum("btdw,dfw->btdf", z, self.weight) + self.bias
+        phi = self.features(dynamic[..., self.first], self.anchors(last, mean), has, slice(None))
+        return self.combine(heads, torch.einsum("btdvf,btdf->btdv", phi, coef), slice(None))
+
+    def combine(self, heads: torch.Tensor, kernel: torch.Tensor, cols: slice) -> torch.Tensor:
+        """Logits (..., C, V) of the columns `cols`: the heads' plus the kernel's over the
+        value tokens, shifted so that the values' total probability (and so the missing
+        token's) stays the heads': the kernel shapes which value, not whether one is seen."""
+        values = self.valid[cols, : heads.shape[-1]]  # (C, V): not padding, not missing
+        head_values = heads.masked_fill(~values, -torch.inf)
+        shift = torch.logsumexp(head_values, -1) - torch.logsumexp(head_values + kernel, -1)
+        return heads + torch.where(values, kernel + shift[..., None], 0.0)
+
+
 class SequenceModel(nn.Module):
     """Dynamic tokens and length given the statics."""
 
@@ -180,6 +312,7 @@ class SequenceModel(nn.Module):
         max_length: int,
         width: int,
         dropout: float,
+        scales: list[tuple[int, int, int, bool]] | None = None,
     ) -> None:
         super().__init__()
         self.vocab, self.max_length = [len(p) for p in positions], max_length
@@ -196,6 +329,10 @@ class SequenceModel(nn.Module):
         self.blocks = nn.Sequential(Block(width, dropout), Block(width, dropout))
         self.norm = nn.LayerNorm(width)
         self.heads = nn.ModuleList(TokenHead(p, width) for p in positions)
+        # `scales` (Tokenizer.dynamic_scales): each column reads its variable's last observed
+        # value instead of the previous step's tokens, and its head adds a kernel (LastValue);
+        # None: as before issue 15 (`HealthGymConfig.last_value`)
+        self.last = LastValue(scales, groups, self.vocab, width) if scales is not None else None
 
     def static_context(self, static: torch.Tensor, n: int) -> torch.Tensor:  # -> (B, W)
         if self.context is None:
@@ -208,15 +345,27 @@ class SequenceModel(nn.Module):
         """static (B, S), dynamic (B, T, D) tokens -> logits [(B, T, v_j)]; with lengths (B,),
         each patient's NLL (B,) instead (`sequence_nll`: the heads in one product, and one
         call of the module, as DistributedDataParallel needs)."""
-        z = self.features(static, dynamic)
+        logits = self.logits(static, dynamic)  # (B, T, D, V)
         if lengths is None:
-            return [head(z[:, :, j]) for j, head in enumerate(self.heads)]
+            return [logits[:, :, j, :v] for j, v in enumerate(self.vocab)]
         valid = torch.arange(dynamic.shape[1], device=dynamic.device) < lengths[:, None]
-        return (column_nll(column_logits(self.heads, z), dynamic) * valid).sum(1)
+        return (column_nll(logits, dynamic) * valid).sum(1)
 
-    def features(self, static: torch.Tensor, dynamic: torch.Tensor) -> torch.Tensor:
+    def logits(self, static: torch.Tensor, dynamic: torch.Tensor) -> torch.Tensor:
+        """static (B, S), dynamic (B, T, D) tokens -> logits (B, T, D, V) of every column
+        (padded slots -inf): the heads' and, with `last`, its kernel's."""
+        if self.last is None:
+            return column_logits(self.heads, self.features(static, dynamic))
+        history = self.last.history(dynamic)
+        z = self.features(static, dynamic, history)
+        return self.last.logits(column_logits(self.heads, z), z, dynamic, history)
+
+    def features(
+        self, static: torch.Tensor, dynamic: torch.Tensor, history: tuple | None = None
+    ) -> torch.Tensor:
         """static (B, S), dynamic (B, T, D) tokens -> what each column's head reads (B, T, D,
-        W): `forward` without the heads (`column_logits` applies them all at once)."""
+        W): `forward` without the heads (`column_logits` applies them all at once);
+        `history`: `last.history(dynamic)` where the caller has it."""
         b, t, _ = dynamic.shape
         c = self.static_context(static, b)  # (B, W)
         x = self.step_in(dynamic)  # (B, T, W)
@@ -225,8 +374,12 @@ class SequenceModel(nn.Module):
         s, _ = self.gru(x)  # (B, T, W): s_t has read steps < t
         e = self.column_in.stack(dynamic)  # (B, T, D, W)
         earlier = e.cumsum(dim=2) - e  # (B, T, D, W): columns < j of the same step
-        before = self.recall(dynamic[:, :-1])  # (B, T-1, D, W)
-        before = torch.cat([before.new_zeros(b, 1, *before.shape[2:]), before], dim=1)
+        if self.last is None:
+            before = self.recall(dynamic[:, :-1])  # (B, T-1, D, W)
+            before = torch.cat([before.new_zeros(b, 1, *before.shape[2:]), before], dim=1)
+        else:  # each variable's last observed tokens and the steps since
+            last, has, age, _ = history if history is not None else self.last.history(dynamic)
+            before = self.recall(last) * has[..., None] + self.last.age(age)
         z = earlier + before  # contiguous; in-place adds keep it so (the GRU's s is not, and
         z += s[:, :t, None]  # LayerNorm would copy a non-contiguous z in every pass)
         z += self.column_pos + c[:, None, None]
@@ -234,16 +387,30 @@ class SequenceModel(nn.Module):
 
     def last_step(self, static: torch.Tensor, dynamic: torch.Tensor) -> torch.Tensor:
         """The features (B, D, W) of the last step of dynamic (B, T, D) alone, as `forward`
-        computes them (the simulator draws one step at a time: `heads[j]` of column j)."""
+        computes them (the simulator draws one step at a time: `last_logits`)."""
         b, t, _ = dynamic.shape
         c = self.static_context(static, b)  # (B, W)
         x = self.step_in(dynamic[:, :-1])  # (B, T-1, W): the steps read by the GRU
         x = torch.cat([x.new_zeros(b, 1, x.shape[-1]), x], dim=1)  # (B, T, W)
         s, _ = self.gru(x + self.position.weight[:t] + c[:, None])  # (B, T, W)
         e = self.column_in.stack(dynamic[:, -1])  # (B, D, W)
-        before = self.recall(dynamic[:, -2]) if t > 1 else torch.zeros_like(e)  # (B, D, W)
+        if self.last is None:
+            before = self.recall(dynamic[:, -2]) if t > 1 else torch.zeros_like(e)  # (B, D, W)
+        else:
+            last, has, age, _ = (h[:, -1] for h in self.last.history(dynamic))
+            before = self.recall(last) * has[..., None] + self.last.age(age)
         z = s[:, -1, None] + (e.cumsum(dim=1) - e) + before + self.column_pos + c[:, None]
         return self.norm(self.blocks(z))  # (B, D, W)
+
+    def last_logits(self, static: torch.Tensor, dynamic: torch.Tensor) -> torch.Tensor:
+        """The logits (B, D, V) of the last step of dynamic (B, T, D), as `logits` computes
+        them (padded slots -inf): column j's are right once the step's columns < j are set."""
+        z = self.last_step(static, dynamic)
+        out = column_logits(self.heads, z)
+        if self.last is None:
+            return out
+        history = tuple(h[:, -1:] for h in self.last.history(dynamic))
+        return self.last.logits(out[:, None], z[:, None], dynamic[:, -1:], history)[:, 0]
 
     def recall(self, previous: torch.Tensor) -> torch.Tensor:
         """(..., D) tokens of a step -> (..., D, W): for each column, its variable's tokens."""
@@ -255,7 +422,7 @@ class SequenceModel(nn.Module):
 class PatientModel(nn.Module):
     """Statics (any order) + steps + length. `*_positions`: per token column, each token's
     place on its variable's scale (`Tokenizer.static_positions`); `groups`: the variable of
-    each dynamic token column."""
+    each dynamic token column; `scales` (`Tokenizer.dynamic_scales`) turns `LastValue` on."""
 
     def __init__(
         self,
@@ -265,11 +432,12 @@ class PatientModel(nn.Module):
         max_length: int,
         width: int = 128,
         dropout: float = 0.1,
+        scales: list[tuple[int, int, int, bool]] | None = None,
     ) -> None:
         super().__init__()
         self.statics = StaticModel(static_positions, width, dropout)
         self.sequence = SequenceModel(
-            static_positions, dynamic_positions, groups, max_length, width, dropout
+            static_positions, dynamic_positions, groups, max_length, width, dropout, scales
         )
 
 
@@ -280,6 +448,48 @@ def start_at_marginals(heads: nn.ModuleList, tokens: torch.Tensor) -> None:
         for j, head in enumerate(heads):
             counts = torch.bincount(tokens[:, j], minlength=head.free.out_features).double()
             head.free.bias.copy_(torch.log((counts + 0.5) / (counts.sum() + 0.5 * len(counts))))
+
+
+def start_at_transitions(
+    model: SequenceModel, dynamic: torch.Tensor, lengths: torch.Tensor, rng: torch.Generator
+) -> float:
+    """Fit the heads' biases and the `LastValue` kernel's (its coefficients before they read
+    anything) to at most TRANSITION_ROWS steps of the training patients (B, T, D), drawn with
+    `rng`: each column's token given its variable's last observed value and mean, the same
+    for every patient. Training then starts from values that persist as much as the data's
+    do, instead of learning it from zero (on a few hundred patients it stopped before it had).
+    Returns the NLL per step it reached (nats)."""
+    kernel = model.last
+    history = kernel.history(dynamic)
+    rows = (torch.arange(dynamic.shape[1], device=dynamic.device) < lengths[:, None]).nonzero()
+    chosen = torch.randperm(len(rows), generator=rng, device=rng.device)[:TRANSITION_ROWS]
+    rows = rows[chosen.to(rows.device)]
+    tokens, last, has, _, mean = (h[rows[:, 0], rows[:, 1]] for h in (dynamic, *history))
+    phi = kernel.features(tokens[:, kernel.first], kernel.anchors(last, mean), has, slice(None))
+    _, bias = padded_heads(model.heads)
+    pad = torch.isinf(bias)
+    free = bias.detach().masked_fill(pad, 0.0).requires_grad_()
+    coef = torch.zeros_like(kernel.bias, requires_grad=True)
+    opt = torch.optim.LBFGS([free, coef], max_iter=100, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        heads = free.masked_fill(pad, -torch.inf)
+        logits = kernel.combine(heads, torch.einsum("ndvf,df->ndv", phi, coef), slice(None))
+        return column_nll(logits, tokens).mean()
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        kernel.bias.copy_(coef)
+        for j, head in enumerate(model.heads):
+            head.free.bias.copy_(free[j, : head.free.out_features])
+        return loss().item()
 
 
 # ---- likelihood ---------------------------------------------------------------------------
@@ -378,7 +588,10 @@ def draw_steps(
     rng: torch.Generator,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Steps (B, T, D) given static tokens (B, S) and lengths (B,); zeros past each length."""
+    """Steps (B, T, D) given static tokens (B, S) and lengths (B,); zeros past each length.
+    With `model.last`, each column's variable's last observed tokens, whether there is one,
+    the steps since and the sum and count of its observed places are kept as it draws, as
+    `LastValue.history` computes them from the steps."""
     b, steps, d = static.shape[0], int(lengths.max()), len(model.vocab)
     dev = static.device
     c = model.static_context(static, b)  # (B, W)
@@ -392,18 +605,51 @@ def draw_steps(
     out = torch.zeros(b, model.max_length, d, dtype=torch.long, device=dev)
     x, h = torch.zeros_like(c), None
     before = c.new_zeros(d, b, c.shape[1])  # (D, B, W): each column's variable one step back
+    kernel = model.last
+    if kernel is not None:
+        last = torch.zeros(b, d, dtype=torch.long, device=dev)  # (B, D) last observed tokens
+        has = torch.zeros(b, d, dtype=torch.bool, device=dev)
+        age = torch.zeros(b, d, dtype=torch.long, device=dev)
+        total, count = torch.zeros(b, d, device=dev), torch.zeros(b, d, device=dev)
+        heads = head_matrices(model.heads, 1.0)  # the temperature divides the sum
+        coefficients = kernel.weight, kernel.bias
+        coarse = kernel.first.tolist()
+        none = torch.zeros(b, dtype=torch.long, device=dev)
     for t in range(steps):
         s, h = model.gru((x + model.position.weight[t] + c)[:, None], h)
+        if kernel is not None:
+            prev = F.embedding(last.T + previous_at[:, None], previous_table) * has.T[..., None]
+            before = torch.zeros_like(prev).index_add_(0, first, prev)[first]
+            before += kernel.age.weight[age.T]
+            anchors = kernel.anchors(last, total / count.clamp(min=1))  # (B, D, 4)
         base = before + (s[:, 0] + c) + model.column_pos[:, None]  # (D, B, W)
         earlier, drawn = None, []  # (B, W): the step's columns so far; their tokens
         for j in range(d):
             z = base[j] if earlier is None else base[j] + earlier
-            tok = pick(F.linear(_mlp(z, model.blocks, model.norm), *heads[j]), u[t, j])
+            z = _mlp(z, model.blocks, model.norm)
+            logits = F.linear(z, *heads[j])
+            if kernel is not None:
+                now = drawn[coarse[j]] if coarse[j] < j else none  # the step's coarse token
+                at = slice(j, j + 1)
+                phi = kernel.features(now[:, None], anchors[:, at], has[:, at], at)[:, 0]
+                coef = F.linear(z, coefficients[0][j], coefficients[1][j])  # (B, FEATURES)
+                kern = torch.einsum("bvf,bf->bv", phi[:, : logits.shape[1]], coef)
+                logits = kernel.combine(logits[:, None], kern[:, None], at)[:, 0] / temperature
+            tok = pick(logits, u[t, j])
             drawn.append(tok)
             e = F.embedding(tok, tables[j])
             earlier = e if earlier is None else earlier + e
         out[:, t] = torch.stack(drawn, 1)
         x = F.embedding(out[:, t] + step_at, step_table).sum(1)
+        if kernel is not None:
+            observed = out[:, t, first] != kernel.missing  # (B, D)
+            last = torch.where(observed, out[:, t], last)
+            age = torch.where(has, (age + 1).clamp(max=AGES), AGES + 1)
+            age = torch.where(observed, 1, age)
+            has |= observed
+            total += kernel.place(out[:, t]) * observed
+            count += observed
+            continue
         prev = F.embedding(out[:, t].T + previous_at[:, None], previous_table)  # (D, B, W)
         before = torch.zeros_like(prev).index_add_(0, first, prev)[first]
     return out * (torch.arange(model.max_length, device=out.device) < lengths[:, None])[..., None]

@@ -261,6 +261,20 @@ class Tokenizer:
         """The variable (index) of each dynamic token."""
         return [g for g, c in enumerate(self.dynamic_columns) for _ in c.vocab]
 
+    @property
+    def dynamic_scales(self) -> list[tuple[int, int, int, bool]]:
+        """Per dynamic token, its variable's (missing token or -1, B, F, ordered): a value of
+        coarse token c and fine token f sits at (c + (f + 0.5) / F) / B on the variable's
+        [0, 1] scale (B bins or distinct values, F sub-bins, 1 without a fine token; f = 0
+        then); `ordered` is False for levels, which have no scale."""
+        out = []
+        for c in self.dynamic_columns:
+            coarse = c.bins if c.kind == "bins" else len(c.values)
+            fine = c.vocab[1] if len(c.vocab) > 1 else 1
+            missing = c.n_tokens - 1 if c.missing else -1
+            out += [(missing, coarse, fine, c.kind != "levels")] * len(c.vocab)
+        return out
+
     def transform(self, cohort: Cohort, seed: int = 0) -> TokenizedCohort:
         """Token arrays of `cohort` (ties in binned reals placed with `seed`)."""
         self._check_fitted()

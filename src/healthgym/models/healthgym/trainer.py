@@ -26,10 +26,16 @@ from ...training.loop import Trainer, fingerprint
 from ...training.plots import plot_likelihood_curve
 from ...training.seeding import derive_seed
 from .config import HealthGymConfig
-from .network import PatientModel, sequence_nll, start_at_marginals, static_nll
+from .network import (
+    PatientModel,
+    sequence_nll,
+    start_at_marginals,
+    start_at_transitions,
+    static_nll,
+)
 from .tokenizer import Tokenizer
 
-_INIT, _SPLIT, _EPOCH, _VAL, _STATICS = 0, 1, 2, 3, 4
+_INIT, _SPLIT, _EPOCH, _VAL, _STATICS, _TRANSITIONS = 0, 1, 2, 3, 4, 5
 _RANK = 1000  # a process's own dropout stream in a distributed run
 MIN_STEPS, MIN_BATCH = 20, 8  #: optimizer steps per epoch at least; smallest batch
 STATIC_EVERY = 50  #: full-batch steps of the static model between validations
@@ -51,6 +57,7 @@ def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
             tokens.max_length,
             cfg.width,
             cfg.dropout,
+            tokens.dynamic_scales if cfg.last_value else None,
         )
 
 
@@ -267,6 +274,11 @@ class HealthGymTrainer(Trainer):
         start_at_marginals(self.model.statics.heads, static)
         live = torch.arange(dynamic.shape[1], device=self.device) < lengths[:, None]
         start_at_marginals(self.model.sequence.heads, dynamic[live])
+        if self.model.sequence.last is not None:  # and values persist as the data's do
+            seed = derive_seed(self.config.seed, _TRANSITIONS)
+            rng = torch.Generator(self.device).manual_seed(seed)
+            steps = dynamic[:, : int(lengths.max())]
+            start_at_transitions(self.model.sequence, steps, lengths, rng)
 
     def _fit_statics(self) -> float:
         """Fit the static model on its own first: a few tokens per patient give it far less
