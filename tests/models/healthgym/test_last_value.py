@@ -15,7 +15,7 @@ from conftest import make_table
 from healthgym.models.healthgym import network
 from healthgym.models.healthgym.config import HealthGymConfig
 from healthgym.models.healthgym.network import AGES, LastValue, draw_steps, pick
-from healthgym.models.healthgym.tokenizer import Tokenizer
+from healthgym.models.healthgym.tokenizer import Tokenizer, held
 from healthgym.models.healthgym.trainer import build_model
 
 # A real variable (4 bins of 2 sub-bins, a missing token 4) and a level variable (3 levels).
@@ -23,10 +23,11 @@ SCALES = [(4, 4, 2, True), (4, 4, 2, True), (-1, 3, 1, False)]
 GROUPS, VOCAB = [0, 0, 1], [5, 2, 3]
 
 
-def test_history_is_the_last_observed_value_its_age_and_the_mean():
+def test_history_is_the_last_observed_value_its_age_the_mean_and_count():
     kernel = LastValue(SCALES, GROUPS, VOCAB, width=4)
     steps = torch.tensor([[[1, 1, 0], [4, 0, 2], [4, 0, 1], [3, 0, 1], [2, 1, 0]]])
-    last, has, age, mean = kernel.history(steps)
+    last, has, age, mean, count = kernel.history(steps)
+    assert count[0, :, 0].tolist() == [0, 1, 1, 1, 2] and count[0, :, 2].tolist() == [0, 1, 2, 3, 4]
     assert has[0, :, 0].tolist() == [False, True, True, True, True]
     assert last[0, 1:, 0].tolist() == [1, 1, 1, 3] and last[0, 1:, 1].tolist() == [1, 1, 1, 0]
     assert age[0, :, 0].tolist() == [0, 1, 2, 3, 1]  # missing at steps 1 and 2
@@ -135,3 +136,21 @@ def test_persistence_is_learned_from_few_patients():
     model = hg.HealthGym(width=16, epochs=8, bins=8, fine=8).fit(cohort, progress=False)
     real, synth = lag1(cohort.table), lag1(model.sample(300, seed=0).table)
     assert real > 0.9 and synth > real - 0.06, (real, synth)
+
+
+def test_a_value_whose_tokens_repeat_is_held():
+    """`hold` (the model's sampling with last_value): a binned real whose tokens are its
+    patient's last observed ones keeps that value, across missing steps; others are drawn."""
+    x = np.array([1.0, 1.1, np.nan, 1.3, 2.0, 2.1, 5.0])
+    tokens = np.array([[3, 1], [3, 1], [4, 0], [3, 1], [3, 1], [3, 2], [3, 2]])
+    pid = np.array([0, 0, 0, 0, 1, 1, 1])
+    out = held(x, tokens, pid)
+    np.testing.assert_array_equal(out, [1.0, 1.0, np.nan, 1.0, 2.0, 2.1, 2.1])
+    cohort = hg.Cohort(make_table(30, seed=2), id="pid", time="hour")
+    tok = Tokenizer(cohort.schema, 4, 2).fit(cohort)
+    t = tok.transform(cohort)
+    t.dynamic[:, 1:] = t.dynamic[:, :1]  # every step as the first
+    a, b = (tok.inverse_transform(t.static, t.dynamic, t.lengths, hold=h) for h in (True, False))
+    assert (a.groupby("pid").hr.nunique() == 1).all()
+    assert (b.groupby("pid").hr.nunique() > 1).any()
+    assert a.vent.equals(b.vent)  # levels decode as before

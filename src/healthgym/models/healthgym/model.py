@@ -119,6 +119,7 @@ class HealthGym(ConditionableModel):
                 lengths.numpy(),
                 ids=np.arange(start + 1, start + b + 1),
                 seed=derive_seed(seed, _DECODE, start),
+                hold=self.config.last_value,
             )
             if frame is not None:  # a requested real decodes within its bin; write it exactly
                 for name in frame.columns:

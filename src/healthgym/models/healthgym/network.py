@@ -172,12 +172,14 @@ class StaticModel(nn.Module):
 #: steps since a variable's last observed value, capped; never observed: 0 at the first
 #: step, AGES + 1 after it (so a column knows whether its variable was seen one step back)
 AGES = 8
+SEEN = 8  #: values of a variable observed so far, capped
 TRANSITION_ROWS = 4096  #: training steps `start_at_transitions` fits to
 
 
 class LastValue(nn.Module):
     """What each dynamic column knows of its own variable's past (issue 15): the last observed
-    value, carried over missing steps, with the number of steps since (`AGES`; embedded); and
+    value, carried over missing steps, with the number of steps since (`AGES`) and of values
+    observed so far (`SEEN`; embedded: how often a lab is measured is a patient's trait); and
     a kernel that its head's logits add, a learned function of each token's distance to that
     value and to the mean of the patient's observed values so far.
 
@@ -228,11 +230,12 @@ class LastValue(nn.Module):
         self.age = nn.Embedding(AGES + 2, width)
         self.weight = nn.Parameter(torch.zeros(d, self.FEATURES, width))
         self.bias = nn.Parameter(torch.zeros(d, self.FEATURES))
+        self.seen = nn.Embedding(SEEN + 1, width)
 
     def history(self, dynamic: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Before each step of dynamic (B, T, D), per column, of its variable: the last
-        observed tokens (B, T, D), whether there is one, the steps since it (`AGES`) and the
-        mean place u of the observed values so far."""
+        observed tokens (B, T, D), whether there is one, the steps since it (`AGES`), the
+        mean place u of the observed values so far and their number."""
         b, t, d = dynamic.shape
         observed = dynamic[..., self.first] != self.missing  # (B, T, D)
         steps = torch.arange(t, device=dynamic.device)[None, :, None]
@@ -244,7 +247,15 @@ class LastValue(nn.Module):
         u = self.place(dynamic) * observed
         total = torch.cat([u.new_zeros(b, 1, d), u.cumsum(1)[:, :-1]], dim=1)
         count = torch.cat([u.new_zeros(b, 1, d), observed.cumsum(1)[:, :-1]], dim=1)
-        return last, has, age, total / count.clamp(min=1)
+        return last, has, age, total / count.clamp(min=1), count
+
+    def context(self, recalled: torch.Tensor, history: tuple) -> torch.Tensor:
+        """What each column reads of its variable's past (..., D, W): `recalled`, the
+        embedding of its last observed tokens, where there is one; the steps since; the
+        number of values observed so far (`history` of those steps)."""
+        _, has, age, _, count = history
+        seen = self.seen(count.long().clamp(max=SEEN))
+        return recalled * has[..., None] + self.age(age) + seen
 
     def place(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., D) tokens of a step -> (..., D) the place u of each column's variable."""
@@ -286,7 +297,7 @@ class LastValue(nn.Module):
     ) -> torch.Tensor:
         """(B, T, D, V) logits of every column of steps (B, T, D): the heads' logits `heads`
         with the kernel, given what the heads read z (B, T, D, W) and `history(dynamic)`."""
-        last, has, _, mean = history
+        last, has, _, mean, _ = history
         coef = torch.einsum("btdw,dfw->btdf", z, self.weight) + self.bias
         phi = self.features(dynamic[..., self.first], self.anchors(last, mean), has, slice(None))
         return self.combine(heads, torch.einsum("btdvf,btdf->btdv", phi, coef), slice(None))
@@ -378,8 +389,8 @@ class SequenceModel(nn.Module):
             before = self.recall(dynamic[:, :-1])  # (B, T-1, D, W)
             before = torch.cat([before.new_zeros(b, 1, *before.shape[2:]), before], dim=1)
         else:  # each variable's last observed tokens and the steps since
-            last, has, age, _ = history if history is not None else self.last.history(dynamic)
-            before = self.recall(last) * has[..., None] + self.last.age(age)
+            history = history if history is not None else self.last.history(dynamic)
+            before = self.last.context(self.recall(history[0]), history)
         z = earlier + before  # contiguous; in-place adds keep it so (the GRU's s is not, and
         z += s[:, :t, None]  # LayerNorm would copy a non-contiguous z in every pass)
         z += self.column_pos + c[:, None, None]
@@ -397,8 +408,8 @@ class SequenceModel(nn.Module):
         if self.last is None:
             before = self.recall(dynamic[:, -2]) if t > 1 else torch.zeros_like(e)  # (B, D, W)
         else:
-            last, has, age, _ = (h[:, -1] for h in self.last.history(dynamic))
-            before = self.recall(last) * has[..., None] + self.last.age(age)
+            history = tuple(h[:, -1] for h in self.last.history(dynamic))
+            before = self.last.context(self.recall(history[0]), history)
         z = s[:, -1, None] + (e.cumsum(dim=1) - e) + before + self.column_pos + c[:, None]
         return self.norm(self.blocks(z))  # (B, D, W)
 
@@ -464,7 +475,7 @@ def start_at_transitions(
     rows = (torch.arange(dynamic.shape[1], device=dynamic.device) < lengths[:, None]).nonzero()
     chosen = torch.randperm(len(rows), generator=rng, device=rng.device)[:TRANSITION_ROWS]
     rows = rows[chosen.to(rows.device)]
-    tokens, last, has, _, mean = (h[rows[:, 0], rows[:, 1]] for h in (dynamic, *history))
+    tokens, last, has, _, mean, _ = (h[rows[:, 0], rows[:, 1]] for h in (dynamic, *history))
     phi = kernel.features(tokens[:, kernel.first], kernel.anchors(last, mean), has, slice(None))
     _, bias = padded_heads(model.heads)
     pad = torch.isinf(bias)
@@ -620,7 +631,7 @@ def draw_steps(
         if kernel is not None:
             prev = F.embedding(last.T + previous_at[:, None], previous_table) * has.T[..., None]
             before = torch.zeros_like(prev).index_add_(0, first, prev)[first]
-            before += kernel.age.weight[age.T]
+            before += kernel.age.weight[age.T] + kernel.seen.weight[count.T.long().clamp(max=SEEN)]
             anchors = kernel.anchors(last, total / count.clamp(min=1))  # (B, D, 4)
         base = before + (s[:, 0] + c) + model.column_pos[:, None]  # (D, B, W)
         earlier, drawn = None, []  # (B, W): the step's columns so far; their tokens

@@ -306,9 +306,12 @@ class Tokenizer:
         *,
         ids: np.ndarray | None = None,
         seed: int = 0,
+        hold: bool = False,
     ) -> pd.DataFrame:
         """The long table of token arrays: static (N, S) (its last token, the length, is not
-        read: `lengths` is), dynamic (N, T, D), lengths (N,)."""
+        read: `lengths` is), dynamic (N, T, D), lengths (N,). `hold`: a binned real whose
+        tokens are those of its patient's last observed value keeps that value (a value that
+        persists, as real ones do, instead of a fresh draw within its sub-bin)."""
         self._check_fitted()
         rng = np.random.default_rng(seed)
         n = len(lengths)
@@ -325,7 +328,10 @@ class Tokenizer:
             for c, at in _offsets(self.static_columns)
         }
         for c, at in _offsets(self.dynamic_columns):
-            values[c.name] = c.decode(dynamic[pid, pos, at : at + len(c.vocab)], rng)
+            tokens = dynamic[pid, pos, at : at + len(c.vocab)]
+            values[c.name] = c.decode(tokens, rng)
+            if hold and c.kind == "bins":
+                values[c.name] = held(values[c.name], tokens, pid)
         for v in self.schema.variables:
             out[v.name] = values[v.name]
         return enforce(pd.DataFrame(out), self.schema)  # declared constraints hold
@@ -381,6 +387,17 @@ class Tokenizer:
     def _check_fitted(self) -> None:
         if not self.dynamic_columns and not self.static_columns:
             raise RuntimeError("the tokenizer is not fitted: call fit(cohort)")
+
+
+def held(values: np.ndarray, tokens: np.ndarray, pid: np.ndarray) -> np.ndarray:
+    """`values` (rows of patients `pid`, in order) where each observed row whose tokens (rows,
+    k) equal its patient's previous observed row's takes that row's value."""
+    rows = np.flatnonzero(~np.isnan(values))
+    same = (pid[rows][1:] == pid[rows][:-1]) & (tokens[rows][1:] == tokens[rows][:-1]).all(1)
+    first = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(len(rows)), 0))
+    out = values.copy()
+    out[rows] = values[rows[first]]
+    return out
 
 
 def _offsets(columns: list[TokenColumn]) -> list[tuple[TokenColumn, int]]:
