@@ -115,3 +115,16 @@ def test_one_step_logits_equal_the_full_forward(run):
             logits = net.sequence.last_logits(static, dynamic[:, :t])  # heads and kernel
             for j, v in enumerate(net.sequence.vocab):
                 torch.testing.assert_close(logits[:, j, :v], full[j][:, t - 1], atol=1e-5, rtol=0)
+
+
+def test_a_value_is_held_while_its_tokens_repeat(run):
+    """As `sample` (issue 15): the simulator keeps a real's value while its tokens repeat."""
+    env = simulator.make(run, num_envs=64)
+    env.reset(seed=3)
+    for _ in range(3):
+        env.step(np.ones(64, dtype=int))
+    column, at = env.tok.column_at("hr")
+    tokens = env.tokens[:, : len(env.history), at : at + len(column.vocab)].numpy()
+    hr = np.stack([f["hr"].to_numpy() for f in env.history], 1)
+    same = (tokens[:, 1:] == tokens[:, :-1]).all(-1)
+    assert same.any() and np.array_equal(hr[:, 1:][same], hr[:, :-1][same])

@@ -29,6 +29,7 @@ import torch
 from .constraints import enforce
 from .models.healthgym.model import HealthGym
 from .models.healthgym.network import draw_statics
+from .models.healthgym.tokenizer import held
 from .observations import ObservationLayout
 from .rewards import Reward
 
@@ -65,6 +66,7 @@ class Simulator:
     ) -> None:
         net, tok = model._fitted()
         self.net, self.tok, self.temperature = net.eval(), tok, model.config.temperature
+        self.hold = model.config.last_value  # values held while tokens repeat, as in sample
         schema = tok.schema
         self.actions = list(actions) if actions else [v.name for v in schema.actions]
         if not self.actions:
@@ -143,6 +145,15 @@ class Simulator:
         values = self.tok.decode_columns(
             self.tok.dynamic_columns, self.tokens[:, t].numpy(), np_rng
         )
+        if self.hold and t > 0:  # `Tokenizer.inverse_transform(hold=True)`, one step at a time
+            n = len(self.lengths)
+            for c in self.tok.dynamic_columns:
+                if c.kind == "bins":
+                    _, at = self.tok.column_at(c.name)
+                    steps = self.tokens[:, : t + 1, at : at + len(c.vocab)].numpy()
+                    x = np.stack([*(f[c.name] for f in self.history), values[c.name]], 1)
+                    x = held(x.ravel(), steps.reshape(n * (t + 1), -1), np.arange(n).repeat(t + 1))
+                    values[c.name] = x.reshape(n, t + 1)[:, t]
         self.history.append(pd.DataFrame(values))
 
     def _act(self, action: np.ndarray) -> None:
