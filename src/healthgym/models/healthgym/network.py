@@ -189,12 +189,13 @@ class LastValue(nn.Module):
     d its signed distance to an anchor (the last value, the mean): log1p(|d| R) / log1p(R)
     (R = B F, the scale's resolution), |d|, d and d^2 per anchor, and 1 where it is the last
     value's own token (levels, which have no scale, take only this one); none for the missing
-    token or before the first observed value. The coefficients are a linear map of what the
-    head reads, so how strongly values persist depends on the patient, the step, the step's
-    earlier columns and how long ago the variable was seen; `start_at_transitions` fits their
-    biases to the training steps before training. Product of the head's softmax and this
-    kernel: p(x_t | past) ~ p(x_t | context) k(x_t; last, mean), the form of a Markov chain
-    that reverts to the patient's own level, which a few hundred patients suffice to learn.
+    token or before the first observed value (`kernel`). The coefficients are a linear map of
+    what the head reads, so how strongly values persist depends on the patient, the step, the
+    step's earlier columns and how long ago the variable was seen; `start_at_transitions`
+    fits their biases to the training steps before training. Product of the head's softmax
+    and this kernel: p(x_t | past) ~ p(x_t | context) k(x_t; last, mean), the form of a
+    Markov chain that reverts to the patient's own level, which a few hundred patients
+    suffice to learn; the missing token keeps the head's probability (`combine`).
     """
 
     FEATURES = 9  #: per token: same, then 4 per anchor (last value, mean)
@@ -268,11 +269,17 @@ class LastValue(nn.Module):
         fine = torch.where(self.fine_col >= 0, last[..., self.fine_col.clamp(min=0)], 0)
         return torch.stack([self.place(last), last[..., self.first], fine, mean], -1).float()
 
-    def features(
-        self, now: torch.Tensor, anchors: torch.Tensor, has: torch.Tensor, cols: slice
+    def kernel(
+        self,
+        coef: torch.Tensor,
+        now: torch.Tensor,
+        anchors: torch.Tensor,
+        has: torch.Tensor,
+        cols: slice,
     ) -> torch.Tensor:
-        """(..., C, V, FEATURES) of the columns `cols`: now (..., C), the step's coarse token of
-        each column's variable (read by fine columns), anchors (..., C, 4) and has (..., C)."""
+        """Kernel logits (..., C, V) of the columns `cols`: the features weighted by coef
+        (..., C, FEATURES); now (..., C), the step's coarse token of each column's variable
+        (read by fine columns), anchors (..., C, 4) and has (..., C)."""
         coarse, sub, fine = self.coarse[cols], self.sub[cols], self.fine[cols]
         u, c_last, f_last, mean = anchors.unbind(-1)
         k = torch.arange(self.valid.shape[1], device=now.device, dtype=u.dtype)
@@ -282,15 +289,17 @@ class LastValue(nn.Module):
         same_fine = (now == c_last)[..., None] & (k == f_last[..., None])
         same = torch.where(fine[:, None], same_fine, k == c_last[..., None])
         r = (coarse * sub)[:, None]
-        out = [same.to(u.dtype)]
-        for anchor in (u, mean):
+        coef = coef[..., None]  # (..., C, FEATURES, 1); levels read the first feature only
+        out = coef[..., 0, :] * same
+        ordered = self.ordered[cols, None]
+        for i, anchor in enumerate((u, mean)):
             d = pos - anchor[..., None]
-            out += [torch.log1p(d.abs() * r) / torch.log1p(r), d.abs(), d, d * d]
-        ordered = self.ordered[cols, None].expand(-1, self.FEATURES - 1)
-        ordered = torch.cat([torch.ones_like(ordered[:, :1]), ordered], 1)  # (C, FEATURES)
+            a = d.abs()
+            w = coef[..., 1 + 4 * i : 5 + 4 * i, :] * ordered[:, None]
+            out = out + w[..., 0, :] * (torch.log1p(a * r) / torch.log1p(r)) + w[..., 1, :] * a
+            out = out + (w[..., 2, :] + w[..., 3, :] * d) * d
         live = has & ~(fine & (now == self.missing[cols]))  # a missing value's fine token: none
-        keep = self.valid[cols] & live[..., None]  # (..., C, V)
-        return torch.stack(out, -1) * ordered[:, None] * keep[..., None]
+        return out * (self.valid[cols] & live[..., None])
 
     def logits(
         self, heads: torch.Tensor, z: torch.Tensor, dynamic: torch.Tensor, history: tuple
@@ -299,8 +308,8 @@ class LastValue(nn.Module):
         with the kernel, given what the heads read z (B, T, D, W) and `history(dynamic)`."""
         last, has, _, mean, _ = history
         coef = torch.einsum("btdw,dfw->btdf", z, self.weight) + self.bias
-        phi = self.features(dynamic[..., self.first], self.anchors(last, mean), has, slice(None))
-        return self.combine(heads, torch.einsum("btdvf,btdf->btdv", phi, coef), slice(None))
+        now, anchors = dynamic[..., self.first], self.anchors(last, mean)
+        return self.combine(heads, self.kernel(coef, now, anchors, has, slice(None)), slice(None))
 
     def combine(self, heads: torch.Tensor, kernel: torch.Tensor, cols: slice) -> torch.Tensor:
         """Logits (..., C, V) of the columns `cols`: the heads' plus the kernel's over the
@@ -476,16 +485,17 @@ def start_at_transitions(
     chosen = torch.randperm(len(rows), generator=rng, device=rng.device)[:TRANSITION_ROWS]
     rows = rows[chosen.to(rows.device)]
     tokens, last, has, _, mean, _ = (h[rows[:, 0], rows[:, 1]] for h in (dynamic, *history))
-    phi = kernel.features(tokens[:, kernel.first], kernel.anchors(last, mean), has, slice(None))
+    now, anchors = tokens[:, kernel.first], kernel.anchors(last, mean)
     _, bias = padded_heads(model.heads)
     pad = torch.isinf(bias)
     free = bias.detach().masked_fill(pad, 0.0).requires_grad_()
     coef = torch.zeros_like(kernel.bias, requires_grad=True)
+    all_ = slice(None)
     opt = torch.optim.LBFGS([free, coef], max_iter=100, line_search_fn="strong_wolfe")
 
     def loss() -> torch.Tensor:
         heads = free.masked_fill(pad, -torch.inf)
-        logits = kernel.combine(heads, torch.einsum("ndvf,df->ndv", phi, coef), slice(None))
+        logits = kernel.combine(heads, kernel.kernel(coef, now, anchors, has, all_), all_)
         return column_nll(logits, tokens).mean()
 
     def closure() -> torch.Tensor:
@@ -622,9 +632,15 @@ def draw_steps(
         has = torch.zeros(b, d, dtype=torch.bool, device=dev)
         age = torch.zeros(b, d, dtype=torch.long, device=dev)
         total, count = torch.zeros(b, d, device=dev), torch.zeros(b, d, device=dev)
-        heads = head_matrices(model.heads, 1.0)  # the temperature divides the sum
-        coefficients = kernel.weight, kernel.bias
+        # each head and its column's kernel coefficients as one linear map; the temperature
+        # divides the sum
+        heads = [
+            (torch.cat([w, kernel.weight[j]]), torch.cat([b_, kernel.bias[j]]))
+            for j, (w, b_) in enumerate(head_matrices(model.heads, 1.0))
+        ]
         coarse = kernel.first.tolist()
+        # columns whose values' total probability the kernel would change (`combine`)
+        shifted = ((kernel.missing >= 0) & ~kernel.fine).tolist()
         none = torch.zeros(b, dtype=torch.long, device=dev)
     for t in range(steps):
         s, h = model.gru((x + model.position.weight[t] + c)[:, None], h)
@@ -640,12 +656,16 @@ def draw_steps(
             z = _mlp(z, model.blocks, model.norm)
             logits = F.linear(z, *heads[j])
             if kernel is not None:
+                logits, coef = logits[:, : model.vocab[j]], logits[:, model.vocab[j] :, None]
                 now = drawn[coarse[j]] if coarse[j] < j else none  # the step's coarse token
                 at = slice(j, j + 1)
-                phi = kernel.features(now[:, None], anchors[:, at], has[:, at], at)[:, 0]
-                coef = F.linear(z, coefficients[0][j], coefficients[1][j])  # (B, FEATURES)
-                kern = torch.einsum("bvf,bf->bv", phi[:, : logits.shape[1]], coef)
-                logits = kernel.combine(logits[:, None], kern[:, None], at)[:, 0] / temperature
+                kern = kernel.kernel(coef.mT, now[:, None], anchors[:, at], has[:, at], at)
+                kern = kern[:, 0, : model.vocab[j]]
+                if shifted[j]:  # else a constant shift: the same softmax
+                    logits = kernel.combine(logits[:, None], kern[:, None], at)[:, 0]
+                else:
+                    logits = logits + kern
+                logits = logits / temperature
             tok = pick(logits, u[t, j])
             drawn.append(tok)
             e = F.embedding(tok, tables[j])
