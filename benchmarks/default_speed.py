@@ -1,14 +1,17 @@
 """Speed of the default model (HealthGym) against its bounds: training, sampling, start-up.
 
     python -m benchmarks.default_speed [--quick] [--cohorts demo,icu] [--patients N]
-                                       [--no-old] [--threads-study] [--no-record]
+                                       [--threads N] [--no-old] [--threads-study]
+                                       [--study-only RUN] [--no-record]
 
 Cohorts: ``demo``, the bundled cohort (4,000 stays x 12 steps, 16 variables, 22 dynamic
 tokens), and ``icu``, the ICU shape of issue 18 (the demo cohort plus 8 derived dynamic
 reals: 24 variables, 38 dynamic tokens; `benchmarks.cohorts.icu_cohort`). Each is split 80/20
 (seed 0): the model trains on the 80% and the 20% scores it.
 
-Per cohort, in fresh subprocesses (so each reports its own peak RSS):
+Per cohort, in fresh subprocesses (so each reports its own peak RSS), old and new at the
+same pinned thread count (``--threads``, default 1: on a shared machine a second thread can
+stall; the thread study below measures the policy):
 
 - training: `HealthGym().fit` to its own early stop (the static model's pre-fit, then epochs;
   seconds per epoch = the median epoch's steps plus its validation, from metrics.jsonl), the
@@ -273,8 +276,17 @@ CHILDREN = {"fit": child_fit, "sample": child_sample}
 
 def spawn(task: str, spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run a child task in a fresh interpreter (--quick: in this one); its JSON result."""
-    if spec.get("quick") and not env:
-        return CHILDREN[task](spec)
+    if spec.get("quick") and not (env or {}).get("OMP_WAIT_POLICY"):
+        saved = {k: os.environ.get(k) for k in env or {}}
+        os.environ.update(env or {})
+        try:
+            return CHILDREN[task](spec)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     cmd = [sys.executable, "-m", "benchmarks.default_speed", "--child", task, json.dumps(spec)]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}
@@ -301,12 +313,14 @@ def cli(which: str, args: list[str], env: dict[str, str] | None = None) -> dict[
     return {"seconds": seconds, **json.loads(proc.stderr.strip().splitlines()[-1])}
 
 
-def cli_median(which: str, args: list[str], repeats: int) -> dict[str, float]:
+def cli_median(
+    which: str, args: list[str], repeats: int, env: dict[str, str] | None = None
+) -> dict[str, float]:
     """Median wall seconds of `repeats` runs (each writes anew: the output is removed)."""
     out = Path(args[args.index("-o") + 1]) if "-o" in args else None
     runs = []
     for _ in range(repeats):
-        runs.append(cli(which, args))
+        runs.append(cli(which, args, env))
         if out is not None:
             out.unlink(missing_ok=True)
     return {"seconds": median([r["seconds"] for r in runs]), "peak_mib": runs[0]["peak_mib"]}
@@ -314,9 +328,11 @@ def cli_median(which: str, args: list[str], repeats: int) -> dict[str, float]:
 
 # ---- the benchmark ---------------------------------------------------------------------------
 def run_cohort(
-    name: str, tmp: Path, quick: bool, n: int, old: bool, repeats: int, peak: float
+    name: str, tmp: Path, quick: bool, n: int, old: bool, repeats: int, peak: float, threads: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows of the cohort's table (old, new, ratio) and what the start-up rows need."""
+    """Rows of the cohort's table (old, new, ratio) and what the start-up rows need; every
+    child runs at `threads` torch threads (HEALTHGYM_THREADS), old and new alike."""
+    env = {"HEALTHGYM_THREADS": threads}
     from healthgym.models.healthgym.tokenizer import Tokenizer
 
     runs = {"new": tmp / f"{name}-new"}
@@ -324,14 +340,14 @@ def run_cohort(
     for which in ("old", "new") if old else ("new",):
         runs[which] = tmp / f"{name}-{which}"
         spec = {"cohort": name, "quick": quick, "old": which == "old", "run": str(runs[which])}
-        fits[which] = spawn("fit", spec)
+        fits[which] = spawn("fit", spec, env)
     spec = {"run": str(runs["new"]), "n": n, "repeats": repeats, "old": True, "quick": quick}
-    samp = spawn("sample", spec)
+    samp = spawn("sample", spec, env)
     out = str(tmp / f"{name}.csv")
     args = ["sample", str(runs["new"]), "-n", str(n), "-o", out, "--seed", "0"]
     versions = ("new",) if quick else ("old", "new")
     nan = {"seconds": float("nan"), "peak_mib": float("nan")}
-    clis = {which: cli_median(which, args, repeats) if which in versions else nan
+    clis = {which: cli_median(which, args, repeats, env) if which in versions else nan
             for which in ("old", "new")}  # fmt: skip
 
     tokenizer = Tokenizer.load(runs["new"] / "tokenizer.json")
@@ -366,6 +382,7 @@ def run_cohort(
         row("training: to early stop", "s", fo.get("seconds", nan), f["seconds"],
             bound["fit"] / f["seconds"]),
         row("  epochs to early stop", "epochs", fo.get("epochs", nan), f["epochs"], None),
+        row("  torch threads", "", fo.get("threads", nan), f["threads"], None),
         row("  static pre-fit", "s", fo.get("prefit_s", nan), f["prefit_s"], None),
         row("  best validation NLL", "nats/patient", fo.get("best_val_nll", nan),
             f["best_val_nll"], None),
@@ -382,7 +399,7 @@ def run_cohort(
             None),
     ]  # fmt: skip
     for r in rows:
-        if r["unit"] != "s" and r["figure"].startswith("  "):
+        if r["unit"] != "s" and r["figure"].startswith("  ") or not r["unit"]:
             r["new / old"] = ""
     info = {
         "run": runs["new"],
@@ -487,6 +504,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
     p.add_argument("--cohorts", default=None, help="demo,icu (quick: demo)")
     p.add_argument("--patients", type=int, help="patients to sample (default: 4000; quick 50)")
+    p.add_argument("--threads", default="1", help="torch threads of old and new (default 1)")
     p.add_argument("--no-old", action="store_true", help="skip training the old implementation")
     p.add_argument("--old", action="store_true", help="train the old implementation in --quick")
     p.add_argument("--threads-study", action="store_true", help="quiet vs loaded, 1 vs 2 threads")
@@ -512,14 +530,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from healthgym.training.runtime import resolve_threads
 
-    threads = resolve_threads()
+    threads = resolve_threads(args.threads)
     peak = matmul_peak(threads, 256 if quick else 4096)
     texts, first_run = [], None
     with tempfile.TemporaryDirectory(prefix="hg-speed-") as tmp_name:
         tmp = Path(tmp_name)
         all_rows, notes = [], []
         for name in names:
-            rows, extra = run_cohort(name, tmp, quick, n, old, repeats, peak)
+            rows, extra = run_cohort(name, tmp, quick, n, old, repeats, peak, str(threads))
             all_rows += rows
             first_run = first_run or extra["run"]
             notes.append(
@@ -533,8 +551,9 @@ def main(argv: list[str] | None = None) -> None:
     texts = [
         header("HealthGym speed: old (before issue 18) vs new", "benchmarks.default_speed",
                argv, info),
-        f"torch threads: {threads} (the library's policy at the start); fp32 matmul peak at "
-        f"that count {peak:.0f} GFLOP/s at the start, {peak_end:.0f} at the end; "
+        f"torch threads: {threads} for old and new (`--threads`; start-up rows: the library's "
+        f"policy); fp32 matmul peak at that count {peak:.0f} GFLOP/s at the start, "
+        f"{peak_end:.0f} at the end, the FLOP bound's rate; "
         f"load average at the end {load()}. Old = the code of commit de4f823 kept callable "
         "(`benchmarks/reference_healthgym.py`), measured in this run.\n",
         table(all_rows),
