@@ -24,8 +24,6 @@ import statistics
 import time
 from typing import Any
 
-import torch
-
 from benchmarks.common import header, machine, record, table
 
 SECTION = "## Trajectories (issue 15)"
@@ -102,7 +100,14 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--quick", action="store_true", help="a tiny, fast run (tests)")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    from healthgym.training.runtime import cpu_threads
+
+    with cpu_threads(args.threads):
+        return run(args, argv)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> str:
+    """Every cohort and model at ``args``' budget; the section's text."""
     tiny: dict[str, Any] = {}
     patients = None
     if args.quick:

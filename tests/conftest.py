@@ -12,6 +12,12 @@ torch.set_num_threads(1)
 os.environ.setdefault("HEALTHGYM_THREADS", "1")
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Each test starts at one thread, whatever the test before it left."""
+    torch.set_num_threads(1)
+
+
 def make_table(n_patients: int = 6, seed: int = 0, variable_length: bool = True) -> pd.DataFrame:
     """A small mixed-type long table: static sex/unit, dynamic skewed lab, vitals, GCS-like cat."""
     rng = np.random.default_rng(seed)
