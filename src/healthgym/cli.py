@@ -211,8 +211,8 @@ def schema(
 @click.option(
     "--stream",
     is_flag=True,
-    help="v1 on a Parquet DATA with --schema: read it row group by row group; each process "
-    "holds only its own patients.",
+    help="Train healthgym or v1 on a Parquet DATA with --schema without loading it whole: read "
+    "it chunk by chunk; each process holds only its own patients (docs/distributed.md).",
 )
 @friendly_errors
 def train(
@@ -244,7 +244,7 @@ def train(
         model_name = saved[0].name
     family = model_name or ("v1" if preset or dataset else "healthgym")
     if settings.get("dp_epsilon") is not None or settings.get("dp_delta") is not None:
-        _check_private(family, nproc, schema_file)
+        _check_private(family, nproc, schema_file, stream)
     if ((nproc or 1) > 1 or distributed.env_world_size() > 1) and not MODELS[
         family
     ].trainer_class.distributable:
@@ -252,18 +252,20 @@ def train(
             f"--model {family} trains in one process: distributed training (--nproc, torchrun) "
             "is for healthgym and v1"
         )
-    if stream and family != "v1":
-        raise ValueError("--stream trains v1: add --model v1")
+    if stream and family not in ("healthgym", "v1"):
+        raise ValueError(f"--stream trains healthgym or v1, not --model {family}")
+    if stream and (dataset or not schema_file):
+        raise ValueError("--stream reads DATA with --schema (not --dataset or --id/--time)")
     if (nproc or 1) > 1:
         if distributed.env_world_size() > 1:
             raise ValueError("--nproc inside a torchrun job: torchrun already starts the processes")
+        if stream:  # a bad file ends here, in one line, not in every process
+            ParquetShards(data, schema_file)
         # every option as given, for each process (which then trains in the torchrun group)
         params = {**click.get_current_context().params, "nproc": None}
         _launch_training(nproc, params)
         return
     if stream:
-        if dataset or not schema_file:
-            raise ValueError("--stream reads DATA with --schema (not --dataset or --id/--time)")
         cohort: Cohort | ParquetShards = ParquetShards(data, schema_file)
     elif dataset is None:
         cohort = load_cohort(data, id_col, time_col, schema_file)
@@ -298,8 +300,9 @@ def train(
             click.echo(f"privacy: {summary_line(model.privacy)}")
 
 
-def _check_private(family: str, nproc: int | None, schema_file: str | None) -> None:
-    """--dp-epsilon / --dp-delta: the default model, one process, a schema given as a file."""
+def _check_private(family: str, nproc: int | None, schema_file: str | None, stream: bool) -> None:
+    """--dp-epsilon / --dp-delta: the default model, one process, a schema given as a file,
+    the data in memory."""
     from .models import HealthGym
     from .training import distributed
 
@@ -310,6 +313,8 @@ def _check_private(family: str, nproc: int | None, schema_file: str | None) -> N
         )
     if (nproc or 1) > 1 or distributed.env_world_size() > 1:
         raise ValueError("differentially private training runs in one process: drop --nproc")
+    if stream:
+        raise ValueError("differentially private training reads DATA in memory: drop --stream")
     if schema_file is None:
         raise ValueError(
             "--dp-epsilon needs --schema FILE: a schema inferred from DATA reveals its levels "

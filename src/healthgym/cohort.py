@@ -18,7 +18,8 @@ class Cohort:
     Construction checks the table (see `Schema.validate`) and normalises it: columns in
     schema order, integer steps, float reals, categorical cells holding their level values.
     `strict=False` admits generated tables whose statics drift or whose columns came out
-    entirely missing (see `Schema.validate`).
+    entirely missing; `part=True` some patients of a larger cohort (a chunk of a file), in
+    which a column may be entirely missing (see `Schema.validate`).
     """
 
     def __init__(
@@ -29,6 +30,7 @@ class Cohort:
         id: str | None = None,
         time: str | None = None,
         strict: bool = True,
+        part: bool = False,
         **infer_options: Any,
     ) -> None:
         if schema is None:
@@ -41,7 +43,7 @@ class Cohort:
                 f"({schema.id!r}, {schema.time!r})"
             )
         table = schema.apply_bins(table)
-        schema.validate(table, strict=strict)
+        schema.validate(table, strict=strict, part=part)
         self.schema = schema
         self.table = _normalise(table, schema)
 

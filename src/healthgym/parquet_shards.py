@@ -127,7 +127,8 @@ class ParquetShards:
         """(first patient, validated Cohort) for chunks of ``chunk_patients`` in [start, stop)."""
         stop = len(self) if stop is None else stop
         for q in range(start, stop, self.chunk_patients):
-            yield q, Cohort(self.read(q, min(q + self.chunk_patients, stop)), self.schema)
+            table = self.read(q, min(q + self.chunk_patients, stop))
+            yield q, Cohort(table, self.schema, part=True)
 
     def _column(self, name: str, rows: np.ndarray | None = None) -> pd.Series:
         """One variable for every row (or the given rows), as ``Cohort`` normalises it."""

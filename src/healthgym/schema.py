@@ -205,14 +205,15 @@ class Schema:
             raise ValueError(f"{path}: {e}") from None
 
     # ---- checking a table ------------------------------------------------------------------
-    def validate(self, table: pd.DataFrame, *, strict: bool = True) -> None:
+    def validate(self, table: pd.DataFrame, *, strict: bool = True, part: bool = False) -> None:
         """Raise ValueError naming the column and values where `table` breaks this schema.
 
         Expects bins already applied (see `apply_bins`). `strict=False` is for generated
         tables: it admits static variables that drift within a patient (faithful Health Gym
-        v1 output) and columns that came out entirely missing.
+        v1 output) and columns that came out entirely missing. `part=True`: the table is some
+        patients of a cohort (a chunk of a Parquet file), where a column may be all missing.
         """
-        validate_table(table, self, strict=strict)
+        validate_table(table, self, strict=strict, part=part)
 
     def apply_bins(self, table: pd.DataFrame) -> pd.DataFrame:
         """Map numeric columns of binned variables to their interval labels."""
@@ -273,7 +274,9 @@ def _check_numeric_text(name: str, present: pd.Series) -> None:
         )
 
 
-def validate_table(table: pd.DataFrame, schema: Schema, *, strict: bool = True) -> None:
+def validate_table(
+    table: pd.DataFrame, schema: Schema, *, strict: bool = True, part: bool = False
+) -> None:
     """Every check a long table must pass before it is encoded; see `Schema.validate`."""
     if not isinstance(table, pd.DataFrame):
         raise ValueError(f"expected a pandas DataFrame, got {type(table).__name__}")
@@ -292,7 +295,7 @@ def validate_table(table: pd.DataFrame, schema: Schema, *, strict: bool = True) 
         raise ValueError(f"id column {schema.id!r} has {int(ids.isna().sum())} missing values")
     _check_steps(table, schema)
     for v in schema.variables:
-        _check_variable(table, schema, v, strict)
+        _check_variable(table, schema, v, strict, part)
     if strict:  # declared bounds, monotone steps and starts (generated tables: enforced)
         check_table(table, schema)
 
@@ -343,10 +346,12 @@ def _check_steps(table: pd.DataFrame, schema: Schema) -> None:
         )
 
 
-def _check_variable(table: pd.DataFrame, schema: Schema, v: Variable, strict: bool) -> None:
+def _check_variable(
+    table: pd.DataFrame, schema: Schema, v: Variable, strict: bool, part: bool
+) -> None:
     col = table[v.name]
     na = col.isna().to_numpy()
-    if na.all() and strict:
+    if na.all() and strict and not part:
         raise ValueError(f"column {v.name!r} is entirely missing (all NaN)")
     if na.any() and v.missing == "none":
         raise ValueError(

@@ -93,9 +93,12 @@ def test_start_at_transitions_fits_the_steps():
     t = tok.transform(cohort)
     static, dynamic, lengths = (torch.from_numpy(a) for a in (t.static, t.dynamic, t.lengths))
     live = torch.arange(dynamic.shape[1]) < lengths[:, None]
-    network.start_at_marginals(net.sequence.heads, dynamic[live])
+    heads = net.sequence.heads
+    network.start_at_marginals(heads, network.token_counts(heads, dynamic[live]))
     before = network.sequence_nll(net.sequence, static, dynamic, lengths).mean()
-    network.start_at_transitions(net.sequence, dynamic, lengths, torch.Generator().manual_seed(0))
+    rows = network.transition_rows(lengths, torch.Generator().manual_seed(0))
+    features = network.transition_features(net.sequence.last, dynamic, rows)
+    network.start_at_transitions(net.sequence, features)
     after = network.sequence_nll(net.sequence, static, dynamic, lengths).mean()
     assert after < before
     assert net.sequence.last.bias.abs().sum() > 0

@@ -40,6 +40,10 @@ class HealthGymConfig(ConfigBase):
     #: folders written before it (their model.json has no such key and loads with False)
     last_value: bool = True
     max_loss: float = 1e6  #: a loss that is NaN, inf or larger stops the run
+    #: --stream (a `ParquetShards` cohort): the binned reals' quantiles are fitted on this
+    #: many patients, a seeded sample (all of them when the cohort has no more: then the
+    #: tokenizer is the in-memory one); their ranges, values and decimals on every patient
+    tokenizer_sample: int = 20_000
     # Differential privacy (`private.py`, docs/privacy.md): None = off (the run is not private).
     #: the (epsilon, delta) budget per patient; setting it trains with DP-SGD
     dp_epsilon: float | None = None
@@ -55,7 +59,7 @@ class HealthGymConfig(ConfigBase):
     def __post_init__(self) -> None:
         positive = (
             "bins", "fine", "width", "batch_size", "lr", "epochs", "lr_patience", "patience",
-            "temperature", "max_loss",
+            "temperature", "max_loss", "tokenizer_sample",
         )  # fmt: skip
         self.check_positive(*positive)
         if self.bins < 2:

@@ -16,9 +16,11 @@ import pandas as pd
 import torch
 
 from ...cohort import Cohort
+from ...parquet_shards import ParquetShards
 from ...training import distributed
 from ...training.seeding import derive_seed
 from ..base import ConditionableModel
+from . import stream
 from .config import HealthGymConfig
 from .network import PatientModel, draw_statics, draw_steps
 from .tokenizer import Tokenizer
@@ -33,6 +35,8 @@ class HealthGym(ConditionableModel):
     Every keyword is a `HealthGymConfig` field. `fit` stops on the validation loss (or
     `max_minutes`); `sample(n, conditions=..., static=..., length=...)` fixes those and
     draws the other statics (and the length) from their conditional, without rejection.
+    A `ParquetShards` cohort (`--stream`) is tokenized chunk by chunk, each process holding
+    only its own patients' steps (`stream.py`).
     """
 
     name = "healthgym"
@@ -45,10 +49,12 @@ class HealthGym(ConditionableModel):
     sampling_weights = "best"
     fixed_longest = True
     step_unit = "optimizer steps"
+    accepts = (Cohort, ParquetShards)
 
     #: model.json's "privacy" block of a differentially private run (`private.py`), else None
     privacy: dict[str, Any] | None = None
     _private: Any = None  # the `private.PrivateRun` while a DP fit runs
+    _draws: dict[str, int] | None = None  # a --stream fit: this process's tie streams' start
 
     @property
     def best_val_nll(self) -> float | None:
@@ -58,6 +64,8 @@ class HealthGym(ConditionableModel):
     def _fit(self, cohort: Cohort, run_dir: Any, resume: bool, *args: Any) -> HealthGym:
         if self.config.dp_epsilon is None:
             return super()._fit(cohort, run_dir, resume, *args)
+        if isinstance(cohort, ParquetShards):
+            raise ValueError("differentially private training reads the cohort in memory")
         from .private import fit_private  # opacus: only in DP mode
 
         return fit_private(self, super()._fit, cohort, run_dir, resume, *args)
@@ -77,21 +85,45 @@ class HealthGym(ConditionableModel):
             return {"privacy": self._private.block()}
         return {} if self.privacy is None else {"privacy": self.privacy}
 
-    def _fit_encoding(self, cohort: Cohort, ctx: distributed.Context) -> Tokenizer:
+    def _fit_encoding(self, cohort: Cohort | ParquetShards, ctx: distributed.Context) -> Tokenizer:
         if self._private is not None:
             return self._private.fit_tokenizer(cohort)
+        cfg = self.config
+        if isinstance(cohort, ParquetShards):  # one pass over the file on rank 0; broadcast
+            starts = [
+                distributed.shard_range(len(cohort), r, ctx.world)[0] for r in range(ctx.world)
+            ]
+            fitted = None
+            if ctx.main:
+                tok, draws = stream.fit_tokenizer(
+                    cohort, cfg.bins, cfg.fine, cfg.tokenizer_sample, cfg.seed, starts
+                )
+                fitted = tok.to_dict(), draws
+            tok_dict, draws = distributed.broadcast_object(fitted, ctx)
+            self._draws = draws[ctx.rank]
+            return Tokenizer.from_dict(tok_dict)
         # A torchrun job: fitted on rank 0, the same on every process.
-        fitted = Tokenizer(cohort.schema, self.config.bins, self.config.fine).fit(cohort)
+        fitted = Tokenizer(cohort.schema, cfg.bins, cfg.fine).fit(cohort)
         if not ctx.distributed:
             return fitted
         return Tokenizer.from_dict(distributed.broadcast_object(fitted.to_dict(), ctx))
 
-    def _trainer_and_data(self, cohort: Cohort, tokenizer: Tokenizer, ctx: Any) -> Any:
+    def _trainer_and_data(
+        self, cohort: Cohort | ParquetShards, tokenizer: Tokenizer, ctx: distributed.Context
+    ) -> Any:
         if self._private is not None:
             return self._private.trainer_and_data(cohort, tokenizer)
+        trainer = HealthGymTrainer(tokenizer, self.config)
+        if isinstance(cohort, ParquetShards):  # each process reads its own patients' rows
+            start, stop = distributed.shard_range(len(cohort), ctx.rank, ctx.world)
+            static, dynamic = stream.tokens(
+                cohort, tokenizer, self._draws, self.config.seed, start, stop
+            )
+            static = np.concatenate(distributed.gather_objects(static, ctx))  # a few bytes each
+            data = (static, dynamic, cohort.lengths.astype(np.int64))
+            return trainer, tuple(torch.from_numpy(a) for a in data), {"first": start}
         tokens = tokenizer.transform(cohort, seed=self.config.seed)
         data = (tokens.static, tokens.dynamic, tokens.lengths)
-        trainer = HealthGymTrainer(tokenizer, self.config)
         return trainer, tuple(torch.from_numpy(a) for a in data), {}
 
     # ---- sampling -------------------------------------------------------------------------

@@ -461,30 +461,55 @@ class PatientModel(nn.Module):
         )
 
 
-def start_at_marginals(heads: nn.ModuleList, tokens: torch.Tensor) -> None:
-    """Set each head's bias to the log frequency of its tokens in `tokens` (rows, columns), so
-    training starts from the right marginals instead of spending its first steps on them."""
+def token_counts(heads: nn.ModuleList, tokens: torch.Tensor) -> torch.Tensor:
+    """How often each head's tokens occur in `tokens` (rows, columns), every head's counts
+    one after another: counts of several parts of the data add up (`start_at_marginals`)."""
+    return torch.cat(
+        [
+            torch.bincount(tokens[:, j].long(), minlength=h.free.out_features)
+            for j, h in enumerate(heads)
+        ]
+    )
+
+
+def start_at_marginals(heads: nn.ModuleList, counts: torch.Tensor) -> None:
+    """Set each head's bias to the log frequency of its tokens (`token_counts`), so training
+    starts from the right marginals instead of spending its first steps on them."""
     with torch.no_grad():
-        for j, head in enumerate(heads):
-            counts = torch.bincount(tokens[:, j], minlength=head.free.out_features).double()
-            head.free.bias.copy_(torch.log((counts + 0.5) / (counts.sum() + 0.5 * len(counts))))
+        sizes = [h.free.out_features for h in heads]
+        for head, c in zip(heads, counts.double().split(sizes), strict=True):
+            head.free.bias.copy_(torch.log((c + 0.5) / (c.sum() + 0.5 * len(c))))
 
 
-def start_at_transitions(
-    model: SequenceModel, dynamic: torch.Tensor, lengths: torch.Tensor, rng: torch.Generator
-) -> float:
+def transition_rows(lengths: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """(k, 2) (patient, step) of at most TRANSITION_ROWS live steps of patients with these
+    lengths (B,), drawn with `rng`: the steps `start_at_transitions` fits to."""
+    steps = torch.arange(int(lengths.max()), device=lengths.device)
+    rows = (steps < lengths[:, None]).nonzero()
+    chosen = torch.randperm(len(rows), generator=rng, device=rng.device)[:TRANSITION_ROWS]
+    return rows[chosen.to(rows.device)]
+
+
+def transition_features(
+    kernel: LastValue, dynamic: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """At `rows` (k, 2) (patient, step) of dynamic (B, T, D): the step's tokens, and per column
+    its variable's last observed tokens, whether there is one, and the mean place so far.
+    A patient's history is its own, so any set of patients holding the rows' gives the same."""
+    dynamic = dynamic.long()
+    last, has, _, mean, _ = kernel.history(dynamic)
+    return tuple(h[rows[:, 0], rows[:, 1]] for h in (dynamic, last, has, mean))
+
+
+def start_at_transitions(model: SequenceModel, features: tuple[torch.Tensor, ...]) -> float:
     """Fit the heads' biases and the `LastValue` kernel's (its coefficients before they read
-    anything) to at most TRANSITION_ROWS steps of the training patients (B, T, D), drawn with
-    `rng`: each column's token given its variable's last observed value and mean, the same
-    for every patient. Training then starts from values that persist as much as the data's
-    do, instead of learning it from zero (on a few hundred patients it stopped before it had).
+    anything) to training steps (`transition_features` of `transition_rows`): each column's
+    token given its variable's last observed value and mean, the same for every patient.
+    Training then starts from values that persist as much as the data's do, instead of
+    learning it from zero (on a few hundred patients it stopped before it had).
     Returns the NLL per step it reached (nats)."""
     kernel = model.last
-    history = kernel.history(dynamic)
-    rows = (torch.arange(dynamic.shape[1], device=dynamic.device) < lengths[:, None]).nonzero()
-    chosen = torch.randperm(len(rows), generator=rng, device=rng.device)[:TRANSITION_ROWS]
-    rows = rows[chosen.to(rows.device)]
-    tokens, last, has, _, mean, _ = (h[rows[:, 0], rows[:, 1]] for h in (dynamic, *history))
+    tokens, last, has, mean = features
     now, anchors = tokens[:, kernel.first], kernel.anchors(last, mean)
     _, bias = padded_heads(model.heads)
     pad = torch.isinf(bias)

@@ -19,6 +19,7 @@ min-max encoder keeps).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ...atomic import write_text_atomic
 from ...cohort import Cohort, level_codes
 from ...constraints import enforce
 from ...encoding import data_decimals
-from ...schema import Schema
+from ...schema import Schema, Variable
 
 GRID = 1025  #: quantiles kept per binned real variable
 LENGTH = "__length"  #: name of the length token
@@ -215,21 +216,27 @@ class Tokenizer:
     def fit(self, cohort: Cohort) -> Tokenizer:
         """Levels, distinct values and quantile grids from the training cohort."""
         cohort.require_schema(self.schema, "tokenizer")
-        for block, variables, rows in cohort.blocks():
+        rows = {block: table for block, _, table in cohort.blocks()}
+
+        def fit(v: Variable, fine: int) -> TokenColumn:
+            col = rows["static" if v.is_static else "dynamic"][v.name]
+            return fit_column(col, v.kind, v.levels, v.missing == "flag", self.bins, fine)
+
+        self.set_columns(fit)
+        self.max_length = int(cohort.lengths.max())
+        self.time_origin = cohort.common_start
+        return self
+
+    def set_columns(self, fit: Callable[[Variable, int], TokenColumn]) -> None:
+        """The static and dynamic columns in token order, each `fit(variable, fine tokens)`."""
+        for block, variables in (("static", self.schema.static), ("dynamic", self.schema.dynamic)):
             # Fine tokens keep a value close to the patient's previous one; statics have no
             # previous value, and a fine static token would only help memorise patients.
             fine = 1 if block == "static" else self.fine
             # Treatments last within a step: a step's state is drawn before its action, so the
             # simulator (healthgym.env) can set the action and draw the next state given it.
             variables = sorted(variables, key=lambda v: v.role == "action")
-            columns = [
-                fit_column(rows[v.name], v.kind, v.levels, v.missing == "flag", self.bins, fine)
-                for v in variables
-            ]
-            setattr(self, f"{block}_columns", columns)
-        self.max_length = int(cohort.lengths.max())
-        self.time_origin = cohort.common_start
-        return self
+            setattr(self, f"{block}_columns", [fit(v, fine) for v in variables])
 
     @property
     def length_column(self) -> TokenColumn:
@@ -275,11 +282,27 @@ class Tokenizer:
             out += [(missing, coarse, fine, c.kind != "levels")] * len(c.vocab)
         return out
 
-    def transform(self, cohort: Cohort, seed: int = 0) -> TokenizedCohort:
-        """Token arrays of `cohort` (ties in binned reals placed with `seed`)."""
+    def transform(
+        self, cohort: Cohort, seed: int = 0, draws: dict[str, int] | None = None
+    ) -> TokenizedCohort:
+        """Token arrays of `cohort` (ties in binned reals placed with `seed`).
+
+        One random stream serves every binned column in turn, each taking a draw per value.
+        `draws` (a part of a larger cohort, e.g. a --stream chunk): where each binned column's
+        draws start in that stream, so the part's tokens are the whole cohort's; advanced
+        in place past the part's values, for the next part."""
         self._check_fitted()
         cohort.require_schema(self.schema, "tokenizer")
         rng = np.random.default_rng(seed)
+
+        def stream(c: TokenColumn, values: pd.Series) -> np.random.Generator:
+            if draws is None or c.kind != "bins":
+                return rng
+            own = np.random.default_rng(seed)
+            own.bit_generator.advance(draws[c.name])
+            draws[c.name] += int(values.notna().sum())
+            return own
+
         table, first = cohort.table, cohort.first_rows
         pid = np.cumsum(first) - 1
         times = table[self.schema.time].to_numpy()
@@ -290,11 +313,15 @@ class Tokenizer:
         statics = table.loc[first]
         static = np.zeros((n, len(self.static_vocab)), dtype=np.int64)
         for c, at in _offsets(self.static_columns):
-            static[:, at : at + len(c.vocab)] = c.encode(statics[c.name], rng)
+            static[:, at : at + len(c.vocab)] = c.encode(
+                statics[c.name], stream(c, statics[c.name])
+            )
         static[:, -1] = lengths - 1
         dynamic = np.zeros((n, t_max, len(self.dynamic_vocab)), dtype=np.int64)
         for c, at in _offsets(self.dynamic_columns):
-            dynamic[pid, pos, at : at + len(c.vocab)] = c.encode(table[c.name], rng)
+            dynamic[pid, pos, at : at + len(c.vocab)] = c.encode(
+                table[c.name], stream(c, table[c.name])
+            )
         ids = table[self.schema.id].to_numpy()[first]
         return TokenizedCohort(ids, start, static, dynamic, lengths.astype(np.int64))
 

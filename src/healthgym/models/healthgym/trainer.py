@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,9 @@ from .network import (
     start_at_marginals,
     start_at_transitions,
     static_nll,
+    token_counts,
+    transition_features,
+    transition_rows,
 )
 from .tokenizer import Tokenizer
 
@@ -93,14 +97,25 @@ class HealthGymTrainer(Trainer):
     resumable = frozenset({"epochs", "device", "patience", "temperature"})
     shown = ("nll",)
     unit = "optimizer step"
+    #: a --stream run (`fit(..., first=)`): this process holds the steps of patients
+    #: first, first + 1, ... only; None: of every patient
+    first: int | None = None
 
     def __init__(self, tokens: Tokenizer, config: HealthGymConfig) -> None:
         self.config = config
         self.device = config.resolve_device()
         self.model = build_model(tokens, config).to(self.device)
 
+    def fit(self, *data: Any, first: int | None = None, **options: Any) -> Any:
+        """`Trainer.fit` on static (N, S), dynamic (N, T, D) tokens (any integer dtype) and
+        lengths (N,). With `first` (a --stream run), dynamic holds only this process's own
+        patients, `first` onwards, and each process computes the share of a batch it holds
+        (resume then needs the same number of processes)."""
+        self.first = first
+        return super().fit(*data, **options)
+
     def prepare(self, static: torch.Tensor, dynamic: torch.Tensor, lengths: torch.Tensor) -> str:
-        """Static (N, S), dynamic (N, T, D) tokens and lengths (N,); the model ends training
+        """Static (N, S), dynamic tokens and lengths (N,) (see `fit`); the model ends training
         holding the best validation weights."""
         if len(lengths) < 2:
             raise ValueError("training needs at least 2 patients (one is held out to validate)")
@@ -108,6 +123,7 @@ class HealthGymTrainer(Trainer):
         self.model.to(self.device)
         self.train_idx, self.val_idx = split_patients(len(lengths), cfg)
         self.data = [t.to(self.device) for t in (static, dynamic, lengths)]
+        self.held = (self.first or 0, (self.first or 0) + len(dynamic))  # patients [from, to)
         self.batch = batch_size(len(self.train_idx), cfg)
         params = self.model.sequence.parameters()
         self.opt = adamw(params, cfg)
@@ -118,7 +134,11 @@ class HealthGymTrainer(Trainer):
         self.validated = True  # the model's weights have been validated (or are the start)
         if self.ctx.distributed:
             self.ddp = distributed.wrap(self.model.sequence, self.ctx)
-        return fingerprint(static, dynamic, lengths)
+        digest = fingerprint(static, dynamic, lengths)
+        if self.first is not None and self.ctx.distributed:  # every process's part, in order
+            digests = "".join(distributed.gather_objects(digest, self.ctx))
+            digest = hashlib.sha256(digests.encode()).hexdigest()
+        return digest
 
     @property
     def network(self) -> PatientModel:
@@ -250,16 +270,31 @@ class HealthGymTrainer(Trainer):
             if cuda:
                 self.dropout_rng.append(torch.cuda.get_rng_state(self.device))
 
+    def _held(self, ids: np.ndarray) -> np.ndarray:
+        """The patients of `ids` whose steps this process holds (all but in a --stream run)."""
+        return ids[(ids >= self.held[0]) & (ids < self.held[1])]
+
+    def _mine(self, ids: np.ndarray) -> np.ndarray:
+        """This process's share of `ids`: every W-th, or in a --stream run those it holds."""
+        if not self.ctx.distributed:
+            return ids
+        return self._held(ids) if self.first is not None else ids[self.ctx.rank :: self.ctx.world]
+
+    def _steps(self, ids: torch.Tensor) -> torch.Tensor:
+        """Dynamic tokens (B, T, D) of held patients `ids`, as stored."""
+        return self.data[1][ids - self.held[0]]
+
     def _nll(self, ids: torch.Tensor, net: torch.nn.Module | None = None) -> torch.Tensor:
         """(B,) NLL of the patients' steps and lengths given their statics."""
-        static, dynamic, lengths = (t[ids] for t in self.data)
+        static, lengths = self.data[0][ids].long(), self.data[2][ids]
         t_max = int(lengths.max())
-        return sequence_nll(net or self.model.sequence, static, dynamic[:, :t_max], lengths)
+        dynamic = self._steps(ids)[:, :t_max].long()
+        return sequence_nll(net or self.model.sequence, static, dynamic, lengths)
 
     def _share_nll(self, ids: np.ndarray) -> tuple[torch.Tensor, float]:
         """This process's share of a global batch: (its loss, the batch's mean NLL)."""
         ctx = self.ctx
-        mine = torch.from_numpy(ids[ctx.rank :: ctx.world]).to(self.device)
+        mine = torch.from_numpy(self._mine(ids)).to(self.device)
         if len(mine):
             total = self._nll(mine, self.ddp).sum()
         else:  # a short last batch: no patient here, but DDP still needs every gradient
@@ -269,16 +304,41 @@ class HealthGymTrainer(Trainer):
         return loss, value
 
     def _start_at_marginals(self) -> None:
-        ids = torch.from_numpy(self.train_idx).to(self.device)
-        static, dynamic, lengths = (t[ids] for t in self.data)
-        start_at_marginals(self.model.statics.heads, static)
-        live = torch.arange(dynamic.shape[1], device=self.device) < lengths[:, None]
-        start_at_marginals(self.model.sequence.heads, dynamic[live])
-        if self.model.sequence.last is not None:  # and values persist as the data's do
-            seed = derive_seed(self.config.seed, _TRANSITIONS)
-            rng = torch.Generator(self.device).manual_seed(seed)
-            steps = dynamic[:, : int(lengths.max())]
-            start_at_transitions(self.model.sequence, steps, lengths, rng)
+        """Heads at the training marginals, then (`last_value`) at the training transitions.
+        The steps are read 1,024 patients at a time; in a --stream run each process counts
+        and reads its own and the counts and rows are shared."""
+        ctx, seq, device = self.ctx, self.model.sequence, self.device
+        shared = self.first is not None and ctx.distributed
+        train = torch.from_numpy(self.train_idx).to(device)
+        start_at_marginals(
+            self.model.statics.heads, token_counts(self.model.statics.heads, self.data[0][train])
+        )
+        counts = torch.zeros(sum(h.free.out_features for h in seq.heads), dtype=torch.int64)
+        held = self._held(self.train_idx)
+        for at in range(0, len(held), 1024):
+            ids = torch.from_numpy(held[at : at + 1024]).to(device)
+            steps, lengths = self._steps(ids), self.data[2][ids]
+            live = torch.arange(steps.shape[1], device=device) < lengths[:, None]
+            counts += token_counts(seq.heads, steps[live]).cpu()
+        start_at_marginals(seq.heads, distributed.all_reduce(counts, ctx) if shared else counts)
+        if seq.last is None:
+            return
+        # ... and values persist as the data's do: rows drawn over every training patient
+        rng = torch.Generator(device).manual_seed(derive_seed(self.config.seed, _TRANSITIONS))
+        rows = transition_rows(self.data[2][train], rng)
+        patients = train[rows[:, 0]]
+        here = (patients >= self.held[0]) & (patients < self.held[1])
+        who, at = patients[here].unique(return_inverse=True)
+        steps = self._steps(who)[:, : int(self.data[2][train].max())]
+        found = transition_features(seq.last, steps, torch.stack([at, rows[here, 1]], 1))
+        if shared:  # every process's rows, put back in the order they were drawn
+            parts = distributed.gather_objects((here.cpu(), [f.cpu() for f in found]), ctx)
+            found = tuple(torch.empty((len(rows), *f.shape[1:]), dtype=f.dtype) for f in found)
+            for mask, part in parts:
+                for f, p in zip(found, part, strict=True):
+                    f[mask] = p
+            found = tuple(f.to(device) for f in found)
+        start_at_transitions(seq, found)
 
     def _fit_statics(self) -> float:
         """Fit the static model on its own first: a few tokens per patient give it far less
@@ -291,8 +351,8 @@ class HealthGymTrainer(Trainer):
         opt = adamw(model.parameters(), cfg)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, STATIC_MAX_STEPS)
         rng = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, _STATICS))
-        val = static[torch.from_numpy(self.val_idx).to(self.device)]
-        train = static[torch.from_numpy(self.train_idx).to(self.device)]
+        val = static[torch.from_numpy(self.val_idx).to(self.device)].long()
+        train = static[torch.from_numpy(self.train_idx).to(self.device)].long()
         best_val, best, bad = math.inf, copy.deepcopy(model.state_dict()), 0
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
             torch.manual_seed(derive_seed(cfg.seed, _STATICS))  # dropout
@@ -322,7 +382,7 @@ class HealthGymTrainer(Trainer):
         patient and the sum is shared, so every process decides alike)."""
         self.model.eval()
         ctx, total = self.ctx, 0.0
-        mine = self.val_idx[ctx.rank :: ctx.world]
+        mine = self._mine(self.val_idx)
         for start in range(0, len(mine), 1024):
             ids = torch.from_numpy(mine[start : start + 1024]).to(self.device)
             total += self._nll(ids).sum().item()
