@@ -33,7 +33,7 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "dgan-noexample": ("benchmarks.peers.dgan", "DGANNoExampleScalingAdapter", "gretel-synthetics"),
 }
 DEFAULT_MODELS = ("healthgym", "healthgym-gan", "healthgym-v1", "tabularargn", "dgan", "par")
-COHORTS = ("demo", "varlen")
+COHORTS = ("demo", "varlen", "visits")
 OUTCOME = "in_hospital_death"
 HOLDOUT, SEED = 0.2, 0
 VARLEN_PATIENTS = 400
@@ -50,6 +50,10 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("trend diff", "temporal.trend_corr_mad", "-"),
     ("cycle diff", "temporal.cycle_corr_mad", "-"),
     ("length KS compl.", "temporal.length_ks_complement", "+"),
+    ("lag-1 excess", "temporal.lag1_gap_excess", "-"),
+    ("within lag-1 excess", "temporal.within_lag1_gap_excess", "-"),
+    ("delta KS", "temporal.delta_ks_mean", "-"),
+    ("backwards share", "temporal.backwards_share", "-"),
     ("static consist.", "structure.static_consistency", "+"),
     ("TSTR vs TRTR, chance-corrected", "utility.auroc_ratio", "+"),
     ("MIA AUROC", "privacy.mia_auroc", "0.5"),
@@ -100,6 +104,8 @@ def load_cohort(name: str) -> tuple[Any, Any]:
         cohort = hg.datasets.demo()
     elif name == "varlen":
         cohort = varlen_cohort()
+    elif name == "visits":
+        cohort = hg.datasets.visits()
     else:
         raise ValueError(f"unknown cohort {name!r}; known: {COHORTS}")
     return cohort.split(holdout=HOLDOUT, seed=SEED)
@@ -348,7 +354,11 @@ LEGEND = (
     "`marginals.tv_complement_mean`, "
     "`marginals.missing_rate_diff_mean`, `associations.mean_abs_diff`, "
     "`temporal.autocorrelation_mad`, `temporal.trend_corr_mad`, `temporal.cycle_corr_mad`, "
-    "`temporal.length_ks_complement`, `structure.static_consistency`, `utility.auroc_ratio` "
+    "`temporal.length_ks_complement`, `temporal.lag1_gap_excess` and "
+    "`temporal.within_lag1_gap_excess` (the synthetic cohort's lag-1 autocorrelation gap to the "
+    "training patients minus the real holdout's; issue 15's target: <= 0.02), "
+    "`temporal.delta_ks_mean`, `temporal.backwards_share`, "
+    "`structure.static_consistency`, `utility.auroc_ratio` "
     "(chance-corrected: (TSTR - 0.5) / (TRTR - 0.5), clipped to [0, 1]), `privacy.mia_auroc`, "
     "`privacy.dcr_share`, `privacy.dcr_hub_share`). `train s`: wall seconds of the adapter's "
     "`fit` (data conversion and library preprocessing included)."

@@ -87,6 +87,15 @@ def test_varlen_cohort_is_deterministic_ragged_and_from_the_demo():
     assert (len(train), len(holdout)) == (320, 80)
 
 
+def test_every_development_cohort_is_a_peer_cohort():
+    """The peer table runs on the cohorts `benchmarks.trajectories` measures (issue 15)."""
+    train, holdout = harness.load_cohort("visits")
+    assert (len(train), len(holdout)) == (200, 50)
+    assert set(train.ids).isdisjoint(holdout.ids)
+    with pytest.raises(ValueError, match="unknown cohort"):
+        harness.load_cohort("nope")
+
+
 def test_own_cut_matches_healthgyms(small):
     from healthgym.datasets.variable_length import cut_stays
 
