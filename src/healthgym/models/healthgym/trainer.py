@@ -48,6 +48,9 @@ STATIC_MAX_STEPS = 1000  #: full-batch steps of the static model
 #: the demo and ICU cohorts the best came at the 7th of 15 validations and none of the next 8
 #: was better, so 3 keep the same weights and save a third of the fit)
 STATIC_PATIENCE = 3
+#: patients per piece of a full-batch static step (its gradient summed over the pieces): its
+#: activations for 180,000 patients took 2+ GiB at once; one piece (as before) up to this size
+STATIC_PIECE = 16_384
 
 
 def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
@@ -345,22 +348,25 @@ class HealthGymTrainer(Trainer):
         signal per batch than the steps give the sequence model, so it takes its own
         full-batch steps (fresh orders each step, learning rate decaying to 0 over
         STATIC_MAX_STEPS, validated every STATIC_EVERY steps, the best kept, stopped after
-        STATIC_PATIENCE validations without a better loss).
+        STATIC_PATIENCE validations without a better loss). Each step takes its batch in
+        pieces of STATIC_PIECE patients: more than that draws its masks piece by piece.
         Returns the best validation NLL of the statics (nats per patient)."""
         cfg, model, static = self.config, self.model.statics, self.data[0]
         opt = adamw(model.parameters(), cfg)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, STATIC_MAX_STEPS)
         rng = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, _STATICS))
-        val = static[torch.from_numpy(self.val_idx).to(self.device)].long()
-        train = static[torch.from_numpy(self.train_idx).to(self.device)].long()
+        val = static[torch.from_numpy(self.val_idx).to(self.device)].split(STATIC_PIECE)
+        train = static[torch.from_numpy(self.train_idx).to(self.device)].split(STATIC_PIECE)
+        n_train = len(self.train_idx)
         best_val, best, bad = math.inf, copy.deepcopy(model.state_dict()), 0
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
             torch.manual_seed(derive_seed(cfg.seed, _STATICS))  # dropout
             for step in range(1, STATIC_MAX_STEPS + 1):
                 model.train()
-                loss = static_nll(model, train, rng).mean()
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                for piece in train:  # one piece: the batch's mean, times exactly 1
+                    loss = static_nll(model, piece.long(), rng).mean() * (len(piece) / n_train)
+                    loss.backward()
                 opt.step()
                 sched.step()
                 if step % STATIC_EVERY:
@@ -368,13 +374,18 @@ class HealthGymTrainer(Trainer):
                 model.eval()
                 val_rng = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, _VAL))
                 with torch.no_grad():  # every order, averaged over a few fixed mask draws
-                    v = np.mean([static_nll(model, val, val_rng).mean().item() for _ in range(4)])
+                    v = np.mean([self._static_val(val, val_rng) for _ in range(4)])
                 if v < best_val:
                     best_val, best, bad = v, copy.deepcopy(model.state_dict()), 0
                 elif (bad := bad + 1) >= STATIC_PATIENCE:
                     break
         model.load_state_dict(best)
         return float(best_val)
+
+    def _static_val(self, pieces: tuple[torch.Tensor, ...], rng: torch.Generator) -> float:
+        """Mean static NLL of the validation patients, `pieces` of their static tokens."""
+        nll = [static_nll(self.model.statics, p.long(), rng) for p in pieces]
+        return torch.cat(nll).mean().item()
 
     @torch.no_grad()
     def _validate(self) -> float:
