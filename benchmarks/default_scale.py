@@ -2,14 +2,16 @@
 throughput and peak memory per process on large synthetic cohorts.
 
     python -m benchmarks.default_scale [--patients 100000,1000000] [--procs 1,2]
-        [--steps 30] [--sample 10000000] [--no-record]
+        [--steps 30] [--sample 10000000] [--stream] [--no-record]
 
 The input cohorts are sampled from a default model trained briefly on the demo cohort (the
 sampling is the sampling benchmark: `healthgym.sampling.write_parts`). Training: every
 process reads the Parquet folder, fits the tokenizer, and trains `--steps` optimizer steps
 with DDP over Gloo; throughput = patient-steps per second of the
-global batches (median step time), peak RSS per process from getrusage. `--quick` runs tiny
-sizes (a test runs it).
+global batches (median step time), peak RSS per process from getrusage. `--stream` joins the
+parts into one Parquet file and trains as `healthgym train FILE --schema S --stream` does:
+the tokenizer fitted in one pass on rank 0, each process tokenizing only its own patients.
+`--quick` runs tiny sizes (a test runs it).
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--steps", type=int, default=30, help="optimizer steps timed per run")
     p.add_argument("--sample", type=int, default=10_000_000, help="patients sampled to parts")
     p.add_argument("--sample-procs", type=int, default=2, help="processes writing the parts")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="train from one Parquet file read chunk by chunk (`--stream`), not in memory",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args(argv)
@@ -58,6 +65,8 @@ def main(argv: list[str] | None = None) -> str:
     for n in sizes:
         cohort_dir = work / f"cohort-{n}"
         write_parts(work / "run", n, cohort_dir, seed=1, nproc=args.sample_procs)
+        if args.stream:
+            cohort_dir = _one_file(cohort_dir, work / f"cohort-{n}.parquet")
         for procs in (int(x) for x in args.procs.split(",")):
             result = _train(work / "run", cohort_dir, procs, args.steps, work / f"t-{n}-{procs}")
             rows_train.append({"patients": n, "processes": procs, **result})
@@ -69,7 +78,14 @@ def main(argv: list[str] | None = None) -> str:
             table(rows_sample),
             "",
             f"Data-parallel training, {args.steps} optimizer steps (DDP over Gloo on CPU; "
-            "`batch`: the global batch), every process holding the whole cohort's tokens:",
+            "`batch`: the global batch), "
+            + (
+                "from one Parquet file read chunk by chunk (`--stream`: the tokenizer fitted in "
+                "one pass on rank 0, each process tokenizing only its own patients; `tokens s`: "
+                "both):"
+                if args.stream
+                else "every process holding the whole cohort's tokens:"
+            ),
             "",
             table(rows_train),
         ]
@@ -96,29 +112,56 @@ def _train(run: Path, cohort_dir: Path, procs: int, steps: int, out: Path) -> di
     }
 
 
-def _worker(run: str, cohort_dir: str, steps: int, out: str) -> dict[str, Any]:
-    """One training process: read, tokenize, train `steps` steps; timings and peak RSS."""
+def _one_file(parts: Path, path: Path) -> Path:
+    """The part files of `parts` as one Parquet file, patients in order (what `--stream`
+    reads), written one part at a time."""
+    import pyarrow.parquet as pq
+
+    files = sorted(parts.glob("*.parquet"))
+    with pq.ParquetWriter(path, pq.read_schema(files[0])) as writer:
+        for f in files:
+            writer.write_table(pq.read_table(f))
+    return path
+
+
+def _worker(run: str, cohort_path: str, steps: int, out: str) -> dict[str, Any]:
+    """One training process: read, tokenize, train `steps` steps; timings and peak RSS.
+
+    `cohort_path` a folder of parts: read whole, in memory; a file: streamed (`--stream`)."""
     import pandas as pd
     import torch
 
     import healthgym as hg
     from healthgym.models.healthgym.tokenizer import Tokenizer
     from healthgym.models.healthgym.trainer import HealthGymTrainer
+    from healthgym.parquet_shards import ParquetShards
 
-    t0 = time.perf_counter()
     schema = hg.load(run).schema
-    cohort = hg.Cohort(pd.read_parquet(cohort_dir), schema, strict=False)
-    load_s = time.perf_counter() - t0
     model = hg.HealthGym(epochs=1)
-    t0 = time.perf_counter()
-    tok = Tokenizer(schema, model.config.bins, model.config.fine).fit(cohort)
-    t = tok.transform(cohort, seed=0)
-    tokens_s = time.perf_counter() - t0
-    data = [torch.from_numpy(a) for a in (t.static, t.dynamic, t.lengths)]
-    mean_len = float(t.lengths.mean())
-    del cohort
-    trainer = HealthGymTrainer(tok, model.config)
-    trainer.fit(*data, out, progress=False, stop_after_steps=steps)
+    if Path(cohort_path).is_file():
+        t0 = time.perf_counter()
+        shards = ParquetShards(cohort_path, schema)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with model._process_group() as ctx:  # the steps of `fit`, to stop after `steps`
+            tok = model._fit_encoding(shards, ctx)
+            trainer, data, options = model._trainer_and_data(shards, tok, ctx)
+            tokens_s = time.perf_counter() - t0
+            mean_len = float(shards.lengths.mean())
+            trainer.fit(*data, out, progress=False, stop_after_steps=steps, **options)
+    else:
+        t0 = time.perf_counter()
+        cohort = hg.Cohort(pd.read_parquet(cohort_path), schema, strict=False)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tok = Tokenizer(schema, model.config.bins, model.config.fine).fit(cohort)
+        t = tok.transform(cohort, seed=0)
+        tokens_s = time.perf_counter() - t0
+        data = [torch.from_numpy(a) for a in (t.static, t.dynamic, t.lengths)]
+        mean_len = float(t.lengths.mean())
+        del cohort
+        trainer = HealthGymTrainer(tok, model.config)
+        trainer.fit(*data, out, progress=False, stop_after_steps=steps)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if os.environ.get("RANK", "0") != "0":  # rank 0 alone wrote the metrics
         return {"peak_rss_gib": rss}

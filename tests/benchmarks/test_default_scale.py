@@ -4,8 +4,10 @@ import pytest
 
 
 @pytest.mark.slow
-def test_quick_scale_benchmark():
+@pytest.mark.parametrize("stream", [False, True])
+def test_quick_scale_benchmark(stream):
     from benchmarks import default_scale
 
-    text = default_scale.main(["--quick", "--no-record"])
+    text = default_scale.main(["--quick", "--no-record"] + ["--stream"] * stream)
     assert "patient-steps/s" in text and "patients/s" in text
+    assert ("chunk by chunk" in text) == stream
