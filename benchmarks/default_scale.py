@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> str:
                         "seconds": seconds, "patients/s": args.sample / seconds})  # fmt: skip
     for n in sizes:
         cohort_dir = work / f"cohort-{n}"
-        write_parts(work / "run", n, cohort_dir, seed=1, nproc=args.sample_procs)
+        if n == args.sample:  # the sampled patients serve as this cohort
+            cohort_dir = work / "sampled"
+        else:
+            write_parts(work / "run", n, cohort_dir, seed=1, nproc=args.sample_procs)
         if args.stream:
             cohort_dir = _one_file(cohort_dir, work / f"cohort-{n}.parquet")
         for procs in (int(x) for x in args.procs.split(",")):
