@@ -254,6 +254,24 @@ def test_outputs_by_their_extension(trained, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_schema_and_demo_data_never_replace_a_file_unasked(data, tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("my notes")
+    args = ("schema", data, "--id", "pid", "--time", "hour", "-o", mine)
+    one_line_error(run(*args), "mine.yaml exists: pass --overwrite")
+    assert mine.read_text() == "my notes"
+    assert run(*args, "--overwrite").exit_code == 0 and "variables:" in mine.read_text()
+
+    (tmp_path / "d.schema.yaml").write_text("my schema")
+    one_line_error(run("demo-data", "-o", tmp_path / "d.csv"), "d.schema.yaml exists")
+    assert not (tmp_path / "d.csv").exists()  # checked before anything is written
+    assert (tmp_path / "d.schema.yaml").read_text() == "my schema"
+    assert run("demo-data", "-o", tmp_path / "d.csv", "--overwrite").exit_code == 0
+    assert (tmp_path / "d.csv").stat().st_size > 0
+    assert "variables:" in (tmp_path / "d.schema.yaml").read_text()
+    one_line_error(run("demo-data", "-o", tmp_path / "d.csv"), "d.csv exists")
+
+
 def test_a_failed_write_leaves_no_temporary_file(trained, tmp_path, monkeypatch):
     def disk_full(self, path, *args, **kwargs):
         Path(path).write_text("half a table")
@@ -269,7 +287,7 @@ def test_os_errors_are_one_line_errors_with_exit_code_2(trained, data, tmp_path,
     folder = tmp_path / "folder"
     folder.mkdir()
     one_line_error(
-        run("schema", data, "--id", "pid", "--time", "hour", "-o", folder), "Is a directory"
+        run("schema", data, "--id", "pid", "--time", "hour", "-o", folder), "is a folder"
     )
     one_line_error(run("train", data, "--schema", folder, "--out", tmp_path / "r"), "directory")
     afile = tmp_path / "afile"

@@ -143,14 +143,22 @@ def naming_file(path: str | Path, role: str | None = None) -> Iterator[None]:
     help="Integer columns with at most this many values are categorical.",
 )
 @click.option("-o", "--output", type=click.Path(), help="Write the schema YAML here.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (a regular file).")
 @friendly_errors
 def schema(
-    data: str, id_col: str, time_col: str, max_integer_levels: int, output: str | None
+    data: str,
+    id_col: str,
+    time_col: str,
+    max_integer_levels: int,
+    output: str | None,
+    overwrite: bool,
 ) -> None:
     """Infer the schema of DATA (CSV or Parquet) and print or write it as YAML."""
     from .cohort import Cohort, read_table
     from .schema import infer_schema
 
+    if output:
+        output_path(output, overwrite)
     with naming_file(data):
         table = read_table(data)
         s = infer_schema(table, id_col, time_col, max_integer_levels=max_integer_levels)
@@ -640,14 +648,17 @@ def _fresh_folder(base: Path) -> Path:
 
 @main.command("demo-data")
 @click.option("-o", "--output", required=True, type=click.Path(), help="OUT.csv or OUT.parquet")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT and its schema if they exist.")
 @friendly_errors
-def demo_data(output: str) -> None:
+def demo_data(output: str, overwrite: bool) -> None:
     """Write the bundled demo cohort and its schema (OUT.schema.yaml) to try the other verbs."""
     from .datasets import demo as demo_cohort
 
+    path = output_path(output, overwrite)
+    schema_path = path.with_name(path.name.split(".")[0] + ".schema.yaml")
+    output_path(str(schema_path), overwrite)
     cohort = demo_cohort()
     path = cohort.to_file(output)
-    schema_path = path.with_name(path.name.split(".")[0] + ".schema.yaml")
     cohort.schema.to_yaml(schema_path)
     click.echo(f"wrote {cohort} to {path} and its schema to {schema_path}")
 
