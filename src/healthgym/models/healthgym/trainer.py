@@ -51,6 +51,9 @@ STATIC_PATIENCE = 3
 #: patients per piece of a full-batch static step (its gradient summed over the pieces): its
 #: activations for 180,000 patients took 2+ GiB at once; one piece (as before) up to this size
 STATIC_PIECE = 16_384
+#: patients per validation pass: the `LastValue` kernel's terms of 1,024 demo patients took
+#: about 1 GiB at once, the peak of a --stream fit of 200,000 patients
+VALIDATE_PIECE = 256
 
 
 def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
@@ -394,8 +397,8 @@ class HealthGymTrainer(Trainer):
         self.model.eval()
         ctx, total = self.ctx, 0.0
         mine = self._mine(self.val_idx)
-        for start in range(0, len(mine), 1024):
-            ids = torch.from_numpy(mine[start : start + 1024]).to(self.device)
+        for start in range(0, len(mine), VALIDATE_PIECE):
+            ids = torch.from_numpy(mine[start : start + VALIDATE_PIECE]).to(self.device)
             total += self._nll(ids).sum().item()
         if ctx.distributed:
             total = distributed.all_reduce(torch.tensor(total, dtype=torch.float64), ctx).item()
