@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -42,6 +43,35 @@ def test_encoder_and_design_equal_the_in_memory_ones(cohort_file: tuple[hg.Cohor
         assert torch.equal(x, expected)
         assert torch.cat([p[1] for p in parts]).tolist() == cohort.lengths.tolist()
     assert [len(shards.design(fitted, r, 3)[0]) for r in range(3)] == [13, 13, 14]
+
+
+def test_a_folder_of_part_files_reads_as_the_one_file(
+    cohort_file: tuple[hg.Cohort, Path], tmp_path: Path
+) -> None:
+    """`healthgym sample -o OUT/` writes part files; --stream reads the folder as one table
+    (split mid-way through the row groups, a part without any lab value)."""
+    cohort, path = cohort_file
+    table = pq.read_table(path).to_pandas()
+    cut = int(np.searchsorted(table["pid"].to_numpy(), 120))  # patients 100-119, 120-139
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    first, second = table.iloc[:cut], table.iloc[cut:].copy()
+    second["lactate"] = None  # an all-missing column: a null-typed Parquet column in this part
+    for name, part in (("part-000000.parquet", first), ("part-000001.parquet", second)):
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), folder / name, 7)
+    joined = tmp_path / "joined.parquet"
+    pq.write_table(pa.Table.from_pandas(pd.concat([first, second]), preserve_index=False), joined)
+    a, b = (
+        ParquetShards(folder, cohort.schema, chunk_patients=6),
+        ParquetShards(joined, cohort.schema),
+    )
+    assert len(a) == 40 and a.ids.tolist() == b.ids.tolist()
+    assert a.lengths.tolist() == b.lengths.tolist()
+    pd.testing.assert_frame_equal(a.read(15, 25), b.read(15, 25), check_dtype=False)
+    assert a.fit_encoder().to_dict() == b.fit_encoder().to_dict()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="without .parquet files"):
+        ParquetShards(tmp_path / "empty", cohort.schema)
 
 
 def test_bad_files_are_named(cohort_file: tuple[hg.Cohort, Path], tmp_path: Path) -> None:

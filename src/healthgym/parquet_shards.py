@@ -33,7 +33,8 @@ CHUNK_PATIENTS = 4096
 
 
 class ParquetShards:
-    """A long table in a Parquet file (one row per patient per step) and the schema it obeys.
+    """A long table in a Parquet file, or a folder of them read in name order (one row per
+    patient per step), and the schema it obeys.
 
     Opening it reads only the id column, one row group at a time, to find where each patient
     starts; ``len`` is the number of patients, ``lengths`` their steps.
@@ -51,22 +52,33 @@ class ParquetShards:
         if chunk_patients < 1:
             raise ValueError(f"chunk_patients must be >= 1, got {chunk_patients}")
         self.chunk_patients = chunk_patients
-        try:
-            self._file = pq.ParquetFile(self.path)
-        except Exception as e:  # pyarrow raises several types for unreadable files
-            raise ValueError(f"{self.path}: cannot read as Parquet ({e})") from None
+        # A folder is its *.parquet files in name order (the part files `healthgym sample
+        # -o OUT/` writes), read as one table.
+        files = sorted(self.path.glob("*.parquet")) if self.path.is_dir() else [self.path]
+        if not files:
+            raise ValueError(f"{self.path}: a folder without .parquet files")
+        self._files = []
         s = self.schema
-        names, wanted = self._file.schema_arrow.names, [s.id, s.time, *s.names]
-        missing = [c for c in wanted if c not in names]
-        extra = [c for c in names if c not in wanted]
-        if missing or extra:
-            raise ValueError(f"{self.path}: columns missing {missing}, not in the schema {extra}")
-        meta = self._file.metadata
-        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        wanted = [s.id, s.time, *s.names]
+        for f in files:
+            try:
+                self._files.append(pq.ParquetFile(f))
+            except Exception as e:  # pyarrow raises several types for unreadable files
+                raise ValueError(f"{f}: cannot read as Parquet ({e})") from None
+            names = self._files[-1].schema_arrow.names
+            missing = [c for c in wanted if c not in names]
+            extra = [c for c in names if c not in wanted]
+            if missing or extra:
+                raise ValueError(f"{f}: columns missing {missing}, not in the schema {extra}")
+        #: every row group of every file, in order: (file index, row group in that file)
+        self._groups = [
+            (k, g) for k, f in enumerate(self._files) for g in range(f.metadata.num_row_groups)
+        ]
+        sizes = [self._files[k].metadata.row_group(g).num_rows for k, g in self._groups]
         self._group_start = np.r_[0, np.cumsum(sizes)].astype(np.int64)
         self._cached: tuple[int, tuple[str, ...] | None, Any] | None = None
         starts, run_ids, prev = [], [], None
-        for g in range(meta.num_row_groups):
+        for g in range(len(self._groups)):
             ids = self._group(g, (s.id,)).column(0).to_numpy(zero_copy_only=False)
             if len(ids) == 0:
                 continue
@@ -104,7 +116,8 @@ class ParquetShards:
         """Row group g (a pyarrow Table), the last one read kept for the next call."""
         if self._cached is None or self._cached[:2] != (g, columns):
             cols = None if columns is None else list(columns)
-            self._cached = (g, columns, self._file.read_row_group(g, columns=cols))
+            k, group = self._groups[g]
+            self._cached = (g, columns, self._files[k].read_row_group(group, columns=cols))
         return self._cached[2]
 
     def read(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
@@ -121,7 +134,7 @@ class ParquetShards:
                 break
             lo, hi = max(r0, g0) - g0, min(r1, g1) - g0
             pieces.append(self._group(g, None).slice(lo, hi - lo))
-        return pa.concat_tables(pieces).to_pandas()
+        return pa.concat_tables(pieces, promote_options="permissive").to_pandas()
 
     def cohorts(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, Cohort]]:
         """(first patient, validated Cohort) for chunks of ``chunk_patients`` in [start, stop)."""
@@ -130,9 +143,14 @@ class ParquetShards:
             table = self.read(q, min(q + self.chunk_patients, stop))
             yield q, Cohort(table, self.schema, part=True)
 
+    def _read_column(self, name: str) -> pd.Series:
+        """One column of every row, file after file, as read (no normalisation)."""
+        parts = [f.read(columns=[name]).column(0).to_pandas() for f in self._files]
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
     def _column(self, name: str, rows: np.ndarray | None = None) -> pd.Series:
         """One variable for every row (or the given rows), as ``Cohort`` normalises it."""
-        col = self._file.read(columns=[name]).column(0).to_pandas()
+        col = self._read_column(name)
         if rows is not None:
             col = col.iloc[rows].reset_index(drop=True)
         v = self.schema[name]
@@ -154,7 +172,7 @@ class ParquetShards:
             columns = fit_columns(variables, partial(self._column, rows=rows))
             setattr(enc, f"{block}_columns", columns)
         enc.max_length = int(self.lengths.max())
-        times = self._file.read(columns=[self.schema.time]).column(0).to_numpy()[first]
+        times = self._read_column(self.schema.time).to_numpy()[first]
         enc.time_origin = int(pd.Series(times.astype(np.int64)).mode().iloc[0])
         return enc
 

@@ -143,6 +143,12 @@ def test_cli_streams_the_default_model(cohort_file, tmp_path: Path) -> None:
     r = run("train", path, *common, "--out", tmp_path / "run")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "run" / "model.json").read_text())["model"] == "healthgym"
+    parts = tmp_path / "parts"  # what `healthgym sample -o OUT/` writes: a folder of parts
+    r = run("sample", tmp_path / "run", "-n", 30, "-o", f"{parts}/")
+    assert r.exit_code == 0, r.output
+    r = run("train", parts, *common, "--out", tmp_path / "run2")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run2" / "weights.pt").is_file()
     csv = tmp_path / "data.csv"
     cohort.to_csv(csv)
     for args, message in [
