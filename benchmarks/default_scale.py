@@ -8,8 +8,8 @@ The input cohorts are sampled from a default model trained briefly on the demo c
 sampling is the sampling benchmark: `healthgym.sampling.write_parts`). Training: every
 process reads the Parquet folder, fits the tokenizer, and trains `--steps` optimizer steps
 with DDP over Gloo; throughput = patient-steps per second of the
-global batches (median step time), peak RSS per process from getrusage. `--stream` joins the
-parts into one Parquet file and trains as `healthgym train FILE --schema S --stream` does:
+global batches (median step time), peak RSS per process from getrusage. `--stream` trains on
+the folder of parts as `healthgym train OUT/ --schema S --stream` does:
 the tokenizer fitted in one pass on rank 0, each process tokenizing only its own patients.
 `--quick` runs tiny sizes (a test runs it).
 """
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument(
         "--stream",
         action="store_true",
-        help="train from one Parquet file read chunk by chunk (`--stream`), not in memory",
+        help="train from the Parquet parts read chunk by chunk (`--stream`), not in memory",
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
     p.add_argument("--no-record", action="store_true", help="print only")
@@ -68,10 +68,9 @@ def main(argv: list[str] | None = None) -> str:
             cohort_dir = work / "sampled"
         else:
             write_parts(work / "run", n, cohort_dir, seed=1, nproc=args.sample_procs)
-        if args.stream:
-            cohort_dir = _one_file(cohort_dir, work / f"cohort-{n}.parquet")
         for procs in (int(x) for x in args.procs.split(",")):
-            result = _train(work / "run", cohort_dir, procs, args.steps, work / f"t-{n}-{procs}")
+            out = work / f"t-{n}-{procs}"
+            result = _train(work / "run", cohort_dir, procs, args.steps, out, args.stream)
             rows_train.append({"patients": n, "processes": procs, **result})
     text = "\n".join(
         [
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> str:
             f"Data-parallel training, {args.steps} optimizer steps (DDP over Gloo on CPU; "
             "`batch`: the global batch), "
             + (
-                "from one Parquet file read chunk by chunk (`--stream`: the tokenizer fitted in "
+                "from the folder of parts read chunk by chunk (`--stream`: the tokenizer fitted in "
                 "one pass on rank 0, each process tokenizing only its own patients; `tokens s`: "
                 "both):"
                 if args.stream
@@ -99,10 +98,13 @@ def main(argv: list[str] | None = None) -> str:
     return text
 
 
-def _train(run: Path, cohort_dir: Path, procs: int, steps: int, out: Path) -> dict[str, Any]:
+def _train(
+    run: Path, cohort_dir: Path, procs: int, steps: int, out: Path, stream: bool
+) -> dict[str, Any]:
     from healthgym.training import distributed
 
-    results = distributed.launch(_worker, (str(run), str(cohort_dir), steps, str(out)), procs)
+    args = (str(run), str(cohort_dir), steps, str(out), stream)
+    results = distributed.launch(_worker, args, procs)
     rss = [r["peak_rss_gib"] for r in results.values()]
     main = results[0]
     return {
@@ -115,22 +117,10 @@ def _train(run: Path, cohort_dir: Path, procs: int, steps: int, out: Path) -> di
     }
 
 
-def _one_file(parts: Path, path: Path) -> Path:
-    """The part files of `parts` as one Parquet file, patients in order (what `--stream`
-    reads), written one part at a time."""
-    import pyarrow.parquet as pq
-
-    files = sorted(parts.glob("*.parquet"))
-    with pq.ParquetWriter(path, pq.read_schema(files[0])) as writer:
-        for f in files:
-            writer.write_table(pq.read_table(f))
-    return path
-
-
-def _worker(run: str, cohort_path: str, steps: int, out: str) -> dict[str, Any]:
+def _worker(run: str, cohort_dir: str, steps: int, out: str, stream: bool) -> dict[str, Any]:
     """One training process: read, tokenize, train `steps` steps; timings and peak RSS.
 
-    `cohort_path` a folder of parts: read whole, in memory; a file: streamed (`--stream`)."""
+    The folder of parts is read whole, in memory, or streamed (`stream`, as `--stream`)."""
     import pandas as pd
     import torch
 
@@ -141,9 +131,9 @@ def _worker(run: str, cohort_path: str, steps: int, out: str) -> dict[str, Any]:
 
     schema = hg.load(run).schema
     model = hg.HealthGym(epochs=1)
-    if Path(cohort_path).is_file():
+    if stream:
         t0 = time.perf_counter()
-        shards = ParquetShards(cohort_path, schema)
+        shards = ParquetShards(cohort_dir, schema)
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         with model._process_group() as ctx:  # the steps of `fit`, to stop after `steps`
@@ -154,7 +144,7 @@ def _worker(run: str, cohort_path: str, steps: int, out: str) -> dict[str, Any]:
             trainer.fit(*data, out, progress=False, stop_after_steps=steps, **options)
     else:
         t0 = time.perf_counter()
-        cohort = hg.Cohort(pd.read_parquet(cohort_path), schema, strict=False)
+        cohort = hg.Cohort(pd.read_parquet(cohort_dir), schema, strict=False)
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         tok = Tokenizer(schema, model.config.bins, model.config.fine).fit(cohort)
