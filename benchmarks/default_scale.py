@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> str:
     if args.quick:
         args.patients, args.procs, args.steps, args.sample = "600", "1,2", 4, 2000
     import healthgym as hg
-    from healthgym.sampling import write_parts
+    from healthgym.sampling import CHUNK, part_name, write_parts
 
     info = machine()
     work = Path(tempfile.mkdtemp(prefix="hg-scale-"))
@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> str:
         cohort_dir = work / f"cohort-{n}"
         if n == args.sample:  # the sampled patients serve as this cohort
             cohort_dir = work / "sampled"
+        elif n < args.sample and n % CHUNK == 0:  # their first parts (links, not copies)
+            cohort_dir.mkdir()
+            for k in range(n // CHUNK):
+                os.link(work / "sampled" / part_name(k), cohort_dir / part_name(k))
         else:
             write_parts(work / "run", n, cohort_dir, seed=1, nproc=args.sample_procs)
         for procs in (int(x) for x in args.procs.split(",")):
@@ -111,6 +115,7 @@ def _train(
         "batch": main["batch"],
         "load s": main["load_s"],
         "tokens s": main["tokens_s"],
+        "set-up s": main["setup_s"],
         "step s (median)": main["step_s"],
         "patient-steps/s": main["patient_steps_s"],
         "peak RSS GiB per process": max(rss),
@@ -141,7 +146,10 @@ def _worker(run: str, cohort_dir: str, steps: int, out: str, stream: bool) -> di
             trainer, data, options = model._trainer_and_data(shards, tok, ctx)
             tokens_s = time.perf_counter() - t0
             mean_len = float(shards.lengths.mean())
+            t0 = time.perf_counter()
+            _time_first_step(trainer)
             trainer.fit(*data, out, progress=False, stop_after_steps=steps, **options)
+            fit_s = trainer.first_step_at - t0
     else:
         t0 = time.perf_counter()
         cohort = hg.Cohort(pd.read_parquet(cohort_dir), schema, strict=False)
@@ -154,7 +162,10 @@ def _worker(run: str, cohort_dir: str, steps: int, out: str, stream: bool) -> di
         mean_len = float(t.lengths.mean())
         del cohort
         trainer = HealthGymTrainer(tok, model.config)
+        t0 = time.perf_counter()
+        _time_first_step(trainer)
         trainer.fit(*data, out, progress=False, stop_after_steps=steps)
+        fit_s = trainer.first_step_at - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if os.environ.get("RANK", "0") != "0":  # rank 0 alone wrote the metrics
         return {"peak_rss_gib": rss}
@@ -164,10 +175,24 @@ def _worker(run: str, cohort_dir: str, steps: int, out: str, stream: bool) -> di
         "batch": trainer.batch,
         "load_s": load_s,
         "tokens_s": tokens_s,
+        # before the first step: reading, tokenizing, the heads' and the statics' pre-fit
+        "setup_s": load_s + tokens_s + fit_s,
         "step_s": step_s,
         "patient_steps_s": trainer.batch * mean_len / step_s,
         "peak_rss_gib": rss,
     }
+
+
+def _time_first_step(trainer: Any) -> None:
+    """Note on `trainer.first_step_at` when its first optimizer step starts."""
+    step = trainer.step
+
+    def timed(batch: Any) -> Any:
+        if not hasattr(trainer, "first_step_at"):
+            trainer.first_step_at = time.perf_counter()
+        return step(batch)
+
+    trainer.step = timed
 
 
 if __name__ == "__main__":

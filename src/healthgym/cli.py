@@ -240,6 +240,9 @@ def train(
     **settings: Any,
 ) -> None:
     """Train HealthGym (or the GAN, or v1) on DATA (CSV or Parquet long table) into --out."""
+    from .training.runtime import open_idle_window
+
+    open_idle_window()  # the thread policy's reading spans reading DATA
     from .datasets.healthgym_published import load_published
     from .models import MODELS, PRESETS, HealthGymV1
     from .parquet_shards import ParquetShards
@@ -419,6 +422,9 @@ def sample(
     nproc: int | None,
 ) -> None:
     """Generate N synthetic patients from a trained run and stream them to OUTPUT."""
+    from .training.runtime import open_idle_window
+
+    open_idle_window()  # the thread policy's reading spans the imports and the model load
     if nproc or output.endswith(("/", os.sep)):
         _sample_parts(run_dir, n, output, seed, length, conditions, fmt, nproc or 1)
         return

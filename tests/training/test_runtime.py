@@ -1,6 +1,7 @@
 """The CPU runtime policy: "auto" threads from the idle cores, the allocator setting."""
 
 import os
+import time
 
 import pytest
 import torch
@@ -37,3 +38,17 @@ def test_idle_cores_reads_the_machine(monkeypatch) -> None:
     monkeypatch.setattr(runtime, "_proc_stat_idle", lambda _: pytest.fail("not cached"))
     assert runtime.idle_cores() == idle  # a second call within the TTL reuses the reading
     assert 1 <= runtime.usable_cores() <= (os.cpu_count() or 1)
+
+
+def test_idle_window_spans_the_callers_work(monkeypatch) -> None:
+    """A reading opened before a command's imports replaces the sleep, and the command's own
+    busy core counts as idle (it is the core the command will use)."""
+    monkeypatch.setattr(runtime, "_idle_cache", None)
+    runtime.open_idle_window()
+    end = time.process_time() + 0.2
+    while time.process_time() < end:  # this process busy, as when importing torch
+        pass
+    monkeypatch.setattr(runtime, "_proc_stat_idle", lambda _: pytest.fail("slept anyway"))
+    idle = runtime.idle_cores()
+    assert idle is not None and 0.7 <= idle <= (os.cpu_count() or 1) + 1e-9
+    assert runtime._window is None  # used once

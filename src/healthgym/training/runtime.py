@@ -11,6 +11,9 @@ Allocator: LSTM training allocates tensors of tens of MB. glibc serves those wit
 returns them on free, so every step faults its memory in again (a measurable share of a
 step spent in the kernel). While training, freed memory is kept for reuse instead; the
 default is restored afterwards and the excess returned to the system.
+
+This module imports torch only when it sets threads, so a command can open its idle-core
+reading (`open_idle_window`) before it imports anything heavy.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
 THREADS_ENV = "HEALTHGYM_THREADS"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
 _GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
@@ -36,6 +37,10 @@ AUTO_MAX_THREADS = 8
 #: An idle-core reading is reused for this many seconds (sampling in a loop measures once).
 _IDLE_TTL_S = 30.0
 _idle_cache: tuple[float, float] | None = None  # (monotonic time, idle cores)
+#: A reading opened by `open_idle_window`: (monotonic time, /proc/stat ticks (total, idle),
+#: this process's CPU seconds); it replaces the sleep when it has run at least this long.
+_MIN_WINDOW_S = 0.1
+_window: tuple[float, tuple[int, int], float] | None = None
 
 
 def resolve_threads(setting: int | str | None = None, share: int = 1) -> int:
@@ -75,16 +80,30 @@ def usable_cores() -> int:
     return cores
 
 
+def open_idle_window() -> None:
+    """Start the idle-core reading now, so that it spans the work a command does anyway
+    (importing torch, loading a run: a second or more) instead of a 0.2 s sleep later on.
+    This process's own CPU time in the window counts as idle: it is the caller's core."""
+    global _window
+    ticks = _proc_stat_ticks()
+    _window = None if ticks is None else (time.monotonic(), ticks, time.process_time())
+
+
 def idle_cores(window_s: float = 0.2) -> float | None:
-    """Cores left idle by every process over ``window_s`` seconds; None where unknown.
+    """Cores left idle by every process over ``window_s`` seconds, or since
+    `open_idle_window`; None where unknown.
 
     Linux: from /proc/stat; elsewhere: CPU count minus the 1-minute load average.
     """
-    global _idle_cache
+    global _idle_cache, _window
     now = time.monotonic()
     if _idle_cache is not None and now - _idle_cache[0] < _IDLE_TTL_S:
         return _idle_cache[1]
-    idle = _proc_stat_idle(window_s)
+    window, _window = _window, None
+    if window is not None and now - window[0] >= _MIN_WINDOW_S:
+        idle = _window_idle(*window)
+    else:
+        idle = _proc_stat_idle(window_s)
     if idle is None and hasattr(os, "getloadavg"):
         idle = max(0.0, (os.cpu_count() or 1) - os.getloadavg()[0])
     if idle is not None:
@@ -92,26 +111,40 @@ def idle_cores(window_s: float = 0.2) -> float | None:
     return idle
 
 
-def _proc_stat_idle(window_s: float) -> float | None:
-    def read() -> tuple[int, int]:
+def _proc_stat_ticks() -> tuple[int, int] | None:
+    """(all, idle) CPU ticks since boot, summed over cores; None where unreadable."""
+    try:
         with open("/proc/stat") as f:  # cpu  user nice system idle iowait irq softirq steal
             ticks = [int(v) for v in f.readline().split()[1:9]]
         return sum(ticks), ticks[3] + ticks[4]
-
-    try:
-        total0, idle0 = read()
-        time.sleep(window_s)
-        total1, idle1 = read()
     except (OSError, ValueError, IndexError):
         return None
-    if total1 <= total0:
+
+
+def _proc_stat_idle(window_s: float) -> float | None:
+    start = _proc_stat_ticks()
+    time.sleep(window_s)
+    return _idle_between(start, _proc_stat_ticks())
+
+
+def _window_idle(opened: float, ticks: tuple[int, int], cpu_s: float) -> float | None:
+    """Idle cores since `open_idle_window`, plus the share of a core this process used."""
+    idle = _idle_between(ticks, _proc_stat_ticks())
+    own = (time.process_time() - cpu_s) / max(time.monotonic() - opened, 1e-9)
+    return None if idle is None else min(idle + own, float(os.cpu_count() or 1))
+
+
+def _idle_between(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    if start is None or end is None or end[0] <= start[0]:
         return None
-    return (idle1 - idle0) / (total1 - total0) * (os.cpu_count() or 1)
+    return (end[1] - start[1]) / (end[0] - start[0]) * (os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
 def cpu_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch threads, then restore the previous count."""
+    import torch
+
     before = torch.get_num_threads()
     if n != before:
         torch.set_num_threads(n)
