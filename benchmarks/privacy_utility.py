@@ -1,11 +1,15 @@
-"""Privacy-utility of the default model on the demo cohort: epsilon 1, 3, 10 and no DP.
+"""Privacy-utility of the default model: epsilon 1, 3, 10 and no DP, beside MOSTLY AI's engine.
 
-    python -m benchmarks.privacy_utility [--minutes 3] [--epsilons 1,3,10,none] [--no-record]
+    python -m benchmarks.privacy_utility [--cohort demo|visits] [--minutes 3]
+        [--epsilons 1,3,10,none] [--peer] [--no-record]
 
-The demo cohort is split by patient (80% train, 20% holdout, seed 0). Each row trains a
-HealthGym for at most ``--minutes`` (the DP rows stop earlier when their planned steps are
-spent), samples 1,000 patients (seed 0) and evaluates them against the training split with
-the holdout and the outcome `in_hospital_death` (docs/evaluation.md). The DP rows use the
+The cohort (the demo, or the small visit cohort) is split by patient (80% train, 20%
+holdout, seed 0). Each row trains a HealthGym for at most ``--minutes`` (the DP rows stop
+earlier when their planned steps are spent), samples 1,000 patients (seed 0) and evaluates
+them against the training split with the holdout and the outcome `in_hospital_death`
+(docs/evaluation.md). ``--peer`` adds MOSTLY AI's TabularARGN at the same epsilons and
+budget (`benchmarks/peers/tabularargn.py`: how it splits epsilon; run it in the peers'
+environment, docs/benchmarks.md). The DP rows use the
 settings that trained best under DP-SGD on this cohort (``DP_SETTINGS``: a smaller network,
 no fine token, a larger learning rate and batch); the no-DP row is the default model.
 Columns: epsilon asked and spent (delta 0.1 / N), the DP-SGD noise multiplier and steps,
@@ -29,26 +33,42 @@ SECTION = "## Differential privacy (issue 17): privacy-utility"
 DP_SETTINGS = {"width": 32, "fine": 1, "lr": 0.01, "batch_size": 256, "dp_epochs": 12}
 
 
-def row(epsilon: float | None, minutes: float, train: Any, holdout: Any) -> dict[str, Any]:
-    settings = DP_SETTINGS | {"dp_epsilon": epsilon} if epsilon is not None else {}
-    model = hg.HealthGym(**settings)
+def row(
+    model_name: str, epsilon: float | None, minutes: float, train: Any, holdout: Any
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        model.fit(train, tmp, max_minutes=minutes, progress=False)
-        seconds = time.perf_counter() - start
-    synth = model.sample(1000, seed=0)
+        if model_name == "healthgym":
+            settings = DP_SETTINGS | {"dp_epsilon": epsilon} if epsilon is not None else {}
+            model = hg.HealthGym(**settings)
+            model.fit(train, tmp, max_minutes=minutes, progress=False)
+            seconds = time.perf_counter() - start
+            synth = model.sample(1000, seed=0)
+            block = model.privacy or {}
+            spent, noise = block.get("epsilon_spent"), block.get("noise_multiplier")
+            steps = model.result.steps
+        else:
+            from benchmarks.peers.tabularargn import TabularARGNAdapter
+
+            peer = TabularARGNAdapter(tmp, seed=0, dp_epsilon=epsilon).fit(train, minutes)
+            seconds = time.perf_counter() - start
+            synth = peer.sample(1000)
+            spent = peer.epsilon_spent() if epsilon is not None else None
+            noise = peer.dp_config(len(train)).noise_multiplier if epsilon is not None else None
+            steps = peer.progress
     report = hg.evaluate(train, synth, holdout=holdout, outcome="in_hospital_death", seed=0)
     value = report.value
-    block = model.privacy or {}
     return {
+        "model": model_name,
         "epsilon": "none" if epsilon is None else f"{epsilon:g}",
-        "spent": block.get("epsilon_spent", float("nan")),
-        "noise": block.get("noise_multiplier", float("nan")),
-        "steps": model.result.steps,
+        "spent": float("nan") if spent is None else spent,
+        "noise": float("nan") if noise is None else noise,
+        "steps": steps,
         "KS (+)": value("marginals.ks_complement_mean"),
         "TV (+)": value("marginals.tv_complement_mean"),
         "assoc (-)": value("associations.mean_abs_diff"),
         "lag-1 gap (-)": value("temporal.lag1_gap_mean"),
+        "within lag-1 gap (-)": value("temporal.within_lag1_gap_mean"),
         "TSTR (+)": value("utility.auroc_tstr"),
         "TSTR/TRTR (+)": value("utility.auroc_tstr") / value("utility.auroc_trtr"),
         "MIA (~0.5)": value("privacy.mia_auroc"),
@@ -59,21 +79,27 @@ def row(epsilon: float | None, minutes: float, train: Any, holdout: Any) -> dict
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cohort", choices=["demo", "visits"], default="demo")
     p.add_argument("--minutes", type=float, default=3.0, help="most training minutes per row")
     p.add_argument("--epsilons", default="1,3,10,none", help="comma-separated; none: no DP")
+    p.add_argument("--peer", action="store_true", help="add MOSTLY AI's TabularARGN rows")
     p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)
     info = machine()
-    train, holdout = hg.datasets.demo().split(holdout=0.2, seed=0)
+    cohort = hg.datasets.demo() if args.cohort == "demo" else hg.datasets.visits()
+    train, holdout = cohort.split(holdout=0.2, seed=0)
     rows = []
-    for e in args.epsilons.split(","):
-        rows.append(row(None if e == "none" else float(e), args.minutes, train, holdout))
-        print(table(rows[-1:]), flush=True)
+    for name in ["healthgym"] + ["tabularargn"] * args.peer:
+        for e in args.epsilons.split(","):
+            rows.append(row(name, None if e == "none" else float(e), args.minutes, train, holdout))
+            print(table(rows[-1:]), flush=True)
     text = (
-        header("Privacy-utility, demo cohort", "benchmarks.privacy_utility", argv, info)
-        + f"\nDP rows: {DP_SETTINGS}, delta 0.1 / N; no-DP row: the defaults. At most "
-        f"{args.minutes:g} training minutes per row; 1,000 synthetic patients (seed 0) vs "
-        "3,200 training / 800 holdout patients.\n\n" + table(rows) + "\n"
+        header(f"Privacy-utility, {args.cohort} cohort", "benchmarks.privacy_utility", argv, info)
+        + f"\nhealthgym DP rows: {DP_SETTINGS}, delta 0.1 / N; no-DP rows: the defaults. "
+        f"At most {args.minutes:g} training minutes per row; 1,000 synthetic patients (seed 0) "
+        f"vs {len(train)} training / {len(holdout)} holdout patients. `spent`: the accountant's "
+        "epsilon (tabularargn: its analyses' share plus the largest DP-SGD epsilon its "
+        "progress log shows, both models).\n\n" + table(rows) + "\n"
     )
     print(text)
     if not args.no_record:

@@ -17,6 +17,12 @@ together; `train(max_training_time=...)`, the library's own limit (checked after
 step), gets at most `FLAT_SHARE` of the budget for the flat model (early stopping usually ends
 it sooner) and, for the sequential model, whatever the budget has left once its data are
 split, analysed and encoded.
+
+Differential privacy (`dp_epsilon`, `dp_delta`; `benchmarks.privacy_utility --peer`): both
+models read every patient, so each gets half of epsilon and delta (sequential composition),
+and within a model the analysis' value protection takes `DP_ANALYSIS_SHARE` of it (the share
+healthgym's DP tokenizer takes by default) and DP-SGD the rest (`max_epsilon`, the engine's
+stop); the sequential model's privacy unit is the context key, a patient.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from .common import Adapter, Budget, Fill, peer_tables, to_cohort
 
 FLAT_SHARE = 0.2
 MAX_EPOCHS = 1e6
+DP_ANALYSIS_SHARE = 0.3
 
 
 def _encoding(variables: Any) -> dict[str, str]:
@@ -42,10 +49,17 @@ def _encoding(variables: Any) -> dict[str, str]:
 
 
 class TabularARGNAdapter(Adapter):
-    def __init__(self, run_dir: str | Path | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path | None = None,
+        seed: int = 0,
+        dp_epsilon: float | None = None,
+        dp_delta: float | None = None,
+    ) -> None:
         super().__init__(name="tabularargn", library="mostlyai-engine")
         self.ws = Path(run_dir or "runs/peers/_tabularargn")
         self.seed = seed
+        self.dp_epsilon, self.dp_delta = dp_epsilon, dp_delta
         self.settings = {
             "model": "MOSTLY_AI/Medium (default)",
             "max_epochs": MAX_EPOCHS,
@@ -70,13 +84,15 @@ class TabularARGNAdapter(Adapter):
             model_type="TABULAR",
             workspace_dir=flat,
         )
-        engine.analyze(workspace_dir=flat)
+        dp = self.dp_config(len(statics))
+        engine.analyze(workspace_dir=flat, differential_privacy=dp)
         engine.encode(workspace_dir=flat)
         engine.train(
             max_training_time=min(FLAT_SHARE * minutes, budget.left() / 60),
             max_epochs=MAX_EPOCHS,
             device="cpu",
             workspace_dir=flat,
+            differential_privacy=dp,
         )
         flat_seconds = budget.elapsed()
         engine.split(
@@ -89,7 +105,7 @@ class TabularARGNAdapter(Adapter):
             model_type="TABULAR",
             workspace_dir=seq,
         )
-        engine.analyze(workspace_dir=seq)
+        engine.analyze(workspace_dir=seq, differential_privacy=dp)
         engine.encode(workspace_dir=seq)
         cap = budget.left()
         engine.train(
@@ -97,12 +113,34 @@ class TabularARGNAdapter(Adapter):
             max_epochs=MAX_EPOCHS,
             device="cpu",
             workspace_dir=seq,
+            differential_privacy=dp,
         )
         self.progress = (
             f"flat: {_progress(flat)}, {flat_seconds:.0f} s with its data steps; "
             f"sequential: {_progress(seq)}, time cap {cap:.0f} s"
         )
         return self
+
+    def dp_config(self, patients: int) -> Any:
+        """Each model's DP settings (None without DP): half of epsilon and delta each."""
+        if self.dp_epsilon is None:
+            return None
+        from mostlyai.engine.domain import DifferentialPrivacyConfig
+
+        half = self.dp_epsilon / 2
+        return DifferentialPrivacyConfig(
+            max_epsilon=(1 - DP_ANALYSIS_SHARE) * half,
+            value_protection_epsilon=DP_ANALYSIS_SHARE * half,
+            delta=(self.dp_delta or 0.1 / patients) / 2,
+        )
+
+    def epsilon_spent(self) -> float:
+        """Both models' epsilon: their analyses' and the DP-SGD epsilon each reached."""
+        total = 0.0
+        for ws in (self.ws / "flat", self.ws / "sequential"):
+            rows = pd.read_csv(ws / "ModelStore" / "model-data" / "progress-messages.csv")
+            total += DP_ANALYSIS_SHARE * self.dp_epsilon / 2 + rows["dp_eps"].dropna().max()
+        return total
 
     def sample(self, n: int) -> Cohort:
         from mostlyai import engine
