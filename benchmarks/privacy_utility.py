@@ -21,6 +21,7 @@ training seconds (the whole `fit`, tokenizer included).
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
 from typing import Any
@@ -55,7 +56,7 @@ def row(
             synth = peer.sample(1000)
             spent = peer.epsilon_spent() if epsilon is not None else None
             noise = peer.dp_config(len(train)).noise_multiplier if epsilon is not None else None
-            steps = peer.progress
+            steps = "+".join(re.findall(r"(\d+) steps", peer.progress))  # flat+sequential
     report = hg.evaluate(train, synth, holdout=holdout, outcome="in_hospital_death", seed=0)
     value = report.value
     return {

@@ -135,11 +135,13 @@ class TabularARGNAdapter(Adapter):
         )
 
     def epsilon_spent(self) -> float:
-        """Both models' epsilon: their analyses' and the DP-SGD epsilon each reached."""
-        total = 0.0
+        """Both models' epsilon: their analyses' share, and the largest DP-SGD epsilon their
+        logs show within `max_epsilon` (the engine keeps only checkpoints within it)."""
+        total, cap = 0.0, (1 - DP_ANALYSIS_SHARE) * self.dp_epsilon / 2
         for ws in (self.ws / "flat", self.ws / "sequential"):
             rows = pd.read_csv(ws / "ModelStore" / "model-data" / "progress-messages.csv")
-            total += DP_ANALYSIS_SHARE * self.dp_epsilon / 2 + rows["dp_eps"].dropna().max()
+            eps = rows["dp_eps"].dropna()
+            total += DP_ANALYSIS_SHARE * self.dp_epsilon / 2 + eps[eps <= cap].max()
         return total
 
     def sample(self, n: int) -> Cohort:
