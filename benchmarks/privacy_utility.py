@@ -21,6 +21,7 @@ training seconds (the whole `fit`, tokenizer included).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 import time
@@ -84,8 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=3.0, help="most training minutes per row")
     p.add_argument("--epsilons", default="1,3,10,none", help="comma-separated; none: no DP")
     p.add_argument("--peer", action="store_true", help="add MOSTLY AI's TabularARGN rows")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for every model")
     p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)
+    if args.threads:  # the peer reads torch's setting, healthgym its own
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["HEALTHGYM_THREADS"] = str(args.threads)
     info = machine()
     cohort = hg.datasets.demo() if args.cohort == "demo" else hg.datasets.visits()
     train, holdout = cohort.split(holdout=0.2, seed=0)
