@@ -1,7 +1,7 @@
 """Privacy-utility of the default model: epsilon 1, 3, 10 and no DP, beside MOSTLY AI's engine.
 
     python -m benchmarks.privacy_utility [--cohort demo|visits] [--minutes 3]
-        [--epsilons 1,3,10,none] [--peer] [--no-record]
+        [--epsilons 1,3,10,none] [--peer | --peer-only] [--threads N] [--no-record]
 
 The cohort (the demo, or the small visit cohort) is split by patient (80% train, 20%
 holdout, seed 0). Each row trains a HealthGym for at most ``--minutes`` (the DP rows stop
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=3.0, help="most training minutes per row")
     p.add_argument("--epsilons", default="1,3,10,none", help="comma-separated; none: no DP")
     p.add_argument("--peer", action="store_true", help="add MOSTLY AI's TabularARGN rows")
+    p.add_argument("--peer-only", action="store_true", help="only the TabularARGN rows")
     p.add_argument("--threads", type=int, default=None, help="torch threads for every model")
     p.add_argument("--no-record", action="store_true", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)
@@ -97,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     cohort = hg.datasets.demo() if args.cohort == "demo" else hg.datasets.visits()
     train, holdout = cohort.split(holdout=0.2, seed=0)
     rows = []
-    for name in ["healthgym"] + ["tabularargn"] * args.peer:
+    for name in ["healthgym"] * (not args.peer_only) + ["tabularargn"] * (
+        args.peer or args.peer_only
+    ):
         for e in args.epsilons.split(","):
             rows.append(row(name, None if e == "none" else float(e), args.minutes, train, holdout))
             print(table(rows[-1:]), flush=True)
