@@ -146,6 +146,28 @@ def test_the_private_tokenizer_finds_ranges_quantiles_and_stays():
         assert np.allclose(got, want, rtol=0.1)
 
 
+def test_the_private_tokenizer_puts_treatments_last_like_the_exact_one():
+    """The simulator sets a step's treatment and draws the next state: the DP tokenizer
+    orders the token columns as `Tokenizer.fit` does (actions last within a step)."""
+    rng = np.random.default_rng(0)
+    n = 500
+    table = pd.DataFrame(
+        {
+            "pid": np.repeat(np.arange(n), 3),
+            "t": np.tile(np.arange(3), n),
+            "vent": rng.integers(0, 2, 3 * n),
+            "hr": np.round(rng.normal(80, 12, 3 * n), 0),
+        }
+    )
+    cohort = hg.Cohort(table, id="pid", time="t")
+    cohort.schema["vent"].role = "action"
+    plan = private.Plan.make(HealthGymConfig(dp_epsilon=50.0), n)
+    tok, _ = private.fit_tokenizer(cohort, 32, 4, plan, np.random.default_rng(1))
+    exact = Tokenizer(cohort.schema, 32, 4).fit(cohort)
+    names = [c.name for c in tok.dynamic_columns]
+    assert names == [c.name for c in exact.dynamic_columns] == ["hr", "vent"]
+
+
 # ---- the run folder --------------------------------------------------------------------------
 def test_a_private_run_states_its_guarantee(dp_run, cohort):
     model, run = dp_run

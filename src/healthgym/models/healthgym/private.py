@@ -423,8 +423,7 @@ def fit_tokenizer(
             v.name, "bins", [], bins, grid, None if d == 7 else d, missing, fine_v
         )
     tok = Tokenizer(schema, bins, fine)
-    tok.static_columns = [columns[v.name] for v in schema.static]
-    tok.dynamic_columns = [columns[v.name] for v in schema.dynamic]
+    tok.set_columns(lambda v, _: columns[v.name])  # in `Tokenizer.fit`'s order: actions last
     tok.max_length, tok.time_origin, stays = _stay_and_origin(cohort, sigma["lengths"], rng)
     info["marginals"] = _marginals(cohort, columns, sigma["marginals"], rng)
     info["marginals"][LENGTH] = np.round(stays[: tok.max_length], 1).tolist()
