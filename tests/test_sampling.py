@@ -1,5 +1,12 @@
 """Parallel sampling to a Parquet dataset: the same patients whatever the process count."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
@@ -56,3 +63,64 @@ def test_cli_sample_into_a_folder_of_parts(run, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "two"))
     again = CliRunner().invoke(main, ["sample", str(run), "-n", "3", "-o", f"{out}/"])
     assert again.exit_code == 2 and "not an empty folder" in again.output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_writers_end_with_a_killed_parent(run, tmp_path):
+    """kill -9 of a parallel sampling run leaves no writing process behind."""
+    script = (
+        "from healthgym.sampling import write_parts\n"
+        "if __name__ == '__main__':\n"
+        f"    write_parts({str(run)!r}, 10**7, {str(tmp_path / 'out')!r}, seed=0, nproc=2)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    children: list[int] = []
+    for _ in range(600):  # the two writers have started and are sampling
+        children = _children(parent.pid)
+        if len(children) == 2 and all(_cpu_ticks(c) > 20 for c in children):
+            break
+        time.sleep(0.1)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    try:
+        assert len(children) == 2, children
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(c) for c in children):
+            time.sleep(0.1)
+        assert not any(_alive(c) for c in children)
+    finally:  # never leave a writer running, whatever failed
+        for c in children:
+            if _alive(c):
+                os.kill(c, signal.SIGKILL)
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # no part left half-written
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found += [int(c) for c in (task / "children").read_text().split()]
+    # the pool's own helper processes (resource tracker) are not writers
+    return [c for c in found if "resource_tracker" not in _cmdline(c)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended

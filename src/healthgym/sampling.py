@@ -9,8 +9,11 @@ as one dataset in pandas (``pd.read_parquet(folder)``), pyarrow, DuckDB and Spar
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -55,14 +58,38 @@ def write_parts(
         threads = max(1, (os.cpu_count() or 1) // len(jobs))
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            len(jobs), mp_context=ctx, initializer=_pin, initargs=(threads,)
+            len(jobs), mp_context=ctx, initializer=_start_worker, initargs=(threads, os.getpid())
         ) as pool:
-            list(pool.map(_write_chunks, *zip(*jobs, strict=True)))
+            list(pool.map(_pool_write_chunks, *zip(*jobs, strict=True)))
     return [out / part_name(k) for k, _ in chunks]
 
 
-def _pin(threads: int) -> None:
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+
+
+def _start_worker(threads: int, parent: int) -> None:
+    """A writing process's set-up: its share of the cores, and (Linux) a SIGTERM when its
+    parent ends, so a sampling run killed (even with SIGKILL) leaves no process writing on;
+    SIGTERM removes a part being written (`atomic`)."""
     os.environ.setdefault("HEALTHGYM_THREADS", str(threads))
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _pool_write_chunks(*job: Any) -> None:
+    """`_write_chunks` in a pool process. A stop signal while a part is written raises
+    SystemExit there (the part is removed on the way out, `atomic`); the pool would catch it
+    and keep the process waiting for work, so the process ends here instead."""
+    try:
+        _write_chunks(*job)
+    except SystemExit as e:
+        os._exit(e.code if isinstance(e.code, int) else 1)
 
 
 def _write_chunks(
