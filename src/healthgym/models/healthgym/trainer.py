@@ -48,13 +48,13 @@ STATIC_MAX_STEPS = 1000  #: full-batch steps of the static model
 #: the demo and ICU cohorts the best came at the 7th of 15 validations and none of the next 8
 #: was better, so 3 keep the same weights and save a third of the fit)
 STATIC_PATIENCE = 3
-#: patients per piece of a full-batch static step (its gradient summed over the pieces): its
-#: activations for 180,000 patients took 2+ GiB at once; one piece (as before) up to this size
-STATIC_PIECE = 16_384
 #: training patients per static step at most: above it each step takes a seeded draw of this
 #: many, since a full batch costs every patient per step (issue 19: about 6 minutes of set-up
-#: at 100,000 patients, an hour at 1,000,000); at or below it the full batch, as before
+#: at 100,000 patients, an hour at 1,000,000, and 2+ GiB of activations at 180,000); at or
+#: below it the full batch, as before
 STATIC_BATCH = 16_384
+#: validation patients per piece of the static model's validation pass
+STATIC_PIECE = 16_384
 #: patients per validation pass: the `LastValue` kernel's terms of 1,024 demo patients took
 #: about 1 GiB at once, the peak of a --stream fit of 200,000 patients
 VALIDATE_PIECE = 256
@@ -358,8 +358,8 @@ class HealthGymTrainer(Trainer):
         full-batch steps (fresh orders each step, learning rate decaying to 0 over
         STATIC_MAX_STEPS, validated every STATIC_EVERY steps, the best kept, stopped after
         STATIC_PATIENCE validations without a better loss). Above STATIC_BATCH training
-        patients a step takes a fresh seeded draw of that many. Each step takes its batch in
-        pieces of STATIC_PIECE patients: more than that draws its masks piece by piece.
+        patients a step takes a fresh seeded draw of that many; validation passes take
+        STATIC_PIECE patients at a time.
         Returns the best validation NLL of the statics (nats per patient)."""
         cfg, model, static = self.config, self.model.statics, self.data[0]
         opt = adamw(model.parameters(), cfg)
@@ -367,7 +367,6 @@ class HealthGymTrainer(Trainer):
         rng = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, _STATICS))
         val = static[torch.from_numpy(self.val_idx).to(self.device)].split(STATIC_PIECE)
         everyone = static[torch.from_numpy(self.train_idx).to(self.device)]
-        train, n_train = everyone.split(STATIC_PIECE), len(everyone)
         draws = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, _STATICS, 1))
         best_val, best, bad = math.inf, copy.deepcopy(model.state_dict()), 0
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
@@ -375,13 +374,11 @@ class HealthGymTrainer(Trainer):
             for step in range(1, STATIC_MAX_STEPS + 1):
                 model.train()
                 opt.zero_grad(set_to_none=True)
+                batch = everyone
                 if len(everyone) > STATIC_BATCH:
                     pick = torch.randperm(len(everyone), generator=draws, device=self.device)
                     batch = everyone[pick[:STATIC_BATCH]]
-                    train, n_train = batch.split(STATIC_PIECE), len(batch)
-                for piece in train:  # one piece: the batch's mean, times exactly 1
-                    loss = static_nll(model, piece.long(), rng).mean() * (len(piece) / n_train)
-                    loss.backward()
+                static_nll(model, batch.long(), rng).mean().backward()
                 opt.step()
                 sched.step()
                 if step % STATIC_EVERY:
