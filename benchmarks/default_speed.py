@@ -132,14 +132,14 @@ def cohorts(name: str, quick: bool) -> tuple[Any, Any]:
 
 
 def settings(quick: bool) -> dict[str, Any]:
-    """The model's settings: the defaults (--quick: tiny); the network the old code knows (a
-    `last_value` setting, where the model has one, off), so that old and new compare."""
+    """The model's settings: the defaults (--quick: tiny); the network and training the old
+    code knows (`last_value` and `average`, where the model has them, off), so that old and
+    new compare."""
     from healthgym.models.healthgym.config import HealthGymConfig
 
     out = {"width": QUICK["width"], "epochs": QUICK["epochs"]} if quick else {}
-    if "last_value" in HealthGymConfig.__dataclass_fields__:
-        out["last_value"] = False
-    return out
+    later = {"last_value": False, "average": 0.0}
+    return out | {k: v for k, v in later.items() if k in HealthGymConfig.__dataclass_fields__}
 
 
 # ---- FLOP count ------------------------------------------------------------------------------

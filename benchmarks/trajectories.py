@@ -2,13 +2,15 @@
 demo, its variable-length variant and the visit cohort), at equal budget, every column of the
 evaluation report that the issue's targets name.
 
-    python -m benchmarks.trajectories [--minutes 3] [--seeds 0 1 2] [--cohorts ...] [--no-record]
+    python -m benchmarks.trajectories [--minutes 3] [--seeds 0 1 2] [--cohorts ...]
+                                      [--models before default] [--no-record]
 
 Each cohort is split 80/20 by patient (seed 0). Each model trains on the 80% for at most
 `--minutes` (epochs unbounded: early stopping or the clock ends it, the peers' set-up),
 samples as many patients as it trained on, and is scored by `healthgym.evaluate` against the
-20% holdout with the outcome `in_hospital_death`. "before" is `HealthGym(last_value=False)`:
-today's code with the issue's model changes off, which is the network, start and decoding
+20% holdout with the outcome `in_hospital_death`. "before" is `HealthGym(last_value=False,
+average=0)`: today's code with the issue's model changes off, which is the network, start,
+training and decoding
 that run folders of release 0.1.0 load with (tests/models/test_run_folders.py samples them
 exactly; tests/models/healthgym/test_sampler.py checks its sampler against the pre-issue
 one). "default" is `HealthGym()`. The holdout's own trajectory gaps (what unseen real
@@ -29,7 +31,7 @@ from benchmarks.common import header, machine, record, table
 SECTION = "## Trajectories (issue 15)"
 COHORTS = ("demo", "variable_length", "visits")
 OUTCOME = "in_hospital_death"
-MODELS = {"before": {"last_value": False}, "default": {}}
+MODELS = {"before": {"last_value": False, "average": 0.0}, "default": {}}
 #: (column, summary key); the metric definitions: docs/evaluation.md
 COLUMNS = [
     ("KS compl. (+)", "marginals.ks_complement_mean"),
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--minutes", type=float, default=3.0, help="training budget per model")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="model and sampling seeds")
     p.add_argument("--cohorts", nargs="+", default=list(COHORTS), choices=COHORTS)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--quick", action="store_true", help="a tiny, fast run (tests)")
     p.add_argument("--no-record", action="store_true", help="print only")
@@ -117,7 +120,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> str:
     means, detail, notes = [], [], []
     for name in args.cohorts:
         train, holdout = load(name, patients)
-        for model, settings in MODELS.items():
+        for model in args.models:
+            settings = MODELS[model]
             rows = []
             for seed in args.seeds:
                 row = run_one(train, holdout, {**tiny, **settings}, args.minutes, seed)

@@ -39,6 +39,10 @@ class HealthGymConfig(ConfigBase):
     #: mean so far (`network.LastValue`, issue 15); False: the previous step's tokens, as run
     #: folders written before it (their model.json has no such key and loads with False)
     last_value: bool = True
+    #: decay of the moving average of the weights that each validation reads and the run
+    #: keeps (`training.averaging`; a step's weights weigh 1 - average); 0: the weights as
+    #: trained, as run folders written before it (their model.json has no such key)
+    average: float = 0.97
     max_loss: float = 1e6  #: a loss that is NaN, inf or larger stops the run
     #: --stream (a `ParquetShards` cohort): the binned reals' quantiles are fitted on this
     #: many patients, a seeded sample (all of them when the cohort has no more: then the
@@ -66,6 +70,8 @@ class HealthGymConfig(ConfigBase):
             raise ValueError(f"bins must be >= 2, got {self.bins}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.average < 1:
+            raise ValueError(f"average must be in [0, 1), got {self.average}")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.weight_decay < 0 or self.seed < 0:

@@ -73,8 +73,9 @@ class HealthGym(ConditionableModel):
     @classmethod
     def from_meta(cls, path: Any, meta: dict[str, Any], **changes: Any) -> HealthGym:
         saved = meta.get("config")
-        if isinstance(saved, dict) and "last_value" not in saved:  # written before issue 15
-            changes = {"last_value": False, **changes}
+        if isinstance(saved, dict):  # written before these settings: trained without them
+            older = {"last_value": False, "average": 0.0}
+            changes = {k: v for k, v in older.items() if k not in saved} | changes
         model = super().from_meta(path, meta, **changes)
         block = meta.get("privacy")
         model.privacy = block if isinstance(block, dict) else None

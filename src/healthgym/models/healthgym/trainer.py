@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ...training import distributed
+from ...training.averaging import WeightAverage
 from ...training.loop import Trainer, fingerprint
 from ...training.plots import plot_likelihood_curve
 from ...training.seeding import derive_seed
@@ -110,6 +111,8 @@ class HealthGymTrainer(Trainer):
     #: a --stream run (`fit(..., first=)`): this process holds the steps of patients
     #: first, first + 1, ... only; None: of every patient
     first: int | None = None
+    #: the moving average of the sequence model's weights (`HealthGymConfig.average`), or None
+    average: WeightAverage | None = None
 
     def __init__(self, tokens: Tokenizer, config: HealthGymConfig) -> None:
         self.config = config
@@ -140,6 +143,7 @@ class HealthGymTrainer(Trainer):
         self.counters: dict[str, Any] = {"best_val": math.inf, "bad": 0, "lr": cfg.lr}
         self.counters |= {"static_val": math.nan, "loss_sum": 0.0, "patients": 0}
         self.best = copy.deepcopy(self.model.state_dict())
+        self.average = WeightAverage(self.model.sequence, cfg.average) if cfg.average else None
         self.dropout_rng: list[torch.Tensor] | None = None
         self.validated = True  # the model's weights have been validated (or are the start)
         if self.ctx.distributed:
@@ -163,6 +167,8 @@ class HealthGymTrainer(Trainer):
         self.counters["static_val"] = distributed.broadcast_object(static_val, self.ctx)
         distributed.broadcast_module(self.model, self.ctx)
         self.best = copy.deepcopy(self.model.state_dict())
+        if self.average is not None:  # the average starts at the fitted start
+            self.average = WeightAverage(self.model.sequence, self.config.average)
 
     def epoch_batches(self, epoch: int) -> list[tuple[int, int, np.ndarray]]:
         """(epoch, index, patient ids) per batch: the training patients shuffled by epoch."""
@@ -188,6 +194,8 @@ class HealthGymTrainer(Trainer):
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.sequence.parameters(), 1.0)
                 self.opt.step()
+                if self.average is not None:
+                    self.average.update()
         self.counters["loss_sum"] += value * len(ids)
         self.counters["patients"] += len(ids)
         self.validated = False
@@ -195,12 +203,13 @@ class HealthGymTrainer(Trainer):
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         c, cfg = self.counters, self.config
-        val = self._validate()
+        with self._averaged():
+            val = self._validate()
+            if better := val < c["best_val"]:
+                c["best_val"], c["bad"] = val, 0
+                self.best = copy.deepcopy(self.model.state_dict())
         self.validated = True
-        if val < c["best_val"]:
-            c["best_val"], c["bad"] = val, 0
-            self.best = copy.deepcopy(self.model.state_dict())
-        else:
+        if not better:
             c["bad"] += 1
             if c["bad"] % cfg.lr_patience == 0:
                 c["lr"] /= 2
@@ -222,8 +231,9 @@ class HealthGymTrainer(Trainer):
         """The model takes the best weights; after a stop mid-epoch, the current weights
         where they validate better (the checkpoint keeps the training state as it was)."""
         best, best_val = self.best, self.counters["best_val"]
-        if not self.validated and (val := self._validate()) < best_val:
-            best, best_val = copy.deepcopy(self.model.state_dict()), val
+        with self._averaged():
+            if not self.validated and (val := self._validate()) < best_val:
+                best, best_val = copy.deepcopy(self.model.state_dict()), val
         self.model.load_state_dict(best)
         self.model.eval()
         self.best_val = best_val
@@ -241,6 +251,7 @@ class HealthGymTrainer(Trainer):
             "best": self.best,
             "optimizer": self.opt.state_dict(),
             "counters": dict(self.counters),
+            "average": None if self.average is None else self.average.state_dict(),
             # distributed: every process's dropout stream, by rank (collective)
             "dropout_rng": distributed.gather_objects(self.dropout_rng, self.ctx)
             if self.ctx.distributed
@@ -254,6 +265,8 @@ class HealthGymTrainer(Trainer):
         for group in self.opt.param_groups:
             group["lr"] = self.counters["lr"]
         self.best = state["best"]
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
         saved = state["dropout_rng"]
         if self.ctx.distributed:  # this process's stream, if the run had as many processes
             fits = isinstance(saved, list) and len(saved) == self.ctx.world
@@ -281,6 +294,10 @@ class HealthGymTrainer(Trainer):
             self.dropout_rng = [torch.get_rng_state()]
             if cuda:
                 self.dropout_rng.append(torch.cuda.get_rng_state(self.device))
+
+    def _averaged(self) -> contextlib.AbstractContextManager[None]:
+        """The model holds the weight average inside the block (`HealthGymConfig.average`)."""
+        return contextlib.nullcontext() if self.average is None else self.average.applied()
 
     def _held(self, ids: np.ndarray) -> np.ndarray:
         """The patients of `ids` whose steps this process holds (all but in a --stream run)."""
