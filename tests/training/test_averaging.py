@@ -29,6 +29,8 @@ def test_the_average_follows_the_updates_with_warm_up_then_the_decay():
     # late updates keep the decay itself: the average lags a ramp by 0.9 / (1 - 0.9) steps
     lag = (layer.weight - avg.average[0]).mean().item()
     assert 8 < lag < 10
+    avg.reset()  # a fresh start at the current weights, warm-up included
+    assert avg.updates == 0 and torch.equal(avg.average[0], layer.weight)
 
 
 def test_applied_swaps_in_the_average_and_always_restores_the_weights():

@@ -26,8 +26,13 @@ class WeightAverage:
     def __init__(self, module: nn.Module, decay: float) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
-        self.module, self.decay, self.updates = module, decay, 0
+        self.module, self.decay = module, decay
+        self.reset()
+
+    def reset(self) -> None:
+        """Start the average afresh at the module's current weights."""
         self.average = [p.detach().clone() for p in self._params()]
+        self.updates = 0
 
     def _params(self) -> list[torch.Tensor]:
         return [p for p in self.module.parameters() if p.dtype.is_floating_point]

@@ -123,6 +123,8 @@ def _proc_stat_ticks() -> tuple[int, int] | None:
 
 def _proc_stat_idle(window_s: float) -> float | None:
     start = _proc_stat_ticks()
+    if start is None:  # no /proc/stat: nothing to wait for
+        return None
     time.sleep(window_s)
     return _idle_between(start, _proc_stat_ticks())
 

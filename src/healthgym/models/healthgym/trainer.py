@@ -168,7 +168,7 @@ class HealthGymTrainer(Trainer):
         distributed.broadcast_module(self.model, self.ctx)
         self.best = copy.deepcopy(self.model.state_dict())
         if self.average is not None:  # the average starts at the fitted start
-            self.average = WeightAverage(self.model.sequence, self.config.average)
+            self.average.reset()
 
     def epoch_batches(self, epoch: int) -> list[tuple[int, int, np.ndarray]]:
         """(epoch, index, patient ids) per batch: the training patients shuffled by epoch."""
