@@ -13,8 +13,10 @@ average=0)`: today's code with the issue's model changes off, which is the netwo
 training and decoding
 that run folders of release 0.1.0 load with (tests/models/test_run_folders.py samples them
 exactly; tests/models/healthgym/test_sampler.py checks its sampler against the pre-issue
-one). "default" is `HealthGym()`. The holdout's own trajectory gaps (what unseen real
-patients reach) are the reference the `excess` columns subtract.
+one). "kernel" is `HealthGym(levels=False)`, the default of 2026-11-30 15:06 (the kernel and the
+weight average of issue 15, without the levels). "default" is `HealthGym()`. The holdout's own
+trajectory gaps (what unseen real patients reach) are the reference the `excess` columns
+subtract.
 
 `--quick` runs a tiny model on 60 visit patients for a few seconds (a test runs it).
 """
@@ -31,7 +33,12 @@ from benchmarks.common import header, machine, record, table
 SECTION = "## Trajectories (issue 15)"
 COHORTS = ("demo", "variable_length", "visits")
 OUTCOME = "in_hospital_death"
-MODELS = {"before": {"last_value": False, "average": 0.0}, "default": {}}
+#: "kernel": the default of 2026-11-30 15:06 (kernel and average, no levels)
+MODELS = {
+    "before": {"last_value": False, "average": 0.0},
+    "kernel": {"levels": False},
+    "default": {},
+}
 #: (column, summary key); the metric definitions: docs/evaluation.md
 COLUMNS = [
     ("KS compl. (+)", "marginals.ks_complement_mean"),

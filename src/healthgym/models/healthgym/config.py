@@ -39,6 +39,11 @@ class HealthGymConfig(ConfigBase):
     #: mean so far (`network.LastValue`, issue 15); False: the previous step's tokens, as run
     #: folders written before it (their model.json has no such key and loads with False)
     last_value: bool = True
+    #: with `last_value`, the kernel also pulls each value, the first one too, towards the
+    #: level that the rest of the patient predicts (statics, the other variables' values), a
+    #: ridge regression fitted before training (`network.fit_levels`); off in DP runs;
+    #: False: as run folders written before it (their model.json has no such key)
+    levels: bool = True
     #: decay of the moving average of the weights that each validation reads and the run
     #: keeps (`training.averaging`; a step's weights weigh 1 - average); 0: the weights as
     #: trained, as run folders written before it (their model.json has no such key)

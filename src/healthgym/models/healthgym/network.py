@@ -173,6 +173,9 @@ class StaticModel(nn.Module):
 #: step, AGES + 1 after it (so a column knows whether its variable was seen one step back)
 AGES = 8
 SEEN = 8  #: values of a variable observed so far, capped
+#: ridge penalty of `fit_levels`, in observed steps: a static token seen in fewer steps than
+#: this moves a level less than its steps' mean says
+LEVEL_RIDGE = 10.0
 TRANSITION_ROWS = 4096  #: training steps `start_at_transitions` fits to
 #: steps per piece of `start_at_transitions`' loss, its gradient summed over the pieces: the
 #: kernel's terms for 4,096 steps at once took 1.05 GiB on the demo cohort's variables, 0.37
@@ -200,9 +203,17 @@ class LastValue(nn.Module):
     and this kernel: p(x_t | past) ~ p(x_t | context) k(x_t; last, mean), the form of a
     Markov chain that reverts to the patient's own level, which a few hundred patients
     suffice to learn; the missing token keeps the head's probability (`combine`).
+
+    With levels (`static_reads`), a third anchor: the level that the rest of the patient
+    predicts for the variable (`level_of`: linear in the statics and in the other variables'
+    values, this step's where drawn before, else their last), with its own 4 features before
+    the variable's first observed value and 4 after. A kernel around each variable's own past
+    alone lets variables drift apart and keeps the first value's weak dependence on the rest;
+    this one ties them back (association diff, BENCHMARKS.md "Trajectories").
+    `fit_levels` fits the regression before training.
     """
 
-    FEATURES = 9  #: per token: same, then 4 per anchor (last value, mean)
+    FEATURES = 9  #: per token: same, then 4 per anchor (last value, mean); levels add 8
 
     def __init__(
         self,
@@ -210,6 +221,8 @@ class LastValue(nn.Module):
         groups: list[int],
         vocab: list[int],
         width: int,
+        static_vocab: list[int] | None = None,
+        static_reads: list[bool] | None = None,
     ) -> None:
         super().__init__()
         d = len(vocab)
@@ -233,9 +246,52 @@ class LastValue(nn.Module):
         }.items():
             self.register_buffer(name, value, persistent=False)
         self.age = nn.Embedding(AGES + 2, width)
-        self.weight = nn.Parameter(torch.zeros(d, self.FEATURES, width))
-        self.bias = nn.Parameter(torch.zeros(d, self.FEATURES))
+        # `static_reads` (per static token column of `static_vocab` sizes, whether it is read):
+        # a third anchor, each variable's level given the rest of the patient (`level_of`)
+        self.levels = static_reads is not None
+        features = self.FEATURES + 8 * self.levels  # the level's, with and without a last
+        self.weight = nn.Parameter(torch.zeros(d, features, width))
+        self.bias = nn.Parameter(torch.zeros(d, features))
         self.seen = nn.Embedding(SEEN + 1, width)
+        if self.levels:
+            at = torch.tensor([0, *static_vocab[:-1]]).cumsum(0)
+            own = (first == torch.arange(d)) & ordered.bool()  # a scaled variable's first column
+            reads = (g[:, None] != g[None, :]) & own[None, :]  # (D, D): the other variables
+            now = torch.arange(d)[None, :] < first[:, None]  # ... drawn before j's variable
+            static_reads = torch.tensor(static_reads).repeat_interleave(torch.tensor(static_vocab))
+            buffers = {"static_at": at, "static_reads": static_reads, "reads": reads, "now": now}
+            for name, value in buffers.items():
+                self.register_buffer(name, value, persistent=False)
+            self.register_buffer("center", torch.full((d,), 0.5))  # the places' mean, saved
+            self.level = nn.Parameter(torch.zeros(sum(static_vocab), d))  # per static token
+            self.level_bias = nn.Parameter(torch.zeros(d))
+            self.cross = nn.Parameter(torch.zeros(d, d))  # per other variable's place
+
+    def level_of(
+        self, static: torch.Tensor, last: torch.Tensor, has: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor | None:
+        """(B, T, D) or (B, D): the level (place u) of each column's variable that the rest of
+        the patient predicts, linear in the static tokens (B, S) and in the other variables'
+        places: their value in this step's tokens (B, [T,] D) where their columns come first
+        and it is observed, else their last observed value (`last`, where `has`), else their
+        mean; None without levels. The sampler adds a variable's term once it is drawn."""
+        if not self.levels:
+            return None
+        prev, moved = self.regressors(last, has, tokens)
+        w = self.cross * self.reads
+        level = self.level * self.static_reads[:, None]
+        base = F.embedding(static + self.static_at, level).sum(-2) + self.level_bias
+        base = base.reshape(base.shape[0], *[1] * (last.dim() - 2), -1)
+        return (base + prev @ w.T + moved @ (w * self.now).T)[..., self.first]
+
+    def regressors(
+        self, last: torch.Tensor, has: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per column, its variable's last observed place less the mean (0 where none), and
+        how far this step's tokens move it (0 where not observed now)."""
+        prev = torch.where(has, self.place(last) - self.center, 0.0)
+        seen = tokens[..., self.first] != self.missing
+        return prev, torch.where(seen, self.place(tokens) - self.center - prev, 0.0)
 
     def history(self, dynamic: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Before each step of dynamic (B, T, D), per column, of its variable: the last
@@ -267,11 +323,15 @@ class LastValue(nn.Module):
         fine = torch.where(self.fine_col >= 0, tokens[..., self.fine_col.clamp(min=0)], 0)
         return (tokens[..., self.first] + (fine + 0.5) / self.sub) / self.coarse
 
-    def anchors(self, last: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        """(..., D, 4): per column, of its variable's last observed tokens (..., D): their
-        place, coarse and fine token, and the mean place `mean`."""
+    def anchors(
+        self, last: torch.Tensor, mean: torch.Tensor, level: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(..., D, 4 or 5): per column, of its variable's last observed tokens (..., D): their
+        place, coarse and fine token, the mean place `mean` and `level` (`level_of`) where
+        the kernel has levels."""
         fine = torch.where(self.fine_col >= 0, last[..., self.fine_col.clamp(min=0)], 0)
-        return torch.stack([self.place(last), last[..., self.first], fine, mean], -1).float()
+        parts = [self.place(last), last[..., self.first], fine, mean]
+        return torch.stack([p.float() for p in parts + [level] * (level is not None)], -1)
 
     def kernel(
         self,
@@ -285,7 +345,7 @@ class LastValue(nn.Module):
         (..., C, FEATURES); now (..., C), the step's coarse token of each column's variable
         (read by fine columns), anchors (..., C, 4) and has (..., C)."""
         coarse, sub, fine = self.coarse[cols], self.sub[cols], self.fine[cols]
-        u, c_last, f_last, mean = anchors.unbind(-1)
+        u, c_last, f_last, mean, *level = anchors.unbind(-1)
         k = torch.arange(self.valid.shape[1], device=now.device, dtype=u.dtype)
         now = now.to(u.dtype)
         start = torch.where(fine, now / coarse, 0.0)[..., None]  # (..., C, 1)
@@ -296,23 +356,36 @@ class LastValue(nn.Module):
         coef = coef[..., None]  # (..., C, FEATURES, 1); levels read the first feature only
         out = coef[..., 0, :] * same
         ordered = self.ordered[cols, None]
-        for i, anchor in enumerate((u, mean)):
+
+        def term(anchor: torch.Tensor, i: int) -> torch.Tensor:  # coefficients 1 + 4i ...
             d = pos - anchor[..., None]
             a = d.abs()
             w = coef[..., 1 + 4 * i : 5 + 4 * i, :] * ordered[:, None]
-            out = out + w[..., 0, :] * (torch.log1p(a * r) / torch.log1p(r)) + w[..., 1, :] * a
-            out = out + (w[..., 2, :] + w[..., 3, :] * d) * d
-        live = has & ~(fine & (now == self.missing[cols]))  # a missing value's fine token: none
-        return out * (self.valid[cols] & live[..., None])
+            t = w[..., 0, :] * (torch.log1p(a * r) / torch.log1p(r)) + w[..., 1, :] * a
+            return t + (w[..., 2, :] + w[..., 3, :] * d) * d
+
+        value = ~(fine & (now == self.missing[cols]))  # a missing value's fine token: none
+        out = (out + term(u, 0) + term(mean, 1)) * (has & value)[..., None]
+        if level:  # the level shapes a variable's first observed value too, by its own terms
+            first = torch.where(has[..., None], term(level[0], 2), term(level[0], 3))
+            out = out + first * value[..., None]
+        return out * self.valid[cols]
 
     def logits(
-        self, heads: torch.Tensor, z: torch.Tensor, dynamic: torch.Tensor, history: tuple
+        self,
+        heads: torch.Tensor,
+        z: torch.Tensor,
+        dynamic: torch.Tensor,
+        history: tuple,
+        static: torch.Tensor,
     ) -> torch.Tensor:
         """(B, T, D, V) logits of every column of steps (B, T, D): the heads' logits `heads`
-        with the kernel, given what the heads read z (B, T, D, W) and `history(dynamic)`."""
+        with the kernel, given what the heads read z (B, T, D, W), `history(dynamic)` and
+        the static tokens (B, S)."""
         last, has, _, mean, _ = history
         coef = torch.einsum("btdw,dfw->btdf", z, self.weight) + self.bias
-        now, anchors = dynamic[..., self.first], self.anchors(last, mean)
+        level = self.level_of(static, last, has, dynamic)
+        now, anchors = dynamic[..., self.first], self.anchors(last, mean, level)
         return self.combine(heads, self.kernel(coef, now, anchors, has, slice(None)), slice(None))
 
     def combine(self, heads: torch.Tensor, kernel: torch.Tensor, cols: slice) -> torch.Tensor:
@@ -337,6 +410,7 @@ class SequenceModel(nn.Module):
         width: int,
         dropout: float,
         scales: list[tuple[int, int, int, bool]] | None = None,
+        levels: list[bool] | None = None,
     ) -> None:
         super().__init__()
         self.vocab, self.max_length = [len(p) for p in positions], max_length
@@ -354,9 +428,13 @@ class SequenceModel(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.heads = nn.ModuleList(TokenHead(p, width) for p in positions)
         # `scales` (Tokenizer.dynamic_scales): each column reads its variable's last observed
-        # value instead of the previous step's tokens, and its head adds a kernel (LastValue);
-        # None: as before issue 15 (`HealthGymConfig.last_value`)
-        self.last = LastValue(scales, groups, self.vocab, width) if scales is not None else None
+        # value instead of the previous step's tokens, and its head adds a kernel (LastValue),
+        # with `levels` also around the variable's level given the statics; None: as before
+        # issue 15 (`HealthGymConfig.last_value`)
+        sizes = [len(p) for p in static_positions]
+        self.last = (
+            None if scales is None else LastValue(scales, groups, self.vocab, width, sizes, levels)
+        )
 
     def static_context(self, static: torch.Tensor, n: int) -> torch.Tensor:  # -> (B, W)
         if self.context is None:
@@ -382,7 +460,7 @@ class SequenceModel(nn.Module):
             return column_logits(self.heads, self.features(static, dynamic))
         history = self.last.history(dynamic)
         z = self.features(static, dynamic, history)
-        return self.last.logits(column_logits(self.heads, z), z, dynamic, history)
+        return self.last.logits(column_logits(self.heads, z), z, dynamic, history, static)
 
     def features(
         self, static: torch.Tensor, dynamic: torch.Tensor, history: tuple | None = None
@@ -434,7 +512,7 @@ class SequenceModel(nn.Module):
         if self.last is None:
             return out
         history = tuple(h[:, -1:] for h in self.last.history(dynamic))
-        return self.last.logits(out[:, None], z[:, None], dynamic[:, -1:], history)[:, 0]
+        return self.last.logits(out[:, None], z[:, None], dynamic[:, -1:], history, static)[:, 0]
 
     def recall(self, previous: torch.Tensor) -> torch.Tensor:
         """(..., D) tokens of a step -> (..., D, W): for each column, its variable's tokens."""
@@ -457,11 +535,12 @@ class PatientModel(nn.Module):
         width: int = 128,
         dropout: float = 0.1,
         scales: list[tuple[int, int, int, bool]] | None = None,
+        levels: list[bool] | None = None,
     ) -> None:
         super().__init__()
         self.statics = StaticModel(static_positions, width, dropout)
         self.sequence = SequenceModel(
-            static_positions, dynamic_positions, groups, max_length, width, dropout, scales
+            static_positions, dynamic_positions, groups, max_length, width, dropout, scales, levels
         )
 
 
@@ -495,14 +574,42 @@ def transition_rows(lengths: torch.Tensor, rng: torch.Generator) -> torch.Tensor
 
 
 def transition_features(
-    kernel: LastValue, dynamic: torch.Tensor, rows: torch.Tensor
+    kernel: LastValue, static: torch.Tensor, dynamic: torch.Tensor, rows: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
-    """At `rows` (k, 2) (patient, step) of dynamic (B, T, D): the step's tokens, and per column
-    its variable's last observed tokens, whether there is one, and the mean place so far.
-    A patient's history is its own, so any set of patients holding the rows' gives the same."""
+    """At `rows` (k, 2) (patient, step) of static (B, S) and dynamic (B, T, D): the step's
+    tokens, per column its variable's last observed tokens, whether there is one and the mean
+    place so far, and the patient's static tokens. A patient's history is its own, so any set
+    of patients holding the rows' gives the same."""
     dynamic = dynamic.long()
     last, has, _, mean, _ = kernel.history(dynamic)
-    return tuple(h[rows[:, 0], rows[:, 1]] for h in (dynamic, last, has, mean))
+    at = rows[:, 0], rows[:, 1]
+    return *(h[at] for h in (dynamic, last, has, mean)), static.long()[rows[:, 0]]
+
+
+def fit_levels(kernel: LastValue, features: tuple[torch.Tensor, ...]) -> None:
+    """Fit each variable's level (`LastValue.level_of`) to training steps (`transition_features`):
+    the ridge regression of its observed places on the one-hot static tokens and the other
+    variables' places as `level_of` reads them."""
+    tokens, last, has, _, static = features
+    size = kernel.level.shape[0]
+    with torch.no_grad():
+        u = kernel.place(tokens).double()  # (k, D)
+        seen = (tokens[:, kernel.first] != kernel.missing).double()  # (k, D)
+        kernel.center.copy_((u * seen).sum(0) / seen.sum(0).clamp(min=1))
+        onehot = F.one_hot(static + kernel.static_at, size).sum(1) * kernel.static_reads
+        onehot = onehot.double()  # (k, V): the static tokens that levels read
+        prev, moved = (r.double() for r in kernel.regressors(last, has, tokens))  # (k, D)
+        ridge = LEVEL_RIDGE * torch.eye(size + len(u.T), dtype=u.dtype, device=u.device)
+        level, cross = torch.zeros_like(kernel.level.T), torch.zeros_like(kernel.cross)
+        for j in (kernel.first == torch.arange(len(u.T), device=u.device)).nonzero()[:, 0]:
+            w = seen[:, j]
+            x = torch.cat([onehot, (prev + moved * kernel.now[j]) * kernel.reads[j]], 1)
+            target = w * (u[:, j] - kernel.center[j])
+            coef = torch.linalg.solve(x.T @ (x * w[:, None]) + ridge, x.T @ target)
+            level[j], cross[j] = coef[:size], coef[size:]
+        kernel.level.copy_(level.T)
+        kernel.level_bias.copy_(kernel.center)
+        kernel.cross.copy_(cross)
 
 
 def start_at_transitions(model: SequenceModel, features: tuple[torch.Tensor, ...]) -> float:
@@ -513,8 +620,11 @@ def start_at_transitions(model: SequenceModel, features: tuple[torch.Tensor, ...
     learning it from zero (on a few hundred patients it stopped before it had).
     Returns the NLL per step it reached (nats)."""
     kernel = model.last
-    tokens, last, has, mean = features
-    now, anchors = tokens[:, kernel.first], kernel.anchors(last, mean)
+    tokens, last, has, mean, static = features
+    if kernel.levels:
+        fit_levels(kernel, features)
+    level = None if not kernel.levels else kernel.level_of(static, last, has, tokens).detach()
+    now, anchors = tokens[:, kernel.first], kernel.anchors(last, mean, level)
     _, bias = padded_heads(model.heads)
     pad = torch.isinf(bias)
     free = bias.detach().masked_fill(pad, 0.0).requires_grad_()
@@ -676,13 +786,18 @@ def draw_steps(
         # columns whose values' total probability the kernel would change (`combine`)
         shifted = ((kernel.missing >= 0) & ~kernel.fine).tolist()
         none = torch.zeros(b, dtype=torch.long, device=dev)
+        # with levels, the step's tokens so far and where each variable's first column is
+        levels = kernel.levels
+        step_tokens = torch.zeros(b, d, dtype=torch.long, device=dev)
+        starts = (kernel.first == torch.arange(d, device=dev)).tolist()
     for t in range(steps):
         s, h = model.gru((x + model.position.weight[t] + c)[:, None], h)
         if kernel is not None:
             prev = F.embedding(last.T + previous_at[:, None], previous_table) * has.T[..., None]
             before = torch.zeros_like(prev).index_add_(0, first, prev)[first]
             before += kernel.age.weight[age.T] + kernel.seen.weight[count.T.long().clamp(max=SEEN)]
-            anchors = kernel.anchors(last, total / count.clamp(min=1))  # (B, D, 4)
+            level = total.new_zeros(b, d) if levels else None  # set at each variable
+            anchors = kernel.anchors(last, total / count.clamp(min=1), level)  # (B, D, 4|5)
         base = before + (s[:, 0] + c) + model.column_pos[:, None]  # (D, B, W)
         earlier, drawn = None, []  # (B, W): the step's columns so far; their tokens
         for j in range(d):
@@ -693,6 +808,8 @@ def draw_steps(
                 logits, coef = logits[:, : model.vocab[j]], logits[:, model.vocab[j] :, None]
                 now = drawn[coarse[j]] if coarse[j] < j else none  # the step's coarse token
                 at = slice(j, j + 1)
+                if levels and starts[j]:  # its level reads the variables drawn before it
+                    anchors[:, :, 4] = kernel.level_of(static, last, has, step_tokens)
                 kern = kernel.kernel(coef.mT, now[:, None], anchors[:, at], has[:, at], at)
                 kern = kern[:, 0, : model.vocab[j]]
                 if shifted[j]:  # else a constant shift: the same softmax
@@ -701,6 +818,8 @@ def draw_steps(
                     logits = logits + kern
                 logits = logits / temperature
             tok = pick(logits, u[t, j])
+            if kernel is not None and levels:
+                step_tokens[:, j] = tok
             drawn.append(tok)
             e = F.embedding(tok, tables[j])
             earlier = e if earlier is None else earlier + e

@@ -259,6 +259,12 @@ class Tokenizer:
         return [p for c in [*self.static_columns, self.length_column] for p in c.positions()]
 
     @property
+    def static_coarse(self) -> list[bool]:
+        """Per static token, whether it is its variable's first (coarse) token."""
+        columns = [*self.static_columns, self.length_column]
+        return [i == 0 for c in columns for i in range(len(c.vocab))]
+
+    @property
     def dynamic_positions(self) -> list[list[float]]:
         """Per dynamic token, its tokens' places on the variable's scale."""
         return [p for c in self.dynamic_columns for p in c.positions()]

@@ -63,6 +63,7 @@ VALIDATE_PIECE = 256
 
 def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
     """The seeded, untrained network for a fitted tokenizer's token columns."""
+    private = cfg.dp_epsilon is not None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, _INIT))
         return PatientModel(
@@ -73,6 +74,8 @@ def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
             cfg.width,
             cfg.dropout,
             tokens.dynamic_scales if cfg.last_value else None,
+            # levels are fitted to the data outside DP-SGD (`fit_levels`): none in DP runs
+            tokens.static_coarse if cfg.last_value and cfg.levels and not private else None,
         )
 
 
@@ -359,7 +362,8 @@ class HealthGymTrainer(Trainer):
         here = (patients >= self.held[0]) & (patients < self.held[1])
         who, at = patients[here].unique(return_inverse=True)
         steps = self._steps(who)[:, : int(self.data[2][train].max())]
-        found = transition_features(seq.last, steps, torch.stack([at, rows[here, 1]], 1))
+        static = self.data[0][who]
+        found = transition_features(seq.last, static, steps, torch.stack([at, rows[here, 1]], 1))
         if shared:  # every process's rows, put back in the order they were drawn
             parts = distributed.gather_objects((here.cpu(), [f.cpu() for f in found]), ctx)
             found = tuple(torch.empty((len(rows), *f.shape[1:]), dtype=f.dtype) for f in found)
