@@ -14,7 +14,9 @@ training and decoding
 that run folders of release 0.1.0 load with (tests/models/test_run_folders.py samples them
 exactly; tests/models/healthgym/test_sampler.py checks its sampler against the pre-issue
 one). "kernel" is `HealthGym(levels=False)`, the default of 2026-11-30 15:06 (the kernel and the
-weight average of issue 15, without the levels). "default" is `HealthGym()`. The holdout's own
+weight average of issue 15, without the levels); "levels" is `HealthGym(levels=True)`.
+"default" is `HealthGym()`: "levels" on cohorts of `LEVELS_FROM` patients or more (the demo),
+"kernel" below (the small cohorts). The holdout's own
 trajectory gaps (what unseen real patients reach) are the reference the `excess` columns
 subtract.
 
@@ -33,10 +35,12 @@ from benchmarks.common import header, machine, record, table
 SECTION = "## Trajectories (issue 15)"
 COHORTS = ("demo", "variable_length", "visits")
 OUTCOME = "in_hospital_death"
-#: "kernel": the default of 2026-11-30 15:06 (kernel and average, no levels)
+#: "kernel": the default of 2026-11-30 15:06 (kernel and average, no levels); "levels": with
+#: them on whatever the cohort's size; "default": levels from `LEVELS_FROM` patients
 MODELS = {
     "before": {"last_value": False, "average": 0.0},
     "kernel": {"levels": False},
+    "levels": {"levels": True},
     "default": {},
 }
 #: (column, summary key); the metric definitions: docs/evaluation.md

@@ -12,6 +12,7 @@ import torch
 
 import healthgym as hg
 from conftest import make_table
+from healthgym.models.healthgym import model as model_module
 from healthgym.models.healthgym import network
 from healthgym.models.healthgym.config import HealthGymConfig
 from healthgym.models.healthgym.network import AGES, LastValue, draw_steps, pick
@@ -214,8 +215,22 @@ def test_levels_keep_a_static_difference_in_the_first_values():
     """The men's first values lie 3 units above the women's; the model draws them so (an
     untrained model's differ by about nothing)."""
     cohort = hg.Cohort(level_table(200), id="pid", time="t")
-    model = hg.HealthGym(width=16, epochs=6, bins=8, fine=4).fit(cohort, progress=False)
+    model = hg.HealthGym(width=16, epochs=6, bins=8, fine=4, levels=True)
+    model.fit(cohort, progress=False)
     assert model.network.sequence.last.levels
     first = model.sample(600, seed=0).table.groupby("pid").first()
     gap = first.x[first.sex == "Male"].mean() - first.x[first.sex == "Female"].mean()
     assert 2.4 < gap < 3.6, gap
+
+
+def test_levels_by_default_from_a_cohort_size_decided_once(tmp_path, monkeypatch):
+    cohort = hg.Cohort(level_table(40), id="pid", time="t")
+    settings = {"width": 8, "epochs": 1, "bins": 4, "fine": 2}
+    small = hg.HealthGym(**settings).fit(cohort, tmp_path / "small", progress=False)
+    assert small.config.levels is False and not small.network.sequence.last.levels
+    monkeypatch.setattr(model_module, "LEVELS_FROM", 40)
+    large = hg.HealthGym(**settings).fit(cohort, tmp_path / "large", progress=False)
+    assert large.config.levels is True and large.network.sequence.last.levels
+    saved = json.loads((tmp_path / "large" / "model.json").read_text())["config"]
+    assert saved["levels"] is True  # what a resume and `hg.load` read
+    assert hg.load(tmp_path / "large").network.sequence.last.levels

@@ -9,6 +9,7 @@ quality of the best peers (measured in `benchmarks/peers`, BENCHMARKS.md).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from ...training import distributed
 from ...training.seeding import derive_seed
 from ..base import ConditionableModel
 from . import stream
-from .config import HealthGymConfig
+from .config import LEVELS_FROM, HealthGymConfig
 from .network import PatientModel, draw_statics, draw_steps
 from .tokenizer import Tokenizer
 from .trainer import HealthGymTrainer, build_model
@@ -62,6 +63,8 @@ class HealthGym(ConditionableModel):
         return None if self.result is None else self.result.best_val
 
     def _fit(self, cohort: Cohort, run_dir: Any, resume: bool, *args: Any) -> HealthGym:
+        if self.config.levels is None:  # decided by the cohort's size, once; model.json keeps it
+            self.config = replace(self.config, levels=len(cohort) >= LEVELS_FROM)
         if self.config.dp_epsilon is None:
             return super()._fit(cohort, run_dir, resume, *args)
         if isinstance(cohort, ParquetShards):

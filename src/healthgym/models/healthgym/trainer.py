@@ -74,7 +74,8 @@ def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
             cfg.width,
             cfg.dropout,
             tokens.dynamic_scales if cfg.last_value else None,
-            # levels are fitted to the data outside DP-SGD (`fit_levels`): none in DP runs
+            # levels are fitted to the data outside DP-SGD (`fit_levels`): none in DP runs;
+            # None (not yet decided by `HealthGym.fit`): none
             tokens.static_coarse if cfg.last_value and cfg.levels and not private else None,
         )
 
