@@ -27,7 +27,10 @@ from healthgym.training import loop as loop_module
 WORLD = 2
 # Dropout 0: dropout masks are drawn per process, so with dropout the two runs would differ by
 # design. lr 0.03 and patience 2: the run stops early, so the stop must agree across processes.
-CFG = HealthGymConfig(width=8, dropout=0.0, epochs=12, lr=0.03, patience=2, device="cpu")
+# Levels on (a cohort this small has them off by default): their fit must agree too.
+CFG = HealthGymConfig(
+    width=8, dropout=0.0, epochs=12, lr=0.03, patience=2, device="cpu", levels=True
+)
 STOP_AT = 5  # mid-epoch (3 steps an epoch)
 
 

@@ -23,7 +23,12 @@ from healthgym.parquet_shards import ParquetShards
 from healthgym.training import distributed
 
 # dropout 0: per-process dropout masks would part 2 processes from 1 by design
-SETTINGS = dict(width=8, dropout=0.0, epochs=6, lr=0.03, patience=2, device="cpu")
+# levels on (a cohort this small has them off by default): streamed fits must equal in-memory ones
+SETTINGS = dict(width=8, dropout=0.0, epochs=6, lr=0.03, patience=2, device="cpu", levels=True)
+#: the two-process comparison, to 1e-5: without levels, whose many near-zero gradients Adam
+#: turns into lr-sized steps from float rounding, moving the validation loss by about 2% at
+#: this lr (measured); test_healthgym_distributed.py compares processes with levels on
+STRICT = {**SETTINGS, "levels": False}
 
 
 @pytest.fixture
@@ -125,7 +130,7 @@ def _worker(path: str, schema: dict[str, Any], out: str) -> float:
     """One of 2 processes: train on the file, holding only its own patients' steps."""
     torch.set_num_threads(1)
     shards = ParquetShards(path, hg.Schema.from_dict(schema), chunk_patients=7)
-    return hg.HealthGym(**SETTINGS).fit(shards, out, progress=False).best_val_nll
+    return hg.HealthGym(**STRICT).fit(shards, out, progress=False).best_val_nll
 
 
 @pytest.mark.slow  # a launch of 2 processes: 12 s on a shared 2-core machine
@@ -135,11 +140,11 @@ def test_two_processes_each_holding_its_patients_match_one(cohort_file, tmp_path
     cohort, path = cohort_file
     args = (str(path), cohort.schema.to_dict(), str(tmp_path / "two"))
     results = distributed.launch(_worker, args, 2)
-    one = hg.HealthGym(**SETTINGS).fit(cohort, tmp_path / "one", progress=False)
+    one = hg.HealthGym(**STRICT).fit(cohort, tmp_path / "one", progress=False)
     assert results[0] == results[1] == pytest.approx(one.best_val_nll, rel=1e-5)
     ours, theirs = one.network.state_dict(), hg.load(tmp_path / "two").network.state_dict()
     d = torch.cat([(ours[k] - theirs[k]).abs().flatten() for k in ours])
-    assert (d > 1e-5).float().mean() < 0.01 and d.max() < 3 * SETTINGS["lr"], d.max()
+    assert (d > 1e-5).float().mean() < 0.01 and d.max() < 3 * STRICT["lr"], d.max()
     val = {
         run: [r["val_nll"] for r in map(json.loads, (tmp_path / run / "metrics.jsonl").open())
               if "val_nll" in r]
