@@ -55,7 +55,7 @@ def test_the_kernel_leaves_the_missing_share_to_the_heads():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     cohort = hg.Cohort(make_table(60, seed=4), id="pid", time="hour")
-    settings = {"width": 16, "batch_size": 16, "epochs": 2, "bins": 8, "fine": 4}
+    settings = {"width": 16, "batch_size": 16, "epochs": 2, "bins": 8, "fine": 4, "levels": True}
     return hg.HealthGym(**settings).fit(cohort, tmp_path_factory.mktemp("run"), progress=False)
 
 
@@ -63,7 +63,7 @@ def test_the_sampler_draws_from_the_model(trained):
     """Each drawn token is the one `pick` takes from the teacher-forced logits (heads and
     kernel, at the temperature) with the sampler's uniform: the sampler is the model."""
     seq = trained.network.sequence
-    assert seq.last is not None and trained.config.last_value
+    assert seq.last is not None and trained.config.last_value and seq.last.levels
     with torch.no_grad():  # a kernel far from its start, so that it matters
         for p in seq.last.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
