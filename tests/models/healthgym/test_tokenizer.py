@@ -70,3 +70,32 @@ def test_save_load_and_errors(cohort, tmp_path):
         col.encode(pd.Series(["PICU"]), None)
     with pytest.raises(ValueError, match="bins must be >= 2"):
         Tokenizer(cohort.schema, bins=1)
+
+
+def test_a_recurring_value_keeps_its_tokens_and_comes_back_exactly():
+    # Weight-like: a patient keeps one value; round values are point masses spread over
+    # several fine tokens.
+    rng = np.random.default_rng(3)
+    n, t = 400, 6
+    weight = np.where(rng.random(n) < 0.5, rng.choice([60.0, 70.0, 80.0], n), rng.normal(75, 9, n))
+    table = pd.DataFrame(
+        {
+            "pid": np.repeat(np.arange(n), t),
+            "hour": np.tile(np.arange(t), n),
+            "weight": np.repeat(weight.round(1), t),
+        }
+    )
+    table.loc[table.index % 5 == 2, "weight"] = np.nan
+    table.loc[(table.pid % 2 == 0) & (table.hour >= 4), "weight"] += 5.0  # a change later
+    cohort = hg.Cohort(table, id="pid", time="hour")
+    tok = Tokenizer(cohort.schema, bins=8, fine=8).fit(cohort)
+    assert tok.dynamic_columns[0].kind == "bins"
+    held, drawn = (tok.transform(cohort, seed=0, hold=h) for h in (True, False))
+    observed = table.weight.notna().to_numpy()
+    for tokens, one_per_value in ((held, True), (drawn, False)):
+        steps = tokens.dynamic[..., 0] * 8 + tokens.dynamic[..., 1]  # (n, t): the fine step
+        per_value = pd.Series(steps.ravel()[observed]).groupby(table.weight[observed].to_numpy())
+        assert (per_value.nunique() == 1).all() == one_per_value
+    back = tok.inverse_transform(held.static, held.dynamic, held.lengths, ids=held.ids)
+    mass = table.weight.map(table.weight.value_counts()) > 100  # the round values
+    assert mass.sum() > 700 and (back.weight[mass] == table.weight[mass]).all()

@@ -121,12 +121,18 @@ class HealthGym(ConditionableModel):
         if isinstance(cohort, ParquetShards):  # each process reads its own patients' rows
             start, stop = distributed.shard_range(len(cohort), ctx.rank, ctx.world)
             static, dynamic = stream.tokens(
-                cohort, tokenizer, self._draws, self.config.seed, start, stop
+                cohort,
+                tokenizer,
+                self._draws,
+                self.config.seed,
+                start,
+                stop,
+                self.config.last_value,
             )
             static = np.concatenate(distributed.gather_objects(static, ctx))  # a few bytes each
             data = (static, dynamic, cohort.lengths.astype(np.int64))
             return trainer, tuple(torch.from_numpy(a) for a in data), {"first": start}
-        tokens = tokenizer.transform(cohort, seed=self.config.seed)
+        tokens = tokenizer.transform(cohort, seed=self.config.seed, hold=self.config.last_value)
         data = (tokens.static, tokens.dynamic, tokens.lengths)
         return trainer, tuple(torch.from_numpy(a) for a in data), {}
 

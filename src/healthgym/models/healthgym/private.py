@@ -788,7 +788,8 @@ class PrivateRun:
         return tok
 
     def trainer_and_data(self, cohort: Cohort, tokenizer: Tokenizer) -> Any:
-        tokens = tokenizer.transform(cut_stays(cohort, tokenizer.max_length), seed=self.config.seed)
+        stays = cut_stays(cohort, tokenizer.max_length)
+        tokens = tokenizer.transform(stays, seed=self.config.seed, hold=self.config.last_value)
         data = (tokens.static, tokens.dynamic, tokens.lengths)
         marginals = self.tokenizer_info.get("marginals")
         self.trainer = PrivateTrainer(tokenizer, self.config, self.plan, marginals)

@@ -149,10 +149,11 @@ def tokens(
     seed: int,
     start: int,
     stop: int,
+    hold: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Static (n, S) and dynamic (n, T, D) tokens of patients [start, stop), read chunk by
     chunk; ties drawn from `seed`'s streams at `draws`, as `Tokenizer.transform` of the
-    whole cohort draws them."""
+    whole cohort draws them (`hold`: see there)."""
     static = np.zeros((stop - start, len(tokenizer.static_vocab)), _compact(tokenizer.static_vocab))
     dynamic = np.zeros(
         (stop - start, tokenizer.max_length, len(tokenizer.dynamic_vocab)),
@@ -160,7 +161,7 @@ def tokens(
     )
     draws = dict(draws)
     for q, cohort in shards.cohorts(start, stop):
-        t = tokenizer.transform(cohort, seed, draws)
+        t = tokenizer.transform(cohort, seed, draws, hold)
         i, m = q - start, len(t.lengths)
         static[i : i + m], dynamic[i : i + m] = t.static, t.dynamic
     return static, dynamic

@@ -289,9 +289,21 @@ class Tokenizer:
         return out
 
     def transform(
-        self, cohort: Cohort, seed: int = 0, draws: dict[str, int] | None = None
+        self,
+        cohort: Cohort,
+        seed: int = 0,
+        draws: dict[str, int] | None = None,
+        hold: bool = True,
     ) -> TokenizedCohort:
         """Token arrays of `cohort` (ties in binned reals placed with `seed`).
+
+        `hold`: ties of a dynamic binned real (a point mass: weight 80.0 kg, creatinine 1.0)
+        take the middle of their CDF jump, so a value that recurs has the same tokens and one
+        that persists reads as persisting; a draw per value would move it within the jump
+        from step to step, teaching the model changes the data does not have (issue 15:
+        half the demo's patients keep one weight, the model trained on drawn ties kept 4%).
+        Decoding such a token gives the value back exactly. Without `hold` (release 0.1.0's
+        tokens, the `before` benchmark), dynamic ties are drawn like static ones.
 
         One random stream serves every binned column in turn, each taking a draw per value.
         `draws` (a part of a larger cohort, e.g. a --stream chunk): where each binned column's
@@ -325,9 +337,8 @@ class Tokenizer:
         static[:, -1] = lengths - 1
         dynamic = np.zeros((n, t_max, len(self.dynamic_vocab)), dtype=np.int64)
         for c, at in _offsets(self.dynamic_columns):
-            dynamic[pid, pos, at : at + len(c.vocab)] = c.encode(
-                table[c.name], stream(c, table[c.name])
-            )
+            ties = None if hold else stream(c, table[c.name])
+            dynamic[pid, pos, at : at + len(c.vocab)] = c.encode(table[c.name], ties)
         ids = table[self.schema.id].to_numpy()[first]
         return TokenizedCohort(ids, start, static, dynamic, lengths.astype(np.int64))
 
