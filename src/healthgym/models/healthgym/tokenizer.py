@@ -7,6 +7,8 @@ quantile bins (token k holds the training values with CDF in [k/bins, (k+1)/bins
 variable with `missing: flag` gets one more token, "missing", so missingness is generated
 jointly with the values instead of imputed.
 
+Ties (a value many training values share) spread over their CDF jump, except a dynamic
+variable's with `transform(hold=True)`: its middle, so a recurring value keeps its tokens.
 Decoding a quantile token draws u uniformly in its CDF interval and maps it through the
 training quantile function (a grid of `GRID` quantiles, linearly interpolated), then rounds to
 the decimals the training values carry: a model that gets the token frequencies right gets
