@@ -14,7 +14,7 @@ import healthgym as hg
 from conftest import make_table
 from healthgym.models.healthgym import model as model_module
 from healthgym.models.healthgym import network
-from healthgym.models.healthgym.config import HealthGymConfig
+from healthgym.models.healthgym.config import DROPOUT, SMALL_DROPOUT, HealthGymConfig
 from healthgym.models.healthgym.network import AGES, LastValue, draw_steps, pick
 from healthgym.models.healthgym.tokenizer import Tokenizer, held
 from healthgym.models.healthgym.trainer import build_model
@@ -223,14 +223,16 @@ def test_levels_keep_a_static_difference_in_the_first_values():
     assert 2.4 < gap < 3.6, gap
 
 
-def test_levels_by_default_from_a_cohort_size_decided_once(tmp_path, monkeypatch):
+def test_dropout_by_default_from_a_cohort_size_decided_once(tmp_path, monkeypatch):
     cohort = hg.Cohort(level_table(40), id="pid", time="t")
     settings = {"width": 8, "epochs": 1, "bins": 4, "fine": 2}
     small = hg.HealthGym(**settings).fit(cohort, tmp_path / "small", progress=False)
-    assert small.config.levels is False and not small.network.sequence.last.levels
-    monkeypatch.setattr(model_module, "LEVELS_FROM", 40)
+    assert small.config.dropout == SMALL_DROPOUT and small.network.sequence.last.levels
+    monkeypatch.setattr(model_module, "SMALL_BELOW", 40)
     large = hg.HealthGym(**settings).fit(cohort, tmp_path / "large", progress=False)
-    assert large.config.levels is True and large.network.sequence.last.levels
+    assert large.config.dropout == DROPOUT != SMALL_DROPOUT
     saved = json.loads((tmp_path / "large" / "model.json").read_text())["config"]
-    assert saved["levels"] is True  # what a resume and `hg.load` read
-    assert hg.load(tmp_path / "large").network.sequence.last.levels
+    assert saved["dropout"] == DROPOUT  # what a resume and `hg.load` read
+    assert hg.load(tmp_path / "large").config.dropout == DROPOUT
+    mlp = [m for m in small.network.modules() if isinstance(m, torch.nn.Dropout)]
+    assert mlp and all(m.p == SMALL_DROPOUT for m in mlp)

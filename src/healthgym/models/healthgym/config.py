@@ -9,11 +9,13 @@ from dataclasses import dataclass
 
 from ..config import ConfigBase
 
-#: `levels=None` turns the levels on for cohorts of at least this many patients: trained on
-#: 3,200 demo patients they bring the association diff back to the real holdout's; on 200 and
-#: 320 patients they match the training patients' associations far closer than unseen
-#: patients do, and membership inference rises to 0.54-0.58 (docs/models/healthgym.md)
-LEVELS_FROM = 1000
+#: `dropout=None`: `DROPOUT`, or `SMALL_DROPOUT` on cohorts of fewer than `SMALL_BELOW`
+#: patients (not in DP runs). With levels on 320 and 200 patients, dropout 0.2 let membership
+#: inference reach 0.58 (variable-length); 0.5 kept it at 0.55 / 0.51 with the associations
+#: (docs/models/healthgym.md, "Settings")
+DROPOUT = 0.2
+SMALL_DROPOUT = 0.5
+SMALL_BELOW = 1000
 
 #: The differential-privacy settings; all None: training is not private.
 DP_SETTINGS = ("dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_epochs", "dp_tokenizer_share")
@@ -26,7 +28,9 @@ class HealthGymConfig(ConfigBase):
     bins: int = 32  #: equal-probability bins per real variable (first token)
     fine: int = 32  #: sub-bins per bin (second token); 1 turns the second token off
     width: int = 64  #: embedding, GRU and MLP width
-    dropout: float = 0.2  #: dropout in the MLP blocks
+    #: dropout in the MLP blocks; None: by the cohort's size (`SMALL_BELOW`), decided when
+    #: `fit` starts (model.json holds the decision)
+    dropout: float | None = None
     #: patients per optimizer step (smaller on small cohorts: an epoch takes >= 20 steps)
     batch_size: int = 128
     lr: float = 3e-3  #: AdamW learning rate (halved when the validation loss stalls)
@@ -47,10 +51,9 @@ class HealthGymConfig(ConfigBase):
     last_value: bool = True
     #: with `last_value`, the kernel also pulls each value, the first one too, towards the
     #: level that the rest of the patient predicts (statics, the other variables' values), a
-    #: ridge regression fitted before training (`network.fit_levels`); off in DP runs. None:
-    #: on for cohorts of at least `LEVELS_FROM` patients, decided when `fit` starts (model.json
-    #: holds the decision); False: as run folders written before it (no such key there)
-    levels: bool | None = None
+    #: ridge regression fitted before training (`network.fit_levels`); off in DP runs; False:
+    #: as run folders written before it (no such key there)
+    levels: bool = True
     #: decay of the moving average of the weights that each validation reads and the run
     #: keeps (`training.averaging`; a step's weights weigh 1 - average); 0: the weights as
     #: trained, as run folders written before it (their model.json has no such key)
@@ -80,7 +83,7 @@ class HealthGymConfig(ConfigBase):
         self.check_positive(*positive)
         if self.bins < 2:
             raise ValueError(f"bins must be >= 2, got {self.bins}")
-        if not 0 <= self.dropout < 1:
+        if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.average < 1:
             raise ValueError(f"average must be in [0, 1), got {self.average}")

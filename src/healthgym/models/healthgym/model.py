@@ -22,7 +22,7 @@ from ...training import distributed
 from ...training.seeding import derive_seed
 from ..base import ConditionableModel
 from . import stream
-from .config import LEVELS_FROM, HealthGymConfig
+from .config import DROPOUT, SMALL_BELOW, SMALL_DROPOUT, HealthGymConfig
 from .network import PatientModel, draw_statics, draw_steps
 from .tokenizer import Tokenizer
 from .trainer import HealthGymTrainer, build_model
@@ -63,8 +63,9 @@ class HealthGym(ConditionableModel):
         return None if self.result is None else self.result.best_val
 
     def _fit(self, cohort: Cohort, run_dir: Any, resume: bool, *args: Any) -> HealthGym:
-        if self.config.levels is None:  # decided by the cohort's size, once; model.json keeps it
-            self.config = replace(self.config, levels=len(cohort) >= LEVELS_FROM)
+        if self.config.dropout is None:  # decided by the cohort's size, once; model.json keeps it
+            small = len(cohort) < SMALL_BELOW and self.config.dp_epsilon is None
+            self.config = replace(self.config, dropout=SMALL_DROPOUT if small else DROPOUT)
         if self.config.dp_epsilon is None:
             return super()._fit(cohort, run_dir, resume, *args)
         if isinstance(cohort, ParquetShards):

@@ -27,7 +27,7 @@ from ...training.averaging import WeightAverage
 from ...training.loop import Trainer, fingerprint
 from ...training.plots import plot_likelihood_curve
 from ...training.seeding import derive_seed
-from .config import HealthGymConfig
+from .config import DROPOUT, HealthGymConfig
 from .network import (
     PatientModel,
     sequence_nll,
@@ -72,10 +72,9 @@ def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
             tokens.dynamic_groups,
             tokens.max_length,
             cfg.width,
-            cfg.dropout,
+            DROPOUT if cfg.dropout is None else cfg.dropout,  # None: not decided by `fit`
             tokens.dynamic_scales if cfg.last_value else None,
-            # levels are fitted to the data outside DP-SGD (`fit_levels`): none in DP runs;
-            # None (not yet decided by `HealthGym.fit`): none
+            # levels are fitted to the data outside DP-SGD (`fit_levels`): none in DP runs
             tokens.static_coarse if cfg.last_value and cfg.levels and not private else None,
         )
 
