@@ -9,16 +9,15 @@ Each cohort is split 80/20 by patient (seed 0). Each model trains on the 80% for
 `--minutes` (epochs unbounded: early stopping or the clock ends it, the peers' set-up),
 samples as many patients as it trained on, and is scored by `healthgym.evaluate` against the
 20% holdout with the outcome `in_hospital_death`. "before" is `HealthGym(last_value=False,
-average=0)`: today's code with the issue's model changes off, which is the network, start,
-training and decoding
-that run folders of release 0.1.0 load with (tests/models/test_run_folders.py samples them
-exactly; tests/models/healthgym/test_sampler.py checks its sampler against the pre-issue
-one). "kernel" is `HealthGym(levels=False)`, the default of 2026-11-30 15:06 (the kernel and the
-weight average of issue 15, without the levels); "levels" is `HealthGym(levels=True)`.
-"default" is `HealthGym()`: "levels" on cohorts of `LEVELS_FROM` patients or more (the demo),
-"kernel" below (the small cohorts). The holdout's own
-trajectory gaps (what unseen real patients reach) are the reference the `excess` columns
-subtract.
+average=0, dropout=0.2)`: today's code with the issue's model changes off, which is the
+network, start, training and decoding that run folders of release 0.1.0 load with
+(tests/models/test_run_folders.py samples them exactly; tests/models/healthgym/test_sampler.py
+checks its sampler against the pre-issue one). "kernel" is `HealthGym(levels=False,
+dropout=0.2)`, the default of 2026-11-30 15:06 (the kernel and the weight average of issue 15,
+without the levels); "levels" is `HealthGym(levels=True, dropout=0.2)`, the demo's default.
+"default" is `HealthGym()`: levels, with dropout 0.5 on cohorts under `SMALL_BELOW` patients
+(the small ones), 0.2 above. The holdout's own trajectory gaps (what unseen real patients
+reach) are the reference the `excess` columns subtract.
 
 `--quick` runs a tiny model on 60 visit patients for a few seconds (a test runs it).
 """
@@ -36,11 +35,11 @@ SECTION = "## Trajectories (issue 15)"
 COHORTS = ("demo", "variable_length", "visits")
 OUTCOME = "in_hospital_death"
 #: "kernel": the default of 2026-11-30 15:06 (kernel and average, no levels); "levels": with
-#: them on whatever the cohort's size; "default": levels from `LEVELS_FROM` patients
+#: them, dropout 0.2 whatever the cohort's size; "default": dropout by size (`SMALL_BELOW`)
 MODELS = {
-    "before": {"last_value": False, "average": 0.0},
-    "kernel": {"levels": False},
-    "levels": {"levels": True},
+    "before": {"last_value": False, "average": 0.0, "dropout": 0.2},
+    "kernel": {"levels": False, "dropout": 0.2},
+    "levels": {"levels": True, "dropout": 0.2},
     "default": {},
 }
 #: (column, summary key); the metric definitions: docs/evaluation.md
