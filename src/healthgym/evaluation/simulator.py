@@ -121,7 +121,7 @@ def _next_states(sim, holdout, rng, np_rng, action: str | None = None, level: An
     """Per step t, (rows of step t in the holdout table, decoded simulated step t + 1) of the
     patients with a next step, given their real history; `action` set to `level` at t."""
     tok = sim.tok
-    tokens = tok.transform(holdout, seed=0)
+    tokens = tok.transform(holdout, seed=0, hold=sim.hold)  # ties as the model was trained
     static, dynamic = torch.from_numpy(tokens.static), torch.from_numpy(tokens.dynamic)
     lengths, first = tokens.lengths, np.r_[0, np.cumsum(tokens.lengths)[:-1]]
     if action is not None:
