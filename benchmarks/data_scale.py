@@ -46,7 +46,7 @@ import numpy as np, torch
 import healthgym as hg
 from healthgym.datasets.healthgym_layouts import LAYOUTS
 from healthgym.models.v1.model import design_matrix
-from healthgym.parquet_shards import ParquetShards
+from healthgym.data.parquet_shards import ParquetShards
 
 mode, path, encoder_json = sys.argv[1], sys.argv[2], sys.argv[3]
 schema = LAYOUTS["art-for-hiv"].schema()
@@ -100,7 +100,7 @@ def train_process(path: str, run_dir: str, settings: dict[str, Any]) -> float:
     import resource
 
     import healthgym as hg
-    from healthgym.parquet_shards import ParquetShards
+    from healthgym.data.parquet_shards import ParquetShards
 
     schema = LAYOUTS["art-for-hiv"].schema()
     model = hg.HealthGymV1(**settings)

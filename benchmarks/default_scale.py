@@ -130,9 +130,9 @@ def _worker(run: str, cohort_dir: str, steps: int, out: str, stream: bool) -> di
     import torch
 
     import healthgym as hg
+    from healthgym.data.parquet_shards import ParquetShards
     from healthgym.models.healthgym.tokenizer import Tokenizer
     from healthgym.models.healthgym.trainer import HealthGymTrainer
-    from healthgym.parquet_shards import ParquetShards
 
     schema = hg.load(run).schema
     model = hg.HealthGym(epochs=1)

@@ -83,17 +83,17 @@ QUICK = {"patients": 60, "width": 16, "epochs": 2, "sample": 50, "repeats": 2}
 #: What `import healthgym.cli` loaded before issue 18 (0.1's eager imports), for "old" start-up.
 OLD_IMPORTS = (
     "torch",
-    "healthgym.cohort",
+    "healthgym.data.cohort",
     "healthgym.datasets",
     "healthgym.datasets.healthgym_layouts",
     "healthgym.datasets.healthgym_published",
-    "healthgym.encoding",
+    "healthgym.models.encoding",
     "healthgym.evaluation",
     "healthgym.models",
     "healthgym.models.base",
     "healthgym.models.conditioning",
-    "healthgym.parquet_shards",
-    "healthgym.schema",
+    "healthgym.data.parquet_shards",
+    "healthgym.data.schema",
     "healthgym.training.distributed",
 )
 

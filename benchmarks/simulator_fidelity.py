@@ -1,7 +1,7 @@
 """The RL flow on the demo cohort, measured: train the default model with mechanical
 ventilation as the treatment, export the real training patients as a Minari dataset, train
 an offline policy with d3rlpy, roll policies out in the simulator, and score the simulator
-against held-out real patients (`healthgym.evaluation.simulator`).
+against held-out real patients (`healthgym.rl.fidelity`).
 
     python -m benchmarks.simulator_fidelity [--minutes 3] [--patients 4000] [--no-record]
 
@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> str:
     import minari
 
     import healthgym as hg
-    from healthgym import env as simulator
-    from healthgym.evaluation.simulator import simulator_fidelity
-    from healthgym.offline import export_minari
+    from healthgym.rl import env as simulator
+    from healthgym.rl.fidelity import simulator_fidelity
+    from healthgym.rl.offline import export_minari
 
     info = machine()
     demo = hg.datasets.demo()
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> str:
             "",
             table(rows),
             "",
-            "Fidelity on held-out real patients (`healthgym.evaluation.simulator`):",
+            "Fidelity on held-out real patients (`healthgym.rl.fidelity`):",
             "",
             table(summary),
             "",

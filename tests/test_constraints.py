@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import healthgym as hg
-from healthgym import constraints
+from healthgym.data import constraints
 
 STAGES = ["mild", "moderate", "severe"]
 

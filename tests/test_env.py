@@ -9,7 +9,7 @@ import healthgym as hg
 gym = pytest.importorskip("gymnasium")
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-from healthgym import env as simulator  # noqa: E402
+from healthgym.rl import env as simulator  # noqa: E402
 
 
 def treated_cohort(n: int = 120, seed: int = 0) -> hg.Cohort:
@@ -87,7 +87,7 @@ def test_refusals(run, tmp_path):
 
 
 def test_fidelity_report_on_held_out_patients(run, tmp_path):
-    from healthgym.evaluation.simulator import simulator_fidelity
+    from healthgym.rl.fidelity import simulator_fidelity
 
     holdout = treated_cohort(60, seed=1)
     report = simulator_fidelity(run, holdout, reward="-(hr_next > 100)", patients=300)

@@ -10,7 +10,7 @@ from healthgym.cli import main
 
 minari = pytest.importorskip("minari")
 d3rlpy = pytest.importorskip("d3rlpy")
-from healthgym.offline import export_minari, transitions  # noqa: E402
+from healthgym.rl.offline import export_minari, transitions  # noqa: E402
 
 
 @pytest.fixture

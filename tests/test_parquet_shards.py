@@ -13,8 +13,8 @@ import torch
 
 import healthgym as hg
 from conftest import make_table
+from healthgym.data.parquet_shards import ParquetShards
 from healthgym.models.v1.model import design_matrix
-from healthgym.parquet_shards import ParquetShards
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("simpleeval")
-from healthgym.rewards import Reward  # noqa: E402
+from healthgym.rl.rewards import Reward  # noqa: E402
 
 NOW = pd.DataFrame({"MAP": [70.0, 60.0, np.nan], "unit": ["ICU", "CCU", "ICU"]})
 NEXT = pd.DataFrame({"MAP": [64.0, 80.0, 50.0], "unit": ["ICU", "ICU", "ICU"]})

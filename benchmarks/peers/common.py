@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from healthgym import Cohort
-from healthgym.schema import Schema, Variable
+from healthgym.data.schema import Schema, Variable
 
 
 class Budget:

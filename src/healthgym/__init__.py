@@ -12,24 +12,35 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from . import datasets
-    from .cohort import Cohort
-    from .encoding import EncodedCohort, Encoder
+    from .data.cohort import Cohort
+    from .data.schema import Schema, Variable, infer_schema
     from .evaluation import evaluate
     from .models import HealthGym, HealthGymGAN, HealthGymV1
-    from .schema import Schema, Variable, infer_schema
+    from .models.encoding import EncodedCohort, Encoder
 
 #: Public name -> the module that defines it.
 _LAZY = {
-    "Cohort": ".cohort",
-    "EncodedCohort": ".encoding",
-    "Encoder": ".encoding",
+    "Cohort": ".data.cohort",
+    "EncodedCohort": ".models.encoding",
+    "Encoder": ".models.encoding",
     "HealthGym": ".models",
     "HealthGymGAN": ".models",
     "HealthGymV1": ".models",
-    "Schema": ".schema",
-    "Variable": ".schema",
+    "Schema": ".data.schema",
+    "Variable": ".data.schema",
     "evaluate": ".evaluation",
-    "infer_schema": ".schema",
+    "infer_schema": ".data.schema",
+}
+#: Modules that 0.1.0 kept at the top level, by their attribute there (``hg.env.make``).
+_MOVED = {
+    "env": ".rl.env",
+    "offline": ".rl.offline",
+    "observations": ".rl.observations",
+    "rewards": ".rl.rewards",
+    "schema": ".data.schema",
+    "cohort": ".data.cohort",
+    "constraints": ".data.constraints",
+    "encoding": ".models.encoding",
 }
 
 __all__ = [
@@ -60,6 +71,8 @@ def load(run_dir: str | Path) -> HealthGym | HealthGymGAN | HealthGymV1:
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _MOVED:
+        value = importlib.import_module(_MOVED[name], __name__)
     else:  # a submodule: hg.datasets, hg.evaluation, hg.env, ...
         try:
             value = importlib.import_module(f".{name}", __name__)

@@ -17,11 +17,11 @@ import click
 # it needs (torch, pandas, the models, the evaluation stack) when it runs, so `healthgym
 # --help` and a verb's --help answer at once (issue 18; tests/test_cli_startup.py).
 if TYPE_CHECKING:
-    from .cohort import Cohort
+    from .data.cohort import Cohort
+    from .data.parquet_shards import ParquetShards
+    from .data.schema import Schema
     from .evaluation import Report
     from .models.base import RunFolderModel
-    from .parquet_shards import ParquetShards
-    from .schema import Schema
 
 
 class LazyChoice(click.Choice):
@@ -84,8 +84,8 @@ def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> Non
 
 
 def write_tables(*args: Any, **kwargs: Any) -> Any:
-    """`healthgym.cohort.write_tables`, imported when `sample` writes (pandas loads then)."""
-    from .cohort import write_tables as write
+    """`healthgym.data.cohort.write_tables`, imported when `sample` writes (pandas loads then)."""
+    from .data.cohort import write_tables as write
 
     return write(*args, **kwargs)
 
@@ -107,8 +107,8 @@ def load_cohort(
 ) -> Cohort:
     """A cohort from a file, with a schema (file) or one inferred from --id/--time; an error
     in the table names the file (and its ``role``: "real", "synthetic", ...)."""
-    from .cohort import Cohort, read_table
-    from .schema import Schema
+    from .data.cohort import Cohort, read_table
+    from .data.schema import Schema
 
     if schema is None and (id is None or time is None):
         raise ValueError("give --id and --time (or --schema FILE)")
@@ -154,8 +154,8 @@ def schema(
     overwrite: bool,
 ) -> None:
     """Infer the schema of DATA (CSV or Parquet) and print or write it as YAML."""
-    from .cohort import Cohort, read_table
-    from .schema import infer_schema
+    from .data.cohort import Cohort, read_table
+    from .data.schema import infer_schema
 
     if output:
         output_path(output, overwrite)
@@ -243,9 +243,9 @@ def train(
     from .training.runtime import open_idle_window
 
     open_idle_window()  # the thread policy's reading spans reading DATA
+    from .data.parquet_shards import ParquetShards
     from .datasets.healthgym_published import load_published
     from .models import MODELS, PRESETS, HealthGymV1
-    from .parquet_shards import ParquetShards
     from .training import distributed
 
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
@@ -429,7 +429,7 @@ def sample(
         _sample_parts(run_dir, n, output, seed, length, conditions, fmt, nproc or 1)
         return
     from . import load
-    from .cohort import table_format
+    from .data.cohort import table_format
     from .datasets.healthgym_layouts import published_dataset
     from .datasets.healthgym_published import published_frames
     from .models.base import ConditionableModel
@@ -513,7 +513,7 @@ def evaluate_command(
     overwrite: bool,
 ) -> None:
     """Compare SYNTHETIC with REAL (CSV or Parquet): OUTPUT/index.html, metrics.json, PNGs."""
-    from .atomic import write_folder_atomic
+    from .data.atomic import write_folder_atomic
     from .evaluation import evaluate
     from .evaluation.guarantee import read_guarantee
 
@@ -710,7 +710,7 @@ def export(
     output: str,
 ) -> None:
     """Export DATA (real or synthetic cohort) as an offline-RL dataset (Minari)."""
-    from .offline import export_minari
+    from .rl.offline import export_minari
 
     cohort = load_cohort(data, id_col, time_col, schema_file)
     names = [a.strip() for a in actions.split(",") if a.strip()]

@@ -102,7 +102,7 @@ def _write_chunks(
     batch_size: int,
 ) -> None:
     """One process's chunks: load the model, sample each chunk with its seed, write it."""
-    from .cohort import write_tables
+    from .data.cohort import write_tables
     from .models.registry import load_model
     from .training.runtime import cpu_threads, resolve_threads
 

@@ -12,7 +12,7 @@ import torch
 
 import healthgym as hg
 from conftest import make_table
-from healthgym.encoding import Encoder
+from healthgym.models.encoding import Encoder
 from healthgym.models.gan.config import GANConfig
 from healthgym.models.gan.model import block_layouts
 from healthgym.models.gan.trainer import GANTrainer

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import write_atomic
-from ..cohort import Cohort
+from ..data.atomic import write_atomic
+from ..data.cohort import Cohort
 from .physionet2012 import physionet2012
 
 DATA = Path(__file__).parent / "data"

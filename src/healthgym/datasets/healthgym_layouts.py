@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..schema import Schema, Variable
+from ..data.schema import Schema, Variable
 
 ROW_INDEX = ""  # header of a leading unnamed row-index column (pandas reads it as "Unnamed: 0")
 

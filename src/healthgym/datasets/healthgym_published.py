@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cohort import Cohort, read_table, write_tables
-from ..schema import Schema
+from ..data.cohort import Cohort, read_table, write_tables
+from ..data.schema import Schema
 from .healthgym_layouts import (
     ROW_INDEX,
     Layout,

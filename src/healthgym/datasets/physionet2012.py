@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cohort import Cohort
-from ..schema import Schema, Variable
+from ..data.cohort import Cohort
+from ..data.schema import Schema, Variable
 
 ID = "RecordID"
 TIME = "step"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cohort import Cohort
+from ..data.cohort import Cohort
 
 
 def cut_stays(cohort: Cohort, seed: int = 0, min_length: int = 1) -> Cohort:

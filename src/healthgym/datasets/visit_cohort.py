@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import write_atomic
-from ..cohort import Cohort
-from ..schema import Schema, Variable
+from ..data.atomic import write_atomic
+from ..data.cohort import Cohort
+from ..data.schema import Schema, Variable
 from .demo_data import DATA, demo
 from .physionet2012 import (
     BOXCOX,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..cohort import Cohort
+from ..data.cohort import Cohort
 from .associations import association_metrics, plot_associations
 from .figures import MAX_PAGES, PANELS_PER_PAGE
 from .guarantee import guarantee_metrics, guarantee_notes

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats.contingency import association
 
-from ..cohort import Cohort, level_codes
+from ..data.cohort import Cohort, level_codes
 from .figures import heatmap, new_figure
 
 MIN_PAIRS = 3

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..cohort import Cohort, level_codes
-from ..schema import Variable
+from ..data.cohort import Cohort, level_codes
+from ..data.schema import Variable
 from .figures import new_figure, page_name, paginate
 
 #: Points per KDE fit; larger samples are subsampled (shape, not precision, is the point).

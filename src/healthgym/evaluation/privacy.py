@@ -53,7 +53,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from ..cohort import Cohort, level_codes
+from ..data.cohort import Cohort, level_codes
 from .figures import new_figure
 from .utility import patient_features
 

@@ -190,7 +190,7 @@ READINGS: dict[str, Reading] = {
     "simulator.one_step_ks_mean": Reading(
         "simulator: one-step KS distance", 0, 0.1, 0.2, False,
         "next state drawn from the real history and recorded treatment vs the real next "
-        "state, mean over real state variables (healthgym.env)",
+        "state, mean over real state variables (healthgym.rl.env)",
     ),
     "simulator.return_gap": Reading(
         "simulator: behaviour-policy return gap", 0, 0.1, 0.25, False,

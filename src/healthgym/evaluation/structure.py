@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cohort import Cohort
+from ..data.cohort import Cohort
 from .figures import new_figure
 from .marginals import level_shares, variable_values
 

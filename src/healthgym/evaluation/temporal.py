@@ -53,8 +53,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .. import constraints
-from ..cohort import Cohort, level_codes
+from ..data import constraints
+from ..data.cohort import Cohort, level_codes
 from .associations import mean_abs_upper
 from .figures import MAX_PAGES, PANELS_PER_PAGE, heatmap, new_figure, page_name, paginate
 

@@ -38,7 +38,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from ..cohort import Cohort, level_codes
+from ..data.cohort import Cohort, level_codes
 
 #: Bootstrap resamples of the test patients for the AUROC intervals.
 BOOTSTRAP = 200

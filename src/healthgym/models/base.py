@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import pandas as pd
 import torch
 
-from ..atomic import write_text_atomic
-from ..cohort import Cohort
+from ..data.atomic import write_text_atomic
+from ..data.cohort import Cohort
 from ..training import distributed
 from ..training.checkpoint import (
     CheckpointError,

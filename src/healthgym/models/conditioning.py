@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cohort import level_codes
-from ..encoding import Column, Encoder
-from ..schema import Schema
+from ..data.cohort import level_codes
+from ..data.schema import Schema
+from .encoding import Column, Encoder
 
 #: Command-line words for "missing" (a level spelled the same way wins).
 MISSING_WORDS = ("nan", "NaN", "NA", "None")

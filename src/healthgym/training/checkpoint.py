@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import write_atomic
+from ..data.atomic import write_atomic
 
 KEEP = 3  #: checkpoints kept per run
 _DIR = "checkpoints"

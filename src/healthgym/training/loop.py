@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from ..atomic import write_atomic
+from ..data.atomic import write_atomic
 from . import distributed
 from .checkpoint import (
     CheckpointError,

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 import healthgym as hg
 from conftest import make_table
 from healthgym.cli import main
+from healthgym.data.parquet_shards import ParquetShards
 from healthgym.models.healthgym import stream
 from healthgym.models.healthgym.tokenizer import GRID, Tokenizer
-from healthgym.parquet_shards import ParquetShards
 from healthgym.training import distributed
 
 # dropout 0: per-process dropout masks would part 2 processes from 1 by design

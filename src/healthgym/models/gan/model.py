@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...cohort import Cohort
-from ...encoding import Column, Encoder
+from ...data.cohort import Cohort
 from ...training.seeding import derive_seed
 from ..base import ConditionableModel
 from ..conditioning import encode_request, matches, requested_columns
+from ..encoding import Column, Encoder
 from ..layout import DesignLayout
 from .config import GANConfig
 from .network import Generator, draw

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ...atomic import write_text_atomic
+from ...data.atomic import write_text_atomic
 from ...training.loop import Trainer, fingerprint
 from ...training.plots import plot_learning_dynamics
 from ...training.seeding import derive_seed

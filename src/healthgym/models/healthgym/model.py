@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...cohort import Cohort
-from ...parquet_shards import ParquetShards
+from ...data.cohort import Cohort
+from ...data.parquet_shards import ParquetShards
 from ...training import distributed
 from ...training.seeding import derive_seed
 from ..base import ConditionableModel

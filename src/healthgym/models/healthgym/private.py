@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...cohort import Cohort
+from ...data.cohort import Cohort
 from ...training.loop import fingerprint
 from ...training.seeding import derive_seed
 from .config import DP_SETTINGS, HealthGymConfig

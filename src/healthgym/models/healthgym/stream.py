@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...encoding import MAX_DECIMALS
-from ...parquet_shards import ParquetShards
-from ...schema import Variable
+from ...data.parquet_shards import ParquetShards
+from ...data.schema import Variable
 from ...training.seeding import derive_seed
+from ..encoding import MAX_DECIMALS
 from .tokenizer import GRID, TokenColumn, Tokenizer
 
 _SAMPLE = 11  #: seed tag of the tokenizer's sample of patients

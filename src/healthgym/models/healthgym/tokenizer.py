@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...atomic import write_text_atomic
-from ...cohort import Cohort, level_codes
-from ...constraints import enforce
-from ...encoding import data_decimals
-from ...schema import Schema, Variable
+from ...data.atomic import write_text_atomic
+from ...data.cohort import Cohort, level_codes
+from ...data.constraints import enforce
+from ...data.schema import Schema, Variable
+from ..encoding import data_decimals
 
 GRID = 1025  #: quantiles kept per binned real variable
 LENGTH = "__length"  #: name of the length token
@@ -236,7 +236,7 @@ class Tokenizer:
             # previous value, and a fine static token would only help memorise patients.
             fine = 1 if block == "static" else self.fine
             # Treatments last within a step: a step's state is drawn before its action, so the
-            # simulator (healthgym.env) can set the action and draw the next state given it.
+            # simulator (healthgym.rl.env) can set the action and draw the next state given it.
             variables = sorted(variables, key=lambda v: v.role == "action")
             setattr(self, f"{block}_columns", [fit(v, fine) for v in variables])
 

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...cohort import Cohort
-from ...encoding import EncodedCohort, Encoder
-from ...parquet_shards import ParquetShards
+from ...data.cohort import Cohort
+from ...data.parquet_shards import ParquetShards
 from ...training import distributed
 from ..base import RunFolderModel
+from ..encoding import EncodedCohort, Encoder
 from ..layout import DesignLayout
 from .config import PRESETS, V1Config
 from .network import Generator, generate

@@ -1,5 +1,5 @@
 """How a patient's state becomes an RL observation vector; one layout for the offline-RL
-export (`healthgym.offline`) and the simulator (`healthgym.env`), so that a policy trained on
+export (`healthgym.rl.offline`) and the simulator (`healthgym.rl.env`), so that a policy trained on
 one runs on the other.
 
 Every non-action variable, statics first, in schema order: a real as its value (carried
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .cohort import level_codes
-from .schema import Schema, Variable
+from ..data.cohort import level_codes
+from ..data.schema import Schema, Variable
 
 
 @dataclass(frozen=True)

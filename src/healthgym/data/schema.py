@@ -42,7 +42,7 @@ class Variable:
     transform: str = "minmax"
     bins: list[float] | None = None
     missing: str = "none"
-    # Constraints every sample keeps (healthgym.constraints): bounds, monotone steps, start.
+    # Constraints every sample keeps (healthgym.data.constraints): bounds, monotone steps, start.
     monotone: str | None = None  # "increasing" | "decreasing" (dynamic)
     min: float | None = None  # reals
     max: float | None = None  # reals

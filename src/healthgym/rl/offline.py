@@ -2,7 +2,7 @@
 
 One episode per patient stay. With T steps a stay has T observations and T - 1 transitions:
 at step t the action is the treatment recorded at step t, the next observation is step t + 1
-and the reward is the reward expression on (step t, step t + 1) (`healthgym.rewards`). A
+and the reward is the reward expression on (step t, step t + 1) (`healthgym.rl.rewards`). A
 stay ends in a termination, or in a truncation when it reaches the cohort's longest stay
 (the observation window cut it). Stays of one step have no transition and are left out.
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .cohort import Cohort, level_codes
+from ..data.cohort import Cohort, level_codes
 from .observations import ObservationLayout
 from .rewards import Reward
 

@@ -24,10 +24,10 @@ import torch
 from matplotlib.figure import Figure
 from scipy import stats
 
-from ..cohort import Cohort
-from ..offline import transitions
-from .figures import new_figure
-from .report import Report
+from ..data.cohort import Cohort
+from ..evaluation.figures import new_figure
+from ..evaluation.report import Report
+from .offline import transitions
 
 CAPTIONS = {
     "one_step": "One step ahead: KS distance between simulated and real next values per "
@@ -48,8 +48,8 @@ def simulator_fidelity(
     seed: int = 0,
 ) -> Report:
     """The fidelity report of the simulator of `run_dir` on held-out real patients."""
-    from ..env import Simulator
     from ..models.healthgym.model import HealthGym
+    from .env import Simulator
 
     model = HealthGym.load(run_dir)
     sim = Simulator(model, reward=reward, actions=actions)

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..models.encoding import Encoder, fit_columns
+from ..training.distributed import shard_range
 from .cohort import Cohort, as_levels
-from .encoding import Encoder, fit_columns
 from .schema import Schema
-from .training.distributed import shard_range
 
 #: Patients encoded at once: bounds the pandas and float64 temporaries of a chunk.
 CHUNK_PATIENTS = 4096

@@ -6,7 +6,7 @@ statics, stay length and first state; or given statics, ``options={"static": {..
 ``step(action)`` sets the treatment of the current step and draws the next state from the
 model given the whole history, the treatments included. An episode has the drawn length's
 steps and one transition fewer; it ends terminated, or truncated when the stay reaches the
-longest training stay (as `healthgym.offline` exports real stays). Observations and
+longest training stay (as `healthgym.rl.offline` exports real stays). Observations and
 actions are laid out exactly as in the Minari export, so a policy trained offline on the
 exported real (or synthetic) cohort runs here unchanged.
 
@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .constraints import enforce
-from .models.healthgym.model import HealthGym
-from .models.healthgym.network import draw_statics
-from .models.healthgym.tokenizer import held
+from ..data.constraints import enforce
+from ..models.healthgym.model import HealthGym
+from ..models.healthgym.network import draw_statics
+from ..models.healthgym.tokenizer import held
 from .observations import ObservationLayout
 from .rewards import Reward
 

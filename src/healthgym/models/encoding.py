@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .atomic import write_text_atomic
-from .cohort import Cohort, level_codes
-from .constraints import enforce
-from .schema import Schema, Variable
+from ..data.atomic import write_text_atomic
+from ..data.cohort import Cohort, level_codes
+from ..data.constraints import enforce
+from ..data.schema import Schema, Variable
 
 BOXCOX_EPS = 1e-3  # Health Gym v1 applies Box-Cox to x + 1e-3 so zeros are allowed
 # The MLE lambda is clipped to this range: beyond it the inverse loses digits to cancellation
