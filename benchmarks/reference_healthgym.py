@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from healthgym.models.healthgym import model as model_module
 from healthgym.models.healthgym import trainer as trainer_module
-from healthgym.models.healthgym.network import Block, Embeddings, SequenceModel, StaticModel
+from healthgym.models.healthgym.layers import Block, Embeddings
+from healthgym.models.healthgym.network import SequenceModel, StaticModel
 
 
 def _draw(logits: torch.Tensor, rng: torch.Generator, temperature: float) -> torch.Tensor:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .data.schema import Schema, Variable, infer_schema
     from .evaluation import evaluate
     from .models import HealthGym, HealthGymGAN, HealthGymV1
+    from .models.base import RunFolderModel
     from .models.encoding import EncodedCohort, Encoder
 
 #: Public name -> the module that defines it.
@@ -57,10 +58,10 @@ __all__ = [
     "infer_schema",
     "load",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
-def load(run_dir: str | Path) -> HealthGym | HealthGymGAN | HealthGymV1:
+def load(run_dir: str | Path) -> RunFolderModel:
     """A trained model from its run folder, of the class its model.json names (no pickle;
     weights load with weights_only=True)."""
     from .models.registry import load_model

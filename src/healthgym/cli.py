@@ -46,6 +46,11 @@ class LazyChoice(click.Choice):
         pass
 
 
+def preset_names(models: dict[str, type[RunFolderModel]]) -> list[str]:
+    """Every family's preset names, sorted (the --preset choices)."""
+    return sorted({name for cls in models.values() for name in cls.presets})
+
+
 #: The longest error or warning line the command prints (a message names the file, the
 #: column and a few values; anything longer is cut).
 MAX_MESSAGE = 400
@@ -184,13 +189,13 @@ def schema(
     "--model",
     "model_name",
     type=LazyChoice("healthgym.models.registry", "MODELS"),
-    help="healthgym (the default: autoregressive, stops on a validation loss), gan (the WGAN-GP "
-    "beyond v1) or v1 (published) [default: v1 with --dataset or --preset, else healthgym].",
+    help="Model family (`healthgym models` lists them) [default: the family whose preset is "
+    "--preset or --dataset, else the default family].",
 )
 @click.option(
     "--preset",
-    type=LazyChoice("healthgym.models.v1.config", "PRESETS", sorted),
-    help="Named v1 settings [default: the --dataset's preset, else faithful].",
+    type=LazyChoice("healthgym.models.registry", "MODELS", preset_names),
+    help="Named settings of a family (`healthgym models`) [default: the --dataset's preset].",
 )
 @click.option("--epochs", type=int, help="Passes over the curriculum (faithful: 100).")
 @click.option("--batch-size", type=int, help="Real sequences per batch (faithful: 256).")
@@ -200,8 +205,8 @@ def schema(
 @click.option(
     "--dp-epsilon",
     type=float,
-    help="Train healthgym with differential privacy: epsilon of the per-patient guarantee "
-    "(needs --schema; docs/privacy.md).",
+    help="Train with differential privacy: epsilon of the per-patient guarantee (needs "
+    "--schema and a family that trains privately; docs/privacy.md).",
 )
 @click.option(
     "--dp-delta", type=float, help="Delta of the guarantee, in (0, 1) [default: 0.1 / patients]."
@@ -212,15 +217,16 @@ def schema(
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
-    help="Train healthgym or v1 with N processes on this machine (torch.distributed: one per "
-    "GPU, or Gloo on CPU). Several machines: torchrun ... -m healthgym train ... "
+    help="Train with N processes on this machine (torch.distributed: one per GPU, or Gloo on "
+    "CPU; families that distribute). Several machines: torchrun ... -m healthgym train ... "
     "(docs/distributed.md).",
 )
 @click.option(
     "--stream",
     is_flag=True,
-    help="Train healthgym or v1 on a Parquet DATA with --schema without loading it whole: read "
-    "it chunk by chunk; each process holds only its own patients (docs/distributed.md).",
+    help="Train on a Parquet DATA with --schema without loading it whole: read it chunk by "
+    "chunk; each process holds only its own patients (families that stream; "
+    "docs/distributed.md).",
 )
 @friendly_errors
 def train(
@@ -239,32 +245,21 @@ def train(
     stream: bool,
     **settings: Any,
 ) -> None:
-    """Train HealthGym (or the GAN, or v1) on DATA (CSV or Parquet long table) into --out."""
+    """Train a model (the default family unless --model or --preset say) on DATA (CSV or
+    Parquet long table) into --out."""
     from .training.runtime import open_idle_window
 
     open_idle_window()  # the thread policy's reading spans reading DATA
     from .data.parquet_shards import ParquetShards
     from .datasets.healthgym_published import load_published
-    from .models import MODELS, PRESETS, HealthGymV1
     from .training import distributed
 
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise ValueError(f"--out {run_dir} is not a folder: name a new or existing run folder")
     saved = _saved_run(Path(run_dir)) if resume else None  # --resume: the run's family
-    if saved is not None and model_name is None:
-        model_name = saved[0].name
-    family = model_name or ("v1" if preset or dataset else "healthgym")
-    if settings.get("dp_epsilon") is not None or settings.get("dp_delta") is not None:
-        _check_private(family, nproc, schema_file, stream)
-    if ((nproc or 1) > 1 or distributed.env_world_size() > 1) and not MODELS[
-        family
-    ].trainer_class.distributable:
-        raise ValueError(
-            f"--model {family} trains in one process: distributed training (--nproc, torchrun) "
-            "is for healthgym and v1"
-        )
-    if stream and family not in ("healthgym", "v1"):
-        raise ValueError(f"--stream trains healthgym or v1, not --model {family}")
+    family = _family(model_name, preset, dataset, saved)
+    private = settings.get("dp_epsilon") is not None or settings.get("dp_delta") is not None
+    _check_capabilities(family, private, nproc, schema_file, stream)
     if stream and (dataset or not schema_file):
         raise ValueError("--stream reads DATA with --schema (not --dataset or --id/--time)")
     if (nproc or 1) > 1:
@@ -285,17 +280,14 @@ def train(
     else:
         cohort = load_published(dataset, data)
     overrides = {k: v for k, v in settings.items() if v is not None}
-    model_name = model_name or ("v1" if preset or dataset else "healthgym")
-    if model_name != "v1" and preset:
-        raise ValueError("--preset names v1 settings: add --model v1, or drop --preset")
+    if preset is None and dataset in family.presets:
+        preset = dataset
+    wanted = {**family.preset_settings(preset), **overrides}
     model: RunFolderModel
-    if saved is not None and saved[0].name == model_name:  # the run's settings, and those given
-        wanted = {**(PRESETS[preset] if preset else {}), **overrides}
-        model = saved[0].from_meta(Path(run_dir), saved[1], **wanted)
-    elif model_name == HealthGymV1.name:
-        model = HealthGymV1.preset(preset or dataset or "faithful", **overrides)
+    if saved is not None and saved[0] is family:  # the run's settings, and those given
+        model = family.from_meta(Path(run_dir), saved[1], **wanted)
     else:
-        model = MODELS[model_name](**overrides)
+        model = family(**wanted)
     main_process = distributed.is_main_process()  # in a torchrun job, rank 0 speaks
     if main_process:
         doing = "resuming" if saved is not None and saved[0] is type(model) else "training"
@@ -305,24 +297,57 @@ def train(
     how = f"stopped early ({r.stopped_early})" if r.stopped_early else "finished"
     if main_process:
         click.echo(f"{how}: {r.epochs} epochs, {r.steps} {model.step_unit}; run folder {run_dir}")
-        if getattr(model, "privacy", None):
-            from .models.healthgym.private import summary_line
-
-            click.echo(f"privacy: {summary_line(model.privacy)}")
+        for line in model.result_lines():
+            click.echo(line)
 
 
-def _check_private(family: str, nproc: int | None, schema_file: str | None, stream: bool) -> None:
-    """--dp-epsilon / --dp-delta: the default model, one process, a schema given as a file,
-    the data in memory."""
-    from .models import HealthGym
+def _family(
+    model_name: str | None,
+    preset: str | None,
+    dataset: str | None,
+    saved: tuple[type[RunFolderModel], dict[str, Any]] | None,
+) -> type[RunFolderModel]:
+    """The family to train: --model, else a resumed run's, else the one whose preset is
+    --preset or --dataset, else the default."""
+    from .models.registry import MODELS, default_family, family_with_preset
+
+    if model_name is not None:
+        return MODELS[model_name]
+    if saved is not None:
+        return saved[0]
+    return family_with_preset(preset) or family_with_preset(dataset) or default_family()
+
+
+def _check_capabilities(
+    family: type[RunFolderModel],
+    private: bool,
+    nproc: int | None,
+    schema_file: str | None,
+    stream: bool,
+) -> None:
+    """The options of `train` that need a capability of the family, and what privacy asks
+    of them (one process, a schema given as a file, the data in memory)."""
+    from .models.registry import families_that
     from .training import distributed
 
-    if family != HealthGym.name:
+    several = (nproc or 1) > 1 or distributed.env_world_size() > 1
+    if several and not family.distributable():
         raise ValueError(
-            f"--dp-epsilon and --dp-delta train the default model privately; --model {family} "
-            "has no private training: drop them, or use --model healthgym"
+            f"--model {family.name} trains in one process: distributed training (--nproc, "
+            f"torchrun) is for {' and '.join(families_that('distributable'))}"
         )
-    if (nproc or 1) > 1 or distributed.env_world_size() > 1:
+    if stream and not family.streaming():
+        raise ValueError(
+            f"--stream trains {' or '.join(families_that('streaming'))}, not --model {family.name}"
+        )
+    if not private:
+        return
+    if not family.private:
+        raise ValueError(
+            f"--dp-epsilon and --dp-delta train privately; --model {family.name} has no private "
+            f"training: drop them, or use --model {' or '.join(families_that('private'))}"
+        )
+    if several:
         raise ValueError("differentially private training runs in one process: drop --nproc")
     if stream:
         raise ValueError("differentially private training reads DATA in memory: drop --stream")
@@ -336,17 +361,13 @@ def _check_private(family: str, nproc: int | None, schema_file: str | None, stre
 
 def _saved_run(run_dir: Path) -> tuple[type[RunFolderModel], dict[str, Any]] | None:
     """(model class, model.json) of the run in ``run_dir``; None where it holds none."""
-    from .models import MODELS
-    from .models.base import MODEL_FILE, read_model_meta
+    from .models.base import read_model_meta
+    from .models.registry import family_of
+    from .training import run_folder
 
-    if not (run_dir / MODEL_FILE).is_file():
+    if not run_folder.has_model(run_dir):
         return None
-    meta = read_model_meta(run_dir)
-    name = meta.get("model")
-    for cls in MODELS.values():
-        if name in (cls.name, cls.legacy_name):
-            return cls, meta
-    raise ValueError(f"{run_dir / MODEL_FILE}: unknown model {name!r}; known: {sorted(MODELS)}")
+    return family_of(run_dir), read_model_meta(run_dir)
 
 
 def _launch_training(nproc: int, params: dict[str, Any]) -> None:
@@ -390,14 +411,15 @@ def _train_process(params: dict[str, Any]) -> None:
 @click.option(
     "--length",
     type=click.IntRange(min=1),
-    help="Steps per patient (default: drawn per patient by HealthGym, the longest by v1).",
+    help="Steps per patient [default: as the family draws them: per patient, or the longest].",
 )
 @click.option(
     "--condition",
     "conditions",
     multiple=True,
     metavar="COL=VALUE",
-    help="Every patient gets this static value (repeatable; HealthGym runs). VALUE is read "
+    help="Every patient gets this static value (repeatable; families that condition). VALUE is "
+    "read "
     "as the variable's level or number; NA means missing.",
 )
 @click.option(
@@ -432,17 +454,18 @@ def sample(
     from .data.cohort import table_format
     from .datasets.healthgym_layouts import published_dataset
     from .datasets.healthgym_published import published_frames
-    from .models.base import ConditionableModel
     from .models.conditioning import parse_condition
+    from .models.registry import families_that
     from .training.runtime import cpu_threads, resolve_threads
 
     output_path(output, overwrite)
     table_format(output, write=True)  # .csv or .parquet, checked before the model loads
     model = load(run_dir)
     if conditions:
-        if not isinstance(model, ConditionableModel):
+        if not model.conditioning:
             raise ValueError(
-                f"--condition needs a HealthGym or HealthGymGAN run; {run_dir} holds {model!r}"
+                f"--condition needs a run of {' or '.join(families_that('conditioning'))}; "
+                f"{run_dir} holds {model!r}"
             )
         wanted = dict(parse_condition(model.schema, c) for c in conditions)
         if len(wanted) < len(conditions):
@@ -515,22 +538,22 @@ def evaluate_command(
     """Compare SYNTHETIC with REAL (CSV or Parquet): OUTPUT/index.html, metrics.json, PNGs."""
     from .data.atomic import write_folder_atomic
     from .evaluation import evaluate
-    from .evaluation.guarantee import read_guarantee
+    from .training import run_folder
 
     if schema_file and run_dir:
         raise ValueError("give --schema or --run, not both")
     out = output_path(out_dir, overwrite, folder=True)  # checked before the work, not after
     learning = None
     if run_dir is not None:
-        schema_file = str(Path(run_dir) / "schema.yaml")
+        schema_file = str(Path(run_dir) / run_folder.SCHEMA_FILE)
         if not Path(schema_file).exists():
-            raise ValueError(f"{run_dir}: not a healthgym run folder (no schema.yaml)")
-        learning = Path(run_dir) / "learning_dynamics.png"
+            raise ValueError(f"{run_dir}: not a healthgym run folder (no {run_folder.SCHEMA_FILE})")
+        learning = Path(run_dir) / run_folder.PLOT_FILE
     real_cohort = load_cohort(real, id_col, time_col, schema_file, role="real")
     schema = real_cohort.schema
     synth = load_cohort(synthetic, None, None, schema, strict=False, role="synthetic")
     held = load_cohort(holdout, None, None, schema, role="holdout") if holdout else None
-    guarantee = None if run_dir is None else read_guarantee(run_dir)  # model.json "privacy"
+    guarantee = None if run_dir is None else run_folder.read_privacy(run_dir)
     report = evaluate(
         real_cohort,
         synth,
@@ -547,16 +570,15 @@ def output_path(output: str, overwrite: bool, *, folder: bool = False) -> Path:
     """``output`` checked before anything is computed: an existing path only with
     ``overwrite`` (for a folder: an earlier report), never a symbolic link, pipe, device or
     other non-regular file, and never inside a run folder (one holding model.json)."""
-    from .models.base import MODEL_FILE
+    from .training import run_folder
 
     path = Path(output)
     what = "folder" if folder else "file"
     if path.is_symlink():
         raise ValueError(f"{output} is a symbolic link: write to a new {what} name instead")
-    resolved = path.resolve()
-    for above in (resolved, *resolved.parents):
-        if (above / MODEL_FILE).is_file():
-            raise ValueError(f"{output} is inside the run folder {above}: write outside it")
+    run = run_folder.enclosing_run(path)
+    if run is not None:
+        raise ValueError(f"{output} is inside the run folder {run}: write outside it")
     if path.exists():
         if path.is_dir() != folder or not (folder or path.is_file()):
             raise ValueError(f"{output} is {_file_kind(path)}, not a {what}: choose a new path")
@@ -614,14 +636,15 @@ def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
     """The whole flow on the bundled PhysioNet 2012 cohort: train -> sample -> evaluate."""
     from .datasets import demo as demo_cohort
     from .evaluation import evaluate
-    from .models import HealthGym
+    from .models.registry import default_family
+    from .training import run_folder
 
     out = _fresh_folder(Path(out_dir))
     cohort = demo_cohort()
     train_set, holdout = cohort.split(holdout=0.2, seed=seed)
     train_set.to_csv(out / "real_train.csv")
     holdout.to_csv(out / "real_holdout.csv")
-    model = HealthGym(seed=seed)
+    model = default_family()(seed=seed)
     click.echo(f"demo cohort: {cohort}; training {model} for up to {minutes:g} min", err=True)
     model.fit(train_set, out / "run", max_minutes=minutes)
     synth = model.sample(n, seed=seed)
@@ -632,7 +655,7 @@ def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
         holdout=holdout,
         outcome="in_hospital_death",
         seed=seed,
-        learning_dynamics=out / "run" / "learning_dynamics.png",
+        learning_dynamics=out / "run" / run_folder.PLOT_FILE,
     )
     click.echo(_report_lines(report, report.save(out / "report")))
     click.echo(

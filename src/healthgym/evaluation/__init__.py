@@ -70,7 +70,7 @@ def evaluate(
     `outcome` (a static binary variable) enables the utility check; `lags` is the largest
     autocorrelation lag; `learning_dynamics` is a run's
     `learning_dynamics.png` to embed. Cohorts may differ in size and stay lengths.
-    `guarantee` is a run's model.json "privacy" block (`guarantee.read_guarantee`; {} for a
+    `guarantee` is a run's model.json "privacy" block (`training.run_folder.read_privacy`; {} for a
     run trained without differential privacy), shown beside the empirical privacy checks.
     """
     if lags < 1:

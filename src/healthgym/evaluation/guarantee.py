@@ -11,8 +11,6 @@ An empty block ({}) says the run was trained without differential privacy.
 from __future__ import annotations
 
 import html
-import json
-from pathlib import Path
 from typing import Any
 
 #: The block's figures shown in the report, in order.
@@ -20,18 +18,6 @@ FIGURES = (
     "epsilon_spent", "epsilon", "delta", "accountant", "noise_multiplier", "max_grad_norm",
     "steps", "sample_rate", "patients", "status",
 )  # fmt: skip
-
-
-def read_guarantee(run_dir: str | Path) -> dict[str, Any] | None:
-    """model.json's privacy block of a run folder; {} for a run without one; None when the
-    folder has no readable model.json."""
-    path = Path(run_dir) / "model.json"
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    block = meta.get("privacy") if isinstance(meta, dict) else None
-    return block if isinstance(block, dict) else {}
 
 
 def guarantee_metrics(block: dict[str, Any]) -> dict[str, Any]:

@@ -1,17 +1,16 @@
 """What every model class shares: keyword settings checked against its config dataclass, a
 repr of the changed settings, `fit` into a run folder (a temporary one when none is given),
-and the run folder itself: `model.json`, `schema.yaml`, the encoding's JSON and `weights.pt`,
-written by `save` and read back by `load` (no pickle: weights load with weights_only=True).
+`save` and `load` through `training.run_folder` (no pickle: weights load with
+weights_only=True), and the capabilities a family states for the CLI to ask.
 
-A family implements `_fit` (encode, train, set the fitted parts), `_fitted` (the trained
-network and the encoding), `_build_network` (an untrained network for `load`) and `sample`.
+A family implements `_fit_encoding`, `_trainer_and_data`, `_build_network` (an untrained
+network for `load`) and `sample_batches`; `ConditionableModel` adds `sample` with conditions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +19,9 @@ from typing import Any, ClassVar
 import pandas as pd
 import torch
 
-from ..data.atomic import write_text_atomic
 from ..data.cohort import Cohort
-from ..training import distributed
+from ..data.parquet_shards import ParquetShards
+from ..training import distributed, run_folder
 from ..training.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -32,13 +31,6 @@ from ..training.checkpoint import (
 from ..training.loop import Trainer, TrainResult, check_checkpoint
 from ..training.runtime import cpu_threads, resolve_threads
 from .conditioning import sampling_request
-
-MODEL_FILE = "model.json"
-SCHEMA_FILE = "schema.yaml"
-#: The trained network's weights, every family alike: {"model": state dict}.
-WEIGHTS_FILE = "weights.pt"
-#: Weights files of healthgym 0.1.0 run folders, and the key holding the state dict.
-LEGACY_WEIGHTS = {"generator.pt": "generator", "model.pt": "model"}
 
 
 class RunFolderModel:
@@ -61,6 +53,47 @@ class RunFolderModel:
     accepts: ClassVar[tuple[type, ...]] = (Cohort,)
     #: what ``result.steps`` counts, for messages
     step_unit: ClassVar[str] = "generator steps"
+
+    # ---- capabilities: what the CLI and the registry ask of a family ------------------------
+    #: one line for `healthgym models` and --help
+    summary: ClassVar[str] = ""
+    #: named settings (`from_options(preset=...)`, the CLI's --preset); a published dataset's
+    #: name among them makes its preset the default for --dataset
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: trains with differential privacy (the dp_* settings, --dp-epsilon)
+    private: ClassVar[bool] = False
+    #: `sample(conditions=...)` fixes static values (--condition)
+    conditioning: ClassVar[bool] = False
+
+    @classmethod
+    def streaming(cls) -> bool:
+        """`fit` reads a Parquet file chunk by chunk (`ParquetShards`, --stream)."""
+        return ParquetShards in cls.accepts
+
+    @classmethod
+    def distributable(cls) -> bool:
+        """`fit` runs in a torchrun job, one process per device (--nproc)."""
+        return cls.trainer_class.distributable
+
+    @classmethod
+    def from_options(cls, preset: str | None = None, **settings: Any) -> RunFolderModel:
+        """A model with a named preset's settings (`presets`), then ``settings`` over them."""
+        return cls(**{**cls.preset_settings(preset), **settings})
+
+    @classmethod
+    def preset_settings(cls, preset: str | None) -> dict[str, Any]:
+        """The settings of the preset called ``preset`` ({} for None); a ValueError names the
+        family's presets."""
+        if preset is None:
+            return {}
+        if preset not in cls.presets:
+            known = f"its presets: {sorted(cls.presets)}" if cls.presets else "it has none"
+            raise ValueError(f"--preset {preset} is not a {cls.name} preset ({known})")
+        return dict(cls.presets[preset])
+
+    def result_lines(self) -> list[str]:
+        """What the CLI prints about a finished fit beyond epochs and steps."""
+        return []
 
     def __init__(self, **settings: Any) -> None:
         fields = {f.name for f in dataclasses.fields(self.config_class)}
@@ -126,7 +159,9 @@ class RunFolderModel:
         try:
             network.load_state_dict(weights)
         except RuntimeError as e:
-            raise CheckpointError(f"{source} does not fit {path / MODEL_FILE}: {e}") from None
+            raise CheckpointError(
+                f"{source} does not fit {path / run_folder.MODEL_FILE}: {e}"
+            ) from None
         model._set_fitted(network.eval(), encoding)
         return model
 
@@ -137,7 +172,7 @@ class RunFolderModel:
         try:
             saved = cls.config_class.from_dict(meta.get("config", {})).to_dict()
         except ValueError as e:
-            raise ValueError(f"{path / MODEL_FILE}: {e}") from None
+            raise ValueError(f"{path / run_folder.MODEL_FILE}: {e}") from None
         return cls(**{**saved, **changes})
 
     # ---- training ----------------------------------------------------------------------------
@@ -183,7 +218,7 @@ class RunFolderModel:
     def _check_run_folder(self, run_dir: Path, encoding: Any, resume: bool) -> None:
         """A resumed run must be this family's, with its settings (but those a resume may
         change), on the same cohort; a new one needs a free folder. Reads, never writes."""
-        if resume and (run_dir / MODEL_FILE).exists():
+        if resume and run_folder.has_model(run_dir):
             meta = read_model_meta(run_dir)
             if meta.get("model") not in (self.name, self.legacy_name):
                 raise ValueError(
@@ -209,21 +244,20 @@ class RunFolderModel:
                     f"{run_dir}: cannot resume, the data differs from the run's (train into a "
                     "new folder)"
                 )
-        if not resume and (run_dir / MODEL_FILE).exists():
+        if not resume and run_folder.has_model(run_dir):
             raise FileExistsError(
                 f"{run_dir} holds a run; resume it (--resume, resume=True) or use a new folder"
             )
 
     def _write_metadata(self, path: Path) -> None:
         encoding = self._encoding()
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {"model": self.name, "config": self.config.to_dict(), **self._metadata()}
-        write_text_atomic(path / MODEL_FILE, json.dumps(meta, indent=1))
+        run_folder.write_meta(path, self.name, self.config.to_dict(), **self._metadata())
         encoding.save(path / self.encoding_file)
-        encoding.schema.to_yaml(path / SCHEMA_FILE)
+        encoding.schema.to_yaml(path / run_folder.SCHEMA_FILE)
 
     def _write_weights(self, path: Path) -> None:
-        save_checkpoint({"model": self._fitted()[0].state_dict()}, path / WEIGHTS_FILE)
+        weights = {"model": self._fitted()[0].state_dict()}
+        save_checkpoint(weights, path / run_folder.WEIGHTS_FILE)
 
     # ---- the family's own --------------------------------------------------------------------
     def _process_group(self) -> Any:
@@ -272,7 +306,9 @@ class RunFolderModel:
 
 class ConditionableModel(RunFolderModel):
     """Base of the models that draw statics once per patient and take `conditions=` /
-    `static=` (HealthGym, HealthGymGAN); they implement `sample_batches`."""
+    `static=` (HealthGym, HealthGymGAN); they implement `_draw_batches`."""
+
+    conditioning = True
 
     def sample(
         self,
@@ -328,17 +364,12 @@ class ConditionableModel(RunFolderModel):
 
 def read_model_meta(path: Path, expected: type[RunFolderModel] | None = None) -> dict[str, Any]:
     """`model.json` of a run folder, checked to name the `expected` model family."""
-    meta_path = path / MODEL_FILE
-    if not meta_path.exists():
-        raise ValueError(f"{path}: not a healthgym run folder (no {MODEL_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
-        raise ValueError(f"{meta_path}: not a healthgym model file")
+    meta = run_folder.read_meta(path)
     if expected is not None and meta.get("model") not in (expected.name, expected.legacy_name):
-        raise ValueError(f"{meta_path}: holds a {meta.get('model')!r} model, not {expected.name!r}")
+        raise ValueError(
+            f"{path / run_folder.MODEL_FILE}: holds a {meta.get('model')!r} model, not "
+            f"{expected.name!r}"
+        )
     return meta
 
 
@@ -347,15 +378,15 @@ def read_weights(path: Path, model_class: type[RunFolderModel]) -> tuple[dict[st
 
     `weights.pt`, else a 0.1.0 weights file, else the newest checkpoint (a run stopped
     before its weights were written)."""
-    weights = path / WEIGHTS_FILE
+    weights = path / run_folder.WEIGHTS_FILE
     if weights.exists():
         return load_checkpoint(weights, required=("model",))["model"], weights
-    for name, key in LEGACY_WEIGHTS.items():
+    for name, key in run_folder.LEGACY_WEIGHTS.items():
         if (path / name).exists():
             return load_checkpoint(path / name, required=(key,))[key], path / name
     ckpt = latest_checkpoint(path)
     if ckpt is None:
-        raise ValueError(f"{path}: no trained weights ({WEIGHTS_FILE} or a checkpoint)")
+        raise ValueError(f"{path}: no trained weights ({run_folder.WEIGHTS_FILE} or a checkpoint)")
     saved = load_checkpoint(ckpt, required=("state",))
     try:
         check_checkpoint(ckpt, saved, model_class.name)

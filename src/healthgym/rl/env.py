@@ -28,7 +28,7 @@ import torch
 
 from ..data.constraints import enforce
 from ..models.healthgym.model import HealthGym
-from ..models.healthgym.network import draw_statics
+from ..models.healthgym.sampler import draw_statics
 from ..models.healthgym.tokenizer import held
 from .observations import ObservationLayout
 from .rewards import Reward

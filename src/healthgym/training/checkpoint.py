@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from ..data.atomic import write_atomic
+from .run_folder import CHECKPOINTS
 
 KEEP = 3  #: checkpoints kept per run
-_DIR = "checkpoints"
 
 
 class CheckpointError(ValueError):
@@ -25,12 +25,12 @@ class CheckpointError(ValueError):
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     """Where the checkpoint taken after optimisation step ``step`` lives."""
-    return Path(run_dir) / _DIR / f"ckpt-{step:09d}.pt"
+    return Path(run_dir) / CHECKPOINTS / f"ckpt-{step:09d}.pt"
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Checkpoints of a run, oldest first (leftover ``.tmp`` files are not listed)."""
-    return sorted((Path(run_dir) / _DIR).glob("ckpt-*.pt"))
+    return sorted((Path(run_dir) / CHECKPOINTS).glob("ckpt-*.pt"))
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -102,5 +102,5 @@ def load_latest(
                 f"{e}; moved it to {path.name}.corrupt, trying the previous one", stacklevel=2
             )
     if found:
-        raise CheckpointError(f"no loadable checkpoint in {Path(run_dir) / _DIR}")
+        raise CheckpointError(f"no loadable checkpoint in {Path(run_dir) / CHECKPOINTS}")
     return None

@@ -45,10 +45,9 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from .run_folder import METRICS_FILE, PLOT_FILE
 from .runtime import cpu_threads, keep_freed_memory, resolve_threads
 
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "learning_dynamics.png"
 #: Checkpoint format of this release (every family); 0.1.0 wrote family-specific ones.
 CHECKPOINT_FORMAT = "healthgym-checkpoint-2"
 

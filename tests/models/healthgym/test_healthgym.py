@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import healthgym as hg
-from healthgym.models.healthgym.network import draw_steps
+from healthgym.models.healthgym.sampler import draw_steps
 from healthgym.models.healthgym.tokenizer import Tokenizer
 from healthgym.models.healthgym.trainer import build_model
 

@@ -13,9 +13,10 @@ import torch
 import healthgym as hg
 from conftest import make_table
 from healthgym.models.healthgym import model as model_module
-from healthgym.models.healthgym import network
+from healthgym.models.healthgym import network, sampler, warm_start
 from healthgym.models.healthgym.config import DROPOUT, SMALL_DROPOUT, HealthGymConfig
-from healthgym.models.healthgym.network import AGES, LastValue, draw_steps, pick
+from healthgym.models.healthgym.kernel import AGES, LastValue
+from healthgym.models.healthgym.sampler import draw_steps, pick
 from healthgym.models.healthgym.tokenizer import Tokenizer, held
 from healthgym.models.healthgym.trainer import build_model
 
@@ -68,7 +69,7 @@ def test_the_sampler_draws_from_the_model(trained):
         for p in seq.last.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
     given = trained.network.statics.unknown(200, torch.device("cpu"))
-    static = network.draw_statics(trained.network.statics, given, torch.Generator())
+    static = sampler.draw_statics(trained.network.statics, given, torch.Generator())
     lengths = static[:, -1] + 1
     steps = draw_steps(seq, static, lengths, torch.Generator().manual_seed(2), 0.7)
     t, d = int(lengths.max()), len(seq.vocab)
@@ -95,11 +96,11 @@ def test_start_at_transitions_fits_the_steps():
     static, dynamic, lengths = (torch.from_numpy(a) for a in (t.static, t.dynamic, t.lengths))
     live = torch.arange(dynamic.shape[1]) < lengths[:, None]
     heads = net.sequence.heads
-    network.start_at_marginals(heads, network.token_counts(heads, dynamic[live]))
+    warm_start.start_at_marginals(heads, warm_start.token_counts(heads, dynamic[live]))
     before = network.sequence_nll(net.sequence, static, dynamic, lengths).mean()
     rows = network.transition_rows(lengths, torch.Generator().manual_seed(0))
     features = network.transition_features(net.sequence.last, static, dynamic, rows)
-    network.start_at_transitions(net.sequence, features)
+    warm_start.start_at_transitions(net.sequence, features)
     after = network.sequence_nll(net.sequence, static, dynamic, lengths).mean()
     assert after < before
     assert net.sequence.last.bias.abs().sum() > 0
@@ -180,7 +181,7 @@ def test_levels_are_the_regression_on_the_statics_and_the_other_variables():
     tokens = torch.stack([x, fine, x, fine], 1)
     last = tokens[torch.randperm(2000, generator=g)]  # unrelated last values
     has = torch.ones(2000, 4, dtype=torch.bool)
-    network.fit_levels(kernel, (tokens, last, has, None, s))
+    warm_start.fit_levels(kernel, (tokens, last, has, None, s))
     level = kernel.level_of(s, last, has, tokens)
     place = kernel.place(tokens)
     for v in (0, 1):  # x's level: the mean place of x given s
@@ -196,7 +197,7 @@ def test_levels_are_the_regression_on_the_statics_and_the_other_variables():
     torch.testing.assert_close(kernel.level_of(s, last, has, moved)[:, 0], level[:, 0])
     unread = LastValue(LEVEL_SCALES, LEVEL_GROUPS, LEVEL_VOCAB, width=4, static_vocab=[2],
                        static_reads=[False])  # fmt: skip
-    network.fit_levels(unread, (tokens, last, has, None, s))
+    warm_start.fit_levels(unread, (tokens, last, has, None, s))
     assert unread.level_of(s, last, has, tokens)[:, 0].std() < 0.01  # no static read: one level
 
 

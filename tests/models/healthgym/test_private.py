@@ -16,8 +16,9 @@ from click.testing import CliRunner
 import healthgym as hg
 from conftest import make_table
 from healthgym.cli import main
-from healthgym.models.healthgym import private
 from healthgym.models.healthgym.config import HealthGymConfig
+from healthgym.models.healthgym.dp import accountant, sgd
+from healthgym.models.healthgym.dp import tokenizer as dp_tokenizer
 from healthgym.models.healthgym.network import sequence_nll
 from healthgym.models.healthgym.tokenizer import Tokenizer
 from healthgym.models.healthgym.trainer import build_model
@@ -28,7 +29,7 @@ TINY = {"width": 8, "bins": 8, "fine": 4, "batch_size": 16}
 @pytest.fixture(autouse=True)
 def seeded_noise(monkeypatch):
     """Tests only: a known noise seed (a real run draws it from the system's entropy)."""
-    monkeypatch.setattr(private.PrivateTrainer, "secret_seed", 1234)
+    monkeypatch.setattr(sgd.PrivateTrainer, "secret_seed", 1234)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def dp_run(cohort, tmp_path):
 def test_loop_gru_is_nn_gru():
     torch.manual_seed(0)
     gru = torch.nn.GRU(6, 6, batch_first=True)
-    loop = private.LoopGRU(gru)
+    loop = sgd.LoopGRU(gru)
     x, h = torch.randn(3, 5, 6), torch.randn(1, 3, 6)
     for args in ((x,), (x, h)):
         want, got = gru(*args), loop(*args)
@@ -59,10 +60,10 @@ def test_per_patient_gradients_are_each_patients_own(cohort):
     tok = Tokenizer(cohort.schema, 8, 4).fit(cohort)
     t = tok.transform(cohort)
     net = build_model(tok, HealthGymConfig(width=8, dropout=0.0))
-    net.sequence.gru = private.LoopGRU(net.sequence.gru)
+    net.sequence.gru = sgd.LoopGRU(net.sequence.gru)
     s, d, n = (torch.from_numpy(a[:5]) for a in (t.static, t.dynamic, t.lengths))
     d = d[:, : int(n.max())]
-    grads, losses = private.per_patient_gradients(private._SequenceLoss(net.sequence), s, d, n)
+    grads, losses = sgd.per_patient_gradients(sgd._SequenceLoss(net.sequence), s, d, n)
     for i in range(5):
         net.zero_grad()
         loss = sequence_nll(net.sequence, s[i : i + 1], d[i : i + 1], n[i : i + 1]).sum()
@@ -76,7 +77,7 @@ def test_each_part_of_each_patient_is_clipped(cohort):
     cfg = HealthGymConfig(**TINY, dp_epsilon=8.0, dp_max_grad_norm=0.5)
     tok = Tokenizer(cohort.schema, 8, 4).fit(cohort)
     t = tok.transform(cohort)
-    trainer = private.PrivateTrainer(tok, cfg, private.Plan.make(cfg, len(t.lengths)))
+    trainer = sgd.PrivateTrainer(tok, cfg, accountant.Plan.make(cfg, len(t.lengths)))
     trainer.prepare(*(torch.from_numpy(a) for a in (t.static, t.dynamic, t.lengths)))
     for i in range(3):
         sums, _ = trainer._clipped_sums(torch.tensor([i]), mask_seed=i)
@@ -91,9 +92,9 @@ def test_each_step_adds_the_planned_noise(cohort):
     cfg = HealthGymConfig(**TINY, dp_epsilon=8.0)
     tok = Tokenizer(cohort.schema, 8, 4).fit(cohort)
     t = tok.transform(cohort)
-    plan = private.Plan.make(cfg, len(t.lengths))
+    plan = accountant.Plan.make(cfg, len(t.lengths))
     empty = dataclasses.replace(plan, sample_rate=1e-12)  # no patient: the update is noise
-    trainer = private.PrivateTrainer(tok, cfg, empty)
+    trainer = sgd.PrivateTrainer(tok, cfg, empty)
     trainer.prepare(*(torch.from_numpy(a) for a in (t.static, t.dynamic, t.lengths)))
     seen: dict[str, torch.Tensor] = {}
     params = dict(trainer.model.named_parameters())
@@ -103,19 +104,40 @@ def test_each_step_adds_the_planned_noise(cohort):
     sd = plan.noise_multiplier * plan.max_grad_norm * math.sqrt(2)  # two parts, each clipped
     assert len(noise) > 5_000 and float(noise.std()) == pytest.approx(sd, rel=0.05)
     assert abs(float(noise.mean())) < 0.05 * sd
-    assert trainer.history[-1] == (plan.noise_multiplier, empty.sample_rate, 1)
+    assert trainer.books.history[-1] == (plan.noise_multiplier, empty.sample_rate, 1)
+
+
+def test_opacus_accounting_the_plan_on_its_own_finds_it_within_budget():
+    """Opacus' accountant, stepped through the plan one step at a time with its own orders,
+    spends at most epsilon, and a 2% smaller noise multiplier would spend more: the plan's
+    search is checked by a computation that shares none of its code."""
+    from opacus.accountants import RDPAccountant
+
+    for eps in (1.0, 3.0, 10.0):
+        plan = accountant.Plan.make(HealthGymConfig(dp_epsilon=eps), 3200)
+
+        def spent(sigma: float, plan: accountant.Plan = plan) -> float:
+            books = RDPAccountant()
+            books.step(noise_multiplier=plan.tokenizer_noise, sample_rate=1.0)
+            for _ in range(plan.steps):
+                books.step(noise_multiplier=sigma, sample_rate=plan.sample_rate)
+            assert books.history[-1][2] == plan.steps  # repeated steps merged
+            return books.get_epsilon(plan.delta)
+
+        assert 0.98 * eps <= spent(plan.noise_multiplier) <= eps
+        assert spent(0.98 * plan.noise_multiplier) > eps
 
 
 def test_the_plan_spends_the_budget_and_no_more():
     for eps in (1.0, 3.0, 10.0):
         cfg = HealthGymConfig(dp_epsilon=eps)
-        plan = private.Plan.make(cfg, 3200)
+        plan = accountant.Plan.make(cfg, 3200)
         assert plan.delta == pytest.approx(0.1 / 3200) and plan.steps == 8 * 25
         history = [*plan.start, (plan.noise_multiplier, plan.sample_rate, plan.steps)]
-        assert 0.98 * eps <= private.epsilon_of(history, plan.delta) <= eps
-        assert private.epsilon_of(plan.start, plan.delta) <= plan.tokenizer_share * eps
+        assert 0.98 * eps <= accountant.epsilon_of(history, plan.delta) <= eps
+        assert accountant.epsilon_of(plan.start, plan.delta) <= plan.tokenizer_share * eps
     with pytest.raises(ValueError, match="too small to train 3200 patients"):
-        private.Plan.make(HealthGymConfig(dp_epsilon=1e-3), 3200)
+        accountant.Plan.make(HealthGymConfig(dp_epsilon=1e-3), 3200)
 
 
 def test_the_private_tokenizer_finds_ranges_quantiles_and_stays():
@@ -133,8 +155,8 @@ def test_the_private_tokenizer_finds_ranges_quantiles_and_stays():
     cohort = hg.Cohort(table, id="pid", time="t")
     schema = cohort.schema.with_overrides(urine={"transform": "boxcox", "min": 0.0})
     cohort = hg.Cohort(table, schema)
-    plan = private.Plan.make(HealthGymConfig(dp_epsilon=50.0), n)
-    tok, info = private.fit_tokenizer(cohort, 32, 4, plan, np.random.default_rng(1))
+    plan = accountant.Plan.make(HealthGymConfig(dp_epsilon=50.0), n)
+    tok, info = dp_tokenizer.fit_tokenizer(cohort, 32, 4, plan, np.random.default_rng(1))
     assert (tok.max_length, tok.time_origin) == (3, 1)
     hr, urine = tok.dynamic_columns
     assert hr.decimals == 0 and urine.decimals == 1
@@ -161,8 +183,8 @@ def test_the_private_tokenizer_puts_treatments_last_like_the_exact_one():
     )
     cohort = hg.Cohort(table, id="pid", time="t")
     cohort.schema["vent"].role = "action"
-    plan = private.Plan.make(HealthGymConfig(dp_epsilon=50.0), n)
-    tok, _ = private.fit_tokenizer(cohort, 32, 4, plan, np.random.default_rng(1))
+    plan = accountant.Plan.make(HealthGymConfig(dp_epsilon=50.0), n)
+    tok, _ = dp_tokenizer.fit_tokenizer(cohort, 32, 4, plan, np.random.default_rng(1))
     exact = Tokenizer(cohort.schema, 32, 4).fit(cohort)
     names = [c.name for c in tok.dynamic_columns]
     assert names == [c.name for c in exact.dynamic_columns] == ["hr", "vent"]
@@ -333,7 +355,7 @@ def canary_auroc(model: hg.HealthGym, members: pd.DataFrame, others: pd.DataFram
     from sklearn.metrics import roc_auc_score
 
     def nll(table: pd.DataFrame) -> np.ndarray:
-        cohort = private.cut_stays(hg.Cohort(table, model.schema), model.tokenizer.max_length)
+        cohort = dp_tokenizer.cut_stays(hg.Cohort(table, model.schema), model.tokenizer.max_length)
         t = model.tokenizer.transform(cohort, seed=0)
         tensors = (torch.from_numpy(a) for a in (t.static, t.dynamic, t.lengths))
         with torch.no_grad():

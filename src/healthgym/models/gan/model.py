@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from ...data.cohort import Cohort
+from ...training import run_folder
 from ...training.seeding import derive_seed
 from ..base import ConditionableModel
 from ..conditioning import encode_request, matches, requested_columns
@@ -43,9 +44,10 @@ class HealthGymGAN(ConditionableModel):
 
     name = "gan"
     legacy_name = "HealthGymGAN"
+    summary = "WGAN-GP beyond v1: static head, pair critic, calibrated rates"
     config_class = GANConfig
     encoding_class = Encoder
-    encoding_file = "encoder.json"
+    encoding_file = run_folder.ENCODER_FILE
     trainer_class = GANTrainer
 
     def _fit_encoding(self, cohort: Cohort, ctx: Any) -> Encoder:

@@ -5,6 +5,7 @@ How they were chosen: docs/models/healthgym.md and `benchmarks/peers`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..config import ConfigBase
@@ -46,12 +47,12 @@ class HealthGymConfig(ConfigBase):
     temperature: float = 1.0  #: sampling temperature of every softmax
     #: each column reads its variable's last observed value (carried over missing steps) and
     #: how long ago, and its head adds a learned kernel around that value and the patient's
-    #: mean so far (`network.LastValue`, issue 15); False: the previous step's tokens, as run
+    #: mean so far (`kernel.LastValue`, issue 15); False: the previous step's tokens, as run
     #: folders written before it (their model.json has no such key and loads with False)
     last_value: bool = True
     #: with `last_value`, the kernel also pulls each value, the first one too, towards the
     #: level that the rest of the patient predicts (statics, the other variables' values), a
-    #: ridge regression fitted before training (`network.fit_levels`); off in DP runs; False:
+    #: ridge regression fitted before training (`warm_start.fit_levels`); off in DP runs; False:
     #: as run folders written before it (no such key there)
     levels: bool = True
     #: decay of the moving average of the weights that each validation reads and the run
@@ -92,6 +93,24 @@ class HealthGymConfig(ConfigBase):
         if self.weight_decay < 0 or self.seed < 0:
             raise ValueError("weight_decay and seed must be >= 0")
         if any(getattr(self, k) is not None for k in DP_SETTINGS):
-            from .private import check_settings  # the DP settings' own checks
+            check_private(self)
 
-            check_settings(self)
+
+def check_private(cfg: HealthGymConfig) -> None:
+    """ValueErrors for differential-privacy settings out of range."""
+    eps, delta = cfg.dp_epsilon, cfg.dp_delta
+    if eps is None:
+        given = [k for k in DP_SETTINGS if getattr(cfg, k) is not None]
+        raise ValueError(f"{', '.join(given)} needs dp_epsilon (the privacy budget)")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"dp_epsilon must be a number > 0, got {eps}")
+    if delta is not None and not 0 < delta < 1:
+        raise ValueError(f"dp_delta must be in (0, 1), got {delta}")
+    norm = cfg.dp_max_grad_norm
+    if norm is not None and not (math.isfinite(norm) and norm > 0):
+        raise ValueError(f"dp_max_grad_norm must be > 0, got {norm}")
+    if cfg.dp_epochs is not None and cfg.dp_epochs < 1:
+        raise ValueError(f"dp_epochs must be >= 1, got {cfg.dp_epochs}")
+    share = cfg.dp_tokenizer_share
+    if share is not None and not 0 < share < 1:
+        raise ValueError(f"dp_tokenizer_share must be in (0, 1), got {share}")

@@ -18,12 +18,13 @@ import torch
 
 from ...data.cohort import Cohort
 from ...data.parquet_shards import ParquetShards
-from ...training import distributed
+from ...training import distributed, run_folder
 from ...training.seeding import derive_seed
 from ..base import ConditionableModel
 from . import stream
 from .config import DROPOUT, SMALL_BELOW, SMALL_DROPOUT, HealthGymConfig
-from .network import PatientModel, draw_statics, draw_steps
+from .network import PatientModel
+from .sampler import draw_statics, draw_steps
 from .tokenizer import Tokenizer
 from .trainer import HealthGymTrainer, build_model
 
@@ -42,9 +43,11 @@ class HealthGym(ConditionableModel):
 
     name = "healthgym"
     legacy_name = "HealthGym"
+    summary = "autoregressive likelihood model of whole patients; stops on a validation loss"
+    private = True
     config_class = HealthGymConfig
     encoding_class = Tokenizer
-    encoding_file = "tokenizer.json"
+    encoding_file = run_folder.TOKENIZER_FILE
     encoding_attr = "tokenizer"
     trainer_class = HealthGymTrainer
     sampling_weights = "best"
@@ -56,6 +59,13 @@ class HealthGym(ConditionableModel):
     privacy: dict[str, Any] | None = None
     _private: Any = None  # the `private.PrivateRun` while a DP fit runs
     _draws: dict[str, int] | None = None  # a --stream fit: this process's tie streams' start
+
+    def result_lines(self) -> list[str]:
+        if not self.privacy:
+            return []
+        from .dp.run import summary_line
+
+        return [f"privacy: {summary_line(self.privacy)}"]
 
     @property
     def best_val_nll(self) -> float | None:
@@ -70,7 +80,7 @@ class HealthGym(ConditionableModel):
             return super()._fit(cohort, run_dir, resume, *args)
         if isinstance(cohort, ParquetShards):
             raise ValueError("differentially private training reads the cohort in memory")
-        from .private import fit_private  # opacus: only in DP mode
+        from .dp.run import fit_private  # opacus: only in DP mode
 
         return fit_private(self, super()._fit, cohort, run_dir, resume, *args)
 

@@ -28,17 +28,15 @@ from ...training.loop import Trainer, fingerprint
 from ...training.plots import plot_likelihood_curve
 from ...training.seeding import derive_seed
 from .config import DROPOUT, HealthGymConfig
-from .network import (
-    PatientModel,
-    sequence_nll,
+from .network import PatientModel, sequence_nll, static_nll
+from .tokenizer import Tokenizer
+from .warm_start import (
     start_at_marginals,
     start_at_transitions,
-    static_nll,
     token_counts,
     transition_features,
     transition_rows,
 )
-from .tokenizer import Tokenizer
 
 _INIT, _SPLIT, _EPOCH, _VAL, _STATICS, _TRANSITIONS = 0, 1, 2, 3, 4, 5
 _RANK = 1000  # a process's own dropout stream in a distributed run

@@ -16,7 +16,7 @@ import torch
 
 from ...data.cohort import Cohort
 from ...data.parquet_shards import ParquetShards
-from ...training import distributed
+from ...training import distributed, run_folder
 from ..base import RunFolderModel
 from ..encoding import EncodedCohort, Encoder
 from ..layout import DesignLayout
@@ -36,9 +36,11 @@ class HealthGymV1(RunFolderModel):
 
     name = "v1"
     legacy_name = "HealthGymV1"
+    summary = "Health Gym v1 as published: WGAN-GP, biLSTM generator and critic, curriculum"
+    presets = PRESETS
     config_class = V1Config
     encoding_class = Encoder
-    encoding_file = "encoder.json"
+    encoding_file = run_folder.ENCODER_FILE
     trainer_class = V1Trainer
     accepts = (Cohort, ParquetShards)
 
@@ -47,7 +49,7 @@ class HealthGymV1(RunFolderModel):
         """A model with a named preset's settings (see PRESETS), optionally overridden."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        return cls.from_options(name, **overrides)
 
     def _fit_encoding(self, cohort: Cohort | ParquetShards, ctx: distributed.Context) -> Encoder:
         distributed.check_batch_size(self.config.batch_size, ctx)
