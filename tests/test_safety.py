@@ -25,7 +25,8 @@ from click.testing import CliRunner
 
 import healthgym as hg
 from conftest import make_table
-from healthgym.cli import MAX_MESSAGE, main
+from healthgym.cli import main
+from healthgym.console import MAX_MESSAGE
 from healthgym.models import MODELS
 from healthgym.models.conditioning import parse_condition
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
-import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from .console import (
+    LazyChoice,
+    fresh_folder,
+    friendly_errors,
+    load_cohort,
+    naming_file,
+    output_path,
+    report_lines,
+)
+from .rl.commands import export
 
 # Start-up: the command imports click and the standard library only; each verb imports what
 # it needs (torch, pandas, the models, the evaluation stack) when it runs, so `healthgym
@@ -19,73 +25,7 @@ import click
 if TYPE_CHECKING:
     from .data.cohort import Cohort
     from .data.parquet_shards import ParquetShards
-    from .data.schema import Schema
-    from .evaluation import Report
     from .models.base import RunFolderModel
-
-
-class LazyChoice(click.Choice):
-    """A click.Choice whose choices are read from `module`.`name` when first needed (the
-    verb's --help or its arguments), not when the command starts."""
-
-    def __init__(self, module: str, name: str, order: Any = list) -> None:
-        self._where, self._order, self._choices = (module, name), order, None
-        super().__init__(())
-
-    @property  # type: ignore[override]
-    def choices(self) -> Any:
-        if self._choices is None:
-            import importlib
-
-            module, name = self._where
-            self._choices = tuple(self._order(getattr(importlib.import_module(module), name)))
-        return self._choices
-
-    @choices.setter
-    def choices(self, value: Any) -> None:  # click.Choice.__init__ sets them; read lazily
-        pass
-
-
-def preset_names(models: dict[str, type[RunFolderModel]]) -> list[str]:
-    """Every family's preset names, sorted (the --preset choices)."""
-    return sorted({name for cls in models.values() for name in cls.presets})
-
-
-#: The longest error or warning line the command prints (a message names the file, the
-#: column and a few values; anything longer is cut).
-MAX_MESSAGE = 400
-
-
-def friendly_errors(fn: Any) -> Any:
-    """Bad input and every OS error (permission, a folder where a file was meant, disk full)
-    end in one line on stderr and exit code 2, never a traceback; warnings are one line too."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with warnings.catch_warnings():  # restores showwarning on the way out
-            warnings.showwarning = _show_warning
-            try:
-                return fn(*args, **kwargs)
-            except (ValueError, OSError) as e:
-                click.echo(f"error: {one_line(e)}", err=True)
-                sys.exit(2)
-
-    return wrapper
-
-
-def one_line(e: BaseException | str) -> str:
-    """A message on one line of at most MAX_MESSAGE characters; an OSError as 'PATH: reason'."""
-    if isinstance(e, OSError) and e.filename is not None and e.strerror:
-        # a rename's target is the path the user named
-        text = f"{e.filename if e.filename2 is None else e.filename2}: {e.strerror}"
-    else:
-        text = str(e) or type(e).__name__
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
-
-
-def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-    click.echo(f"warning: {one_line(str(message))}", err=True)
 
 
 def write_tables(*args: Any, **kwargs: Any) -> Any:
@@ -99,42 +39,6 @@ def write_tables(*args: Any, **kwargs: Any) -> Any:
 @click.version_option(package_name="healthgym")
 def main() -> None:
     """Train generative models on longitudinal patient records and release synthetic cohorts."""
-
-
-def load_cohort(
-    data: str,
-    id: str | None,
-    time: str | None,
-    schema: str | Schema | None,
-    *,
-    strict: bool = True,
-    role: str | None = None,
-) -> Cohort:
-    """A cohort from a file, with a schema (file) or one inferred from --id/--time; an error
-    in the table names the file (and its ``role``: "real", "synthetic", ...)."""
-    from .data.cohort import Cohort, read_table
-    from .data.schema import Schema
-
-    if schema is None and (id is None or time is None):
-        raise ValueError("give --id and --time (or --schema FILE)")
-    if schema is not None and not isinstance(schema, Schema):
-        schema = Schema.from_yaml(schema)
-    with naming_file(data, role):
-        table = read_table(data)
-        if schema is None:
-            return Cohort(table, id=id, time=time)
-        return Cohort(table, schema, strict=strict)
-
-
-@contextlib.contextmanager
-def naming_file(path: str | Path, role: str | None = None) -> Iterator[None]:
-    """A ValueError raised inside starts with ``[role file] path:`` (once)."""
-    try:
-        yield
-    except ValueError as e:
-        text, prefix = str(e), f"{path}: "
-        text = text[len(prefix) :] if text.startswith(prefix) else text
-        raise ValueError(f"{role + ' file ' if role else ''}{path}: {text}") from None
 
 
 @main.command()
@@ -194,7 +98,7 @@ def schema(
 )
 @click.option(
     "--preset",
-    type=LazyChoice("healthgym.models.registry", "MODELS", preset_names),
+    type=LazyChoice("healthgym.models.registry", "PRESET_NAMES"),
     help="Named settings of a family (`healthgym models`) [default: the --dataset's preset].",
 )
 @click.option("--epochs", type=int, help="Passes over the curriculum (faithful: 100).")
@@ -252,14 +156,15 @@ def train(
     open_idle_window()  # the thread policy's reading spans reading DATA
     from .data.parquet_shards import ParquetShards
     from .datasets.healthgym_published import load_published
+    from .models.registry import check_capabilities, family_for, saved_run
     from .training import distributed
 
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise ValueError(f"--out {run_dir} is not a folder: name a new or existing run folder")
-    saved = _saved_run(Path(run_dir)) if resume else None  # --resume: the run's family
-    family = _family(model_name, preset, dataset, saved)
+    saved = saved_run(Path(run_dir)) if resume else None  # --resume: the run's family
+    family = family_for(model_name, preset, dataset, saved)
     private = settings.get("dp_epsilon") is not None or settings.get("dp_delta") is not None
-    _check_capabilities(family, private, nproc, schema_file, stream)
+    check_capabilities(family, private, nproc, schema_file, stream)
     if stream and (dataset or not schema_file):
         raise ValueError("--stream reads DATA with --schema (not --dataset or --id/--time)")
     if (nproc or 1) > 1:
@@ -299,75 +204,6 @@ def train(
         click.echo(f"{how}: {r.epochs} epochs, {r.steps} {model.step_unit}; run folder {run_dir}")
         for line in model.result_lines():
             click.echo(line)
-
-
-def _family(
-    model_name: str | None,
-    preset: str | None,
-    dataset: str | None,
-    saved: tuple[type[RunFolderModel], dict[str, Any]] | None,
-) -> type[RunFolderModel]:
-    """The family to train: --model, else a resumed run's, else the one whose preset is
-    --preset or --dataset, else the default."""
-    from .models.registry import MODELS, default_family, family_with_preset
-
-    if model_name is not None:
-        return MODELS[model_name]
-    if saved is not None:
-        return saved[0]
-    return family_with_preset(preset) or family_with_preset(dataset) or default_family()
-
-
-def _check_capabilities(
-    family: type[RunFolderModel],
-    private: bool,
-    nproc: int | None,
-    schema_file: str | None,
-    stream: bool,
-) -> None:
-    """The options of `train` that need a capability of the family, and what privacy asks
-    of them (one process, a schema given as a file, the data in memory)."""
-    from .models.registry import families_that
-    from .training import distributed
-
-    several = (nproc or 1) > 1 or distributed.env_world_size() > 1
-    if several and not family.distributable():
-        raise ValueError(
-            f"--model {family.name} trains in one process: distributed training (--nproc, "
-            f"torchrun) is for {' and '.join(families_that('distributable'))}"
-        )
-    if stream and not family.streaming():
-        raise ValueError(
-            f"--stream trains {' or '.join(families_that('streaming'))}, not --model {family.name}"
-        )
-    if not private:
-        return
-    if not family.private:
-        raise ValueError(
-            f"--dp-epsilon and --dp-delta train privately; --model {family.name} has no private "
-            f"training: drop them, or use --model {' or '.join(families_that('private'))}"
-        )
-    if several:
-        raise ValueError("differentially private training runs in one process: drop --nproc")
-    if stream:
-        raise ValueError("differentially private training reads DATA in memory: drop --stream")
-    if schema_file is None:
-        raise ValueError(
-            "--dp-epsilon needs --schema FILE: a schema inferred from DATA reveals its levels "
-            "and ranges, which the guarantee does not cover (write one without the data, or "
-            "review the output of `healthgym schema`)"
-        )
-
-
-def _saved_run(run_dir: Path) -> tuple[type[RunFolderModel], dict[str, Any]] | None:
-    """(model class, model.json) of the run in ``run_dir``; None where it holds none."""
-    from .models.base import read_model_meta
-    from .models.registry import family_of
-    from .training import run_folder
-
-    if not run_folder.has_model(run_dir):
-        return None
-    return family_of(run_dir), read_model_meta(run_dir)
 
 
 def _launch_training(nproc: int, params: dict[str, Any]) -> None:
@@ -563,60 +399,7 @@ def evaluate_command(
         guarantee=guarantee,
     )
     write_folder_atomic(out, report.save)  # replaces an earlier report whole: no stale files
-    click.echo(_report_lines(report, out / "index.html"))
-
-
-def output_path(output: str, overwrite: bool, *, folder: bool = False) -> Path:
-    """``output`` checked before anything is computed: an existing path only with
-    ``overwrite`` (for a folder: an earlier report), never a symbolic link, pipe, device or
-    other non-regular file, and never inside a run folder (one holding model.json)."""
-    from .training import run_folder
-
-    path = Path(output)
-    what = "folder" if folder else "file"
-    if path.is_symlink():
-        raise ValueError(f"{output} is a symbolic link: write to a new {what} name instead")
-    run = run_folder.enclosing_run(path)
-    if run is not None:
-        raise ValueError(f"{output} is inside the run folder {run}: write outside it")
-    if path.exists():
-        if path.is_dir() != folder or not (folder or path.is_file()):
-            raise ValueError(f"{output} is {_file_kind(path)}, not a {what}: choose a new path")
-        if not overwrite:
-            raise ValueError(f"{output} exists: pass --overwrite to replace it")
-        if folder and any(path.iterdir()) and not (path / "metrics.json").is_file():
-            raise ValueError(
-                f"{output} is not an earlier report (no metrics.json): --overwrite replaces only "
-                "a report folder; choose a new folder"
-            )
-    return path
-
-
-def _file_kind(path: Path) -> str:
-    """'a folder', 'a named pipe', 'a device', ... (what a non-regular path is)."""
-    import stat
-
-    mode = path.stat().st_mode
-    for test, kind in (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISREG, "a regular file"),
-        (stat.S_ISFIFO, "a named pipe"),
-        (stat.S_ISCHR, "a device"),
-        (stat.S_ISBLK, "a device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-def _report_lines(report: Report, index: Path) -> str:
-    """The summary table and where the report went, for the terminal."""
-    table = report.summary[["metric", "value", "reading"]].to_string(
-        index=False, float_format=lambda x: f"{x:.3f}"
-    )
-    notes = "".join(f"\nnote: {n}" for n in report.notes)
-    return f"{table}{notes}\nreport: {index} (metrics.json and figures beside it)"
+    click.echo(report_lines(report, out / "index.html"))
 
 
 @main.command()
@@ -639,7 +422,7 @@ def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
     from .models.registry import default_family
     from .training import run_folder
 
-    out = _fresh_folder(Path(out_dir))
+    out = fresh_folder(Path(out_dir))
     cohort = demo_cohort()
     train_set, holdout = cohort.split(holdout=0.2, seed=seed)
     train_set.to_csv(out / "real_train.csv")
@@ -657,22 +440,12 @@ def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
         seed=seed,
         learning_dynamics=out / "run" / run_folder.PLOT_FILE,
     )
-    click.echo(_report_lines(report, report.save(out / "report")))
+    click.echo(report_lines(report, report.save(out / "report")))
     click.echo(
         f"\nrun folder:       {out / 'run'} (checkpoints, metrics.jsonl, learning_dynamics.png)"
         f"\nsynthetic cohort: {out / 'synthetic.csv'}"
         f"\nreal train/holdout: {out / 'real_train.csv'}, {out / 'real_holdout.csv'}"
     )
-
-
-def _fresh_folder(base: Path) -> Path:
-    """`base`, or `base-2`, `base-3`, ... so a demo never overwrites an earlier one."""
-    path, i = base, 1
-    while path.exists() and any(path.iterdir()):
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @main.command("demo-data")
@@ -692,65 +465,31 @@ def demo_data(output: str, overwrite: bool) -> None:
     click.echo(f"wrote {cohort} to {path} and its schema to {schema_path}")
 
 
-@main.command("export")
-@click.argument("data", type=click.Path())
-@click.option("--schema", "schema_file", type=click.Path(), help="Schema YAML (else inferred).")
-@click.option("--id", "id_col", help="Patient id column (not needed with --schema).")
-@click.option("--time", "time_col", help="Integer time-step column (not needed with --schema).")
-@click.option("--format", "fmt", type=click.Choice(["minari"]), default="minari", show_default=True)
-@click.option(
-    "--actions",
-    default="",
-    help="Treatment variables, comma-separated [default: the schema's role: action ones].",
-)
-@click.option(
-    "--reward",
-    required=True,
-    help="Expression over a step's variables and the next step's (NAME_next), e.g. "
-    "'-(MAP_next < 65)' (docs/rl.md).",
-)
-@click.option("--name", "dataset_id", default="healthgym/cohort-v0", show_default=True)
-@click.option(
-    "--hide",
-    default="",
-    help="Variables left out of the observations, comma-separated (e.g. an outcome known only "
-    "after the stay); the reward may still use them.",
-)
-@click.option("--action-bins", default=5, show_default=True, help="Quantile bins of a real action.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Minari datasets folder.")
+@main.command("models")
 @friendly_errors
-def export(
-    data: str,
-    schema_file: str | None,
-    id_col: str | None,
-    time_col: str | None,
-    fmt: str,
-    actions: str,
-    reward: str,
-    dataset_id: str,
-    hide: str,
-    action_bins: int,
-    output: str,
-) -> None:
-    """Export DATA (real or synthetic cohort) as an offline-RL dataset (Minari)."""
-    from .rl.offline import export_minari
+def models_command() -> None:
+    """List the model families, what each can do, and their presets."""
+    from .models.registry import MODELS, default_family
 
-    cohort = load_cohort(data, id_col, time_col, schema_file)
-    names = [a.strip() for a in actions.split(",") if a.strip()]
-    path = export_minari(
-        cohort,
-        output,
-        actions=names,
-        reward=reward,
-        dataset_id=dataset_id,
-        action_bins=action_bins,
-        hidden=[h.strip() for h in hide.split(",") if h.strip()],
-    )
-    click.echo(
-        f"wrote Minari dataset {dataset_id!r} to {path}; read it with "
-        f"MINARI_DATASETS_PATH={output} and minari.load_dataset({dataset_id!r})"
-    )
+    for name, cls in MODELS.items():
+        can = [
+            what
+            for what, able in (
+                ("streams (--stream)", cls.streaming()),
+                ("distributes (--nproc)", cls.distributable()),
+                ("private (--dp-epsilon)", cls.private),
+                ("conditions (--condition)", cls.conditioning),
+            )
+            if able
+        ]
+        default = " (default)" if cls is default_family() else ""
+        click.echo(f"{name}{default}: {cls.summary}")
+        click.echo(f"  {', '.join(can) or 'trains in one process, in memory'}")
+        if cls.presets:
+            click.echo(f"  presets: {', '.join(sorted(cls.presets))}")
 
+
+main.add_command(export)  # the offline-RL export lives with the rest of rl/
 
 if __name__ == "__main__":
     main()

@@ -20,13 +20,13 @@ from .marginals import marginal_metrics, plot_marginals
 from .privacy import plot_privacy, privacy_metrics
 from .report import READINGS, Report
 from .structure import plot_static_combinations, structure_metrics
-from .temporal import (
+from .temporal import temporal_metrics
+from .temporal_plots import (
     plot_autocorrelation,
     plot_dynamic_correlations,
     plot_lengths,
     plot_patients,
     plot_trajectories,
-    temporal_metrics,
 )
 from .utility import check_outcome, utility_metrics
 

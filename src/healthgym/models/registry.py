@@ -7,6 +7,7 @@ what they can do (`RunFolderModel`'s capabilities) and names none of them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..training import run_folder
 from .base import RunFolderModel, read_model_meta
@@ -18,6 +19,8 @@ from .v1 import HealthGymV1
 MODELS: dict[str, type[RunFolderModel]] = {
     cls.name: cls for cls in (HealthGym, HealthGymGAN, HealthGymV1)
 }
+#: Every family's preset names (the CLI's --preset choices).
+PRESET_NAMES = sorted({name for cls in MODELS.values() for name in cls.presets})
 
 
 def default_family() -> type[RunFolderModel]:
@@ -60,3 +63,66 @@ def families_that(can: str) -> list[str]:
 def load_model(run_dir: str | Path) -> RunFolderModel:
     """The trained model in a run or model folder, of whichever family wrote it."""
     return family_of(run_dir).load(Path(run_dir))
+
+
+# ---- what `healthgym train` asks of the families ------------------------------------------
+def family_for(
+    model_name: str | None,
+    preset: str | None,
+    dataset: str | None,
+    saved: tuple[type[RunFolderModel], dict[str, Any]] | None,
+) -> type[RunFolderModel]:
+    """The family to train: --model, else a resumed run's, else the one whose preset is
+    --preset or --dataset, else the default."""
+    if model_name is not None:
+        return MODELS[model_name]
+    if saved is not None:
+        return saved[0]
+    return family_with_preset(preset) or family_with_preset(dataset) or default_family()
+
+
+def check_capabilities(
+    family: type[RunFolderModel],
+    private: bool,
+    nproc: int | None,
+    schema_file: str | None,
+    stream: bool,
+) -> None:
+    """The options of `train` that need a capability of the family, and what privacy asks
+    of them (one process, a schema given as a file, the data in memory)."""
+    from ..training import distributed
+
+    several = (nproc or 1) > 1 or distributed.env_world_size() > 1
+    if several and not family.distributable():
+        raise ValueError(
+            f"--model {family.name} trains in one process: distributed training (--nproc, "
+            f"torchrun) is for {' and '.join(families_that('distributable'))}"
+        )
+    if stream and not family.streaming():
+        raise ValueError(
+            f"--stream trains {' or '.join(families_that('streaming'))}, not --model {family.name}"
+        )
+    if not private:
+        return
+    if not family.private:
+        raise ValueError(
+            f"--dp-epsilon and --dp-delta train privately; --model {family.name} has no private "
+            f"training: drop them, or use --model {' or '.join(families_that('private'))}"
+        )
+    if several:
+        raise ValueError("differentially private training runs in one process: drop --nproc")
+    if stream:
+        raise ValueError("differentially private training reads DATA in memory: drop --stream")
+    if schema_file is None:
+        raise ValueError(
+            "--dp-epsilon needs --schema FILE: a schema inferred from DATA reveals its levels "
+            "and ranges, which the guarantee does not cover (write one without the data, or "
+            "review the output of `healthgym schema`)"
+        )
+
+
+def saved_run(run_dir: Path) -> tuple[type[RunFolderModel], dict[str, Any]] | None:
+    """(model class, model.json) of the run in ``run_dir``; None where it holds none."""
+    if not run_folder.has_model(run_dir):
+        return None
+    return family_of(run_dir), read_model_meta(run_dir)

@@ -1,0 +1,68 @@
+"""`healthgym export`: a cohort as an offline-RL dataset (Minari), registered on the command
+by cli.py."""
+
+from __future__ import annotations
+
+import click
+
+from ..console import friendly_errors, load_cohort
+
+
+@click.command("export")
+@click.argument("data", type=click.Path())
+@click.option("--schema", "schema_file", type=click.Path(), help="Schema YAML (else inferred).")
+@click.option("--id", "id_col", help="Patient id column (not needed with --schema).")
+@click.option("--time", "time_col", help="Integer time-step column (not needed with --schema).")
+@click.option("--format", "fmt", type=click.Choice(["minari"]), default="minari", show_default=True)
+@click.option(
+    "--actions",
+    default="",
+    help="Treatment variables, comma-separated [default: the schema's role: action ones].",
+)
+@click.option(
+    "--reward",
+    required=True,
+    help="Expression over a step's variables and the next step's (NAME_next), e.g. "
+    "'-(MAP_next < 65)' (docs/rl.md).",
+)
+@click.option("--name", "dataset_id", default="healthgym/cohort-v0", show_default=True)
+@click.option(
+    "--hide",
+    default="",
+    help="Variables left out of the observations, comma-separated (e.g. an outcome known only "
+    "after the stay); the reward may still use them.",
+)
+@click.option("--action-bins", default=5, show_default=True, help="Quantile bins of a real action.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Minari datasets folder.")
+@friendly_errors
+def export(
+    data: str,
+    schema_file: str | None,
+    id_col: str | None,
+    time_col: str | None,
+    fmt: str,
+    actions: str,
+    reward: str,
+    dataset_id: str,
+    hide: str,
+    action_bins: int,
+    output: str,
+) -> None:
+    """Export DATA (real or synthetic cohort) as an offline-RL dataset (Minari)."""
+    from .offline import export_minari
+
+    cohort = load_cohort(data, id_col, time_col, schema_file)
+    names = [a.strip() for a in actions.split(",") if a.strip()]
+    path = export_minari(
+        cohort,
+        output,
+        actions=names,
+        reward=reward,
+        dataset_id=dataset_id,
+        action_bins=action_bins,
+        hidden=[h.strip() for h in hide.split(",") if h.strip()],
+    )
+    click.echo(
+        f"wrote Minari dataset {dataset_id!r} to {path}; read it with "
+        f"MINARI_DATASETS_PATH={output} and minari.load_dataset({dataset_id!r})"
+    )
