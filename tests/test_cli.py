@@ -5,8 +5,8 @@ import pytest
 from click.testing import CliRunner
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.cli import main
+from helpers import make_table
 
 
 @pytest.fixture

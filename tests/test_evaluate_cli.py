@@ -6,9 +6,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_evaluation import SCHEMA, make_cohort
 
 from healthgym.cli import main
+from helpers import SCHEMA, make_cohort
 
 
 @pytest.fixture(scope="module")

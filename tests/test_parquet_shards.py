@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.data.parquet_shards import ParquetShards
 from healthgym.models.v1.model import design_matrix
+from helpers import make_table
 
 
 @pytest.fixture

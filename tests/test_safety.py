@@ -24,11 +24,11 @@ import torch
 from click.testing import CliRunner
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.cli import main
 from healthgym.console import MAX_MESSAGE
 from healthgym.models import MODELS
 from healthgym.models.conditioning import parse_condition
+from helpers import make_table
 
 TINY = {
     "healthgym": {"width": 8, "epochs": 2},

@@ -12,8 +12,8 @@ import pyarrow.dataset as ds
 import pytest
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.sampling import write_parts
+from helpers import make_table
 
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,7 @@ def schema(
 )
 @click.option(
     "--preset",
-    type=LazyChoice("healthgym.models.registry", "PRESET_NAMES"),
+    type=LazyChoice("healthgym.models.registry", "preset_names"),
     help="Named settings of a family (`healthgym models`) [default: the --dataset's preset].",
 )
 @click.option("--epochs", type=int, help="Passes over the curriculum (faithful: 100).")

@@ -21,21 +21,21 @@ if TYPE_CHECKING:
 
 
 class LazyChoice(click.Choice):
-    """A click.Choice whose choices are read from `module`.`name` when first needed (the
-    verb's --help or its arguments), not when the command starts."""
+    """A click.Choice whose choices are read from `module`.`name` (called, if a function)
+    whenever needed (the verb's --help or its arguments), not when the command starts; a
+    family added to the registry is a choice at once."""
 
     def __init__(self, module: str, name: str, order: Any = list) -> None:
-        self._where, self._order, self._choices = (module, name), order, None
+        self._where, self._order = (module, name), order
         super().__init__(())
 
     @property  # type: ignore[override]
     def choices(self) -> Any:
-        if self._choices is None:
-            import importlib
+        import importlib
 
-            module, name = self._where
-            self._choices = tuple(self._order(getattr(importlib.import_module(module), name)))
-        return self._choices
+        module, name = self._where
+        value = getattr(importlib.import_module(module), name)
+        return tuple(self._order(value() if callable(value) else value))
 
     @choices.setter
     def choices(self, value: Any) -> None:  # click.Choice.__init__ sets them; read lazily

@@ -12,7 +12,6 @@ import pytest
 from click.testing import CliRunner
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.cli import main
 from healthgym.datasets import (
     DATASETS,
@@ -27,6 +26,7 @@ from healthgym.datasets import (
 from healthgym.datasets.healthgym_layouts import LAYOUTS
 from healthgym.models.v1.config import CURRICULA
 from healthgym.models.v1.model import PRESETS
+from helpers import make_table
 
 LOADERS = {"art-for-hiv": art_for_hiv, "hypotension": hypotension, "sepsis": sepsis}
 TINY = {"hidden": 8, "noise_dim": 8, "epochs": 1, "batch_size": 4, "curriculum": (2, 3)}

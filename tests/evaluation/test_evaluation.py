@@ -26,27 +26,12 @@ from healthgym.evaluation.utility import (
     patient_features,
     utility_metrics,
 )
+from helpers import SCHEMA, make_cohort
 
 # CI (.ci/run) installs Debian's chromium where none is and sets HEALTHGYM_BROWSER_TEST=required:
 # there a missing browser fails the browser test; elsewhere it is skipped.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-GCS_SHARES = [0.6, 0.3, 0.1]
 
-SCHEMA = hg.Schema(
-    "pid",
-    "t",
-    [
-        hg.Variable("sex", "binary", "static", levels=["F", "M"]),
-        hg.Variable("unit", "categorical", "static", levels=["CCU", "MICU", "SICU"]),
-        hg.Variable("age", "real", "static"),
-        hg.Variable("died", "binary", "static", levels=[0, 1]),
-        hg.Variable("hr", "real"),
-        hg.Variable("map", "real"),
-        hg.Variable("lactate", "real", missing="flag"),
-        hg.Variable("gcs", "categorical", levels=["low", "mid", "high"]),
-        hg.Variable("vent", "binary", levels=[0, 1]),
-    ],
-)
 FIGURES = {
     "marginals",
     "associations",
@@ -66,29 +51,6 @@ ROWS = {
     if key not in {"temporal.backwards_share", "temporal.start_mismatch_share"}
     and not key.startswith(("guarantee.", "simulator."))
 }
-
-
-def make_cohort(n=300, length=8, seed=0, min_length=None, first_id=0) -> hg.Cohort:
-    """Patients with AR(1) vitals around a personal level and trend, sticky categories."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(min_length or length, length + 1, n)
-    rows = []
-    for p, steps in enumerate(lengths):
-        age, level, slope = rng.uniform(20, 90), rng.normal(85, 10), rng.normal(0, 2)
-        sex = rng.choice(["F", "M"], p=[0.3, 0.7])
-        unit = rng.choice(["CCU", "MICU", "SICU"], p=[0.2, 0.5, 0.3])
-        died = int(rng.random() < 1 / (1 + np.exp(-(age - 70) / 8)))
-        noise, gcs, vent = 0.0, rng.choice(3, p=GCS_SHARES), rng.integers(2)
-        for t in range(steps):
-            noise = 0.8 * noise + rng.normal(0, 5)
-            hr = level + slope * t + noise
-            gcs = gcs if rng.random() < 0.8 else rng.choice(3, p=GCS_SHARES)
-            vent = vent if rng.random() < 0.9 else 1 - vent
-            lactate = rng.gamma(2, 1 + died) if rng.random() > 0.2 else np.nan
-            map_ = 0.5 * hr + rng.normal(30, 3)
-            gcs_level = ["low", "mid", "high"][gcs]
-            rows.append((first_id + p, t, sex, unit, age, died, hr, map_, lactate, gcs_level, vent))
-    return hg.Cohort(pd.DataFrame(rows, columns=["pid", "t", *SCHEMA.names]), SCHEMA)
 
 
 def with_table(cohort: hg.Cohort, table: pd.DataFrame) -> hg.Cohort:

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.models import MODELS
+from helpers import make_table
 
 LEGACY = Path(__file__).parents[1] / "data" / "runs-0.1"
 TINY = {

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.models.healthgym.config import HealthGymConfig
 from healthgym.models.healthgym.tokenizer import Tokenizer
 from healthgym.models.healthgym.trainer import HealthGymTrainer
 from healthgym.training.averaging import WARMUP, WeightAverage
+from helpers import make_table
 
 
 def test_the_average_follows_the_updates_with_warm_up_then_the_decay():

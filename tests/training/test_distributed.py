@@ -262,7 +262,7 @@ def test_cli_nproc_then_torchrun_resume(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from conftest import make_table
+    from helpers import make_table
 
     make_table(24, seed=1).to_csv(tmp_path / "data.csv", index=False)
     bin_dir = Path(sys.executable).parent

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.models.encoding import Encoder
 from healthgym.models.gan.config import GANConfig
 from healthgym.models.gan.model import block_layouts
@@ -31,6 +30,7 @@ from healthgym.training.checkpoint import (
     save_checkpoint,
 )
 from healthgym.training.loop import TrainingDiverged
+from helpers import make_table
 
 FAMILIES = ("healthgym", "gan", "v1")
 COHORT = hg.Cohort(make_table(24, seed=3), id="pid", time="hour")

@@ -19,8 +19,11 @@ from .v1 import HealthGymV1
 MODELS: dict[str, type[RunFolderModel]] = {
     cls.name: cls for cls in (HealthGym, HealthGymGAN, HealthGymV1)
 }
-#: Every family's preset names (the CLI's --preset choices).
-PRESET_NAMES = sorted({name for cls in MODELS.values() for name in cls.presets})
+
+
+def preset_names() -> list[str]:
+    """Every family's preset names (the CLI's --preset choices)."""
+    return sorted({name for cls in MODELS.values() for name in cls.presets})
 
 
 def default_family() -> type[RunFolderModel]:

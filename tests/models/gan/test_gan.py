@@ -9,7 +9,6 @@ import torch
 from click.testing import CliRunner
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.cli import main
 from healthgym.models.gan.losses import (
     gradient_penalty,
@@ -20,6 +19,7 @@ from healthgym.models.gan.losses import (
 from healthgym.models.gan.model import block_layouts
 from healthgym.models.gan.network import PairCritic, draw
 from healthgym.models.gan.trainer import build_generator
+from helpers import small_cohort
 
 TINY = {"hidden": 16, "noise_dim": 8, "batch_size": 16, "epochs": 2}
 
@@ -57,7 +57,7 @@ def toy():
 
 @pytest.fixture(scope="module")
 def cohort():
-    return hg.Cohort(make_table(24, seed=3), id="pid", time="hour")
+    return small_cohort()
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.models.healthgym.config import HealthGymConfig
 from healthgym.models.healthgym.tokenizer import Tokenizer
 from healthgym.models.healthgym.trainer import HealthGymTrainer
 from healthgym.training import distributed
 from healthgym.training import loop as loop_module
+from helpers import make_table
 
 WORLD = 2
 # Dropout 0: dropout masks are drawn per process, so with dropout the two runs would differ by

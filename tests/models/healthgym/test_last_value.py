@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.models.healthgym import model as model_module
 from healthgym.models.healthgym import network, sampler, warm_start
 from healthgym.models.healthgym.config import DROPOUT, SMALL_DROPOUT, HealthGymConfig
@@ -19,6 +18,7 @@ from healthgym.models.healthgym.kernel import AGES, LastValue
 from healthgym.models.healthgym.sampler import draw_steps, pick
 from healthgym.models.healthgym.tokenizer import Tokenizer, held
 from healthgym.models.healthgym.trainer import build_model
+from helpers import make_table
 
 # A real variable (4 bins of 2 sub-bins, a missing token 4) and a level variable (3 levels).
 SCALES = [(4, 4, 2, True), (4, 4, 2, True), (-1, 3, 1, False)]

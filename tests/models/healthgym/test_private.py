@@ -14,7 +14,6 @@ import torch
 from click.testing import CliRunner
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.cli import main
 from healthgym.models.healthgym.config import HealthGymConfig
 from healthgym.models.healthgym.dp import accountant, sgd
@@ -22,6 +21,7 @@ from healthgym.models.healthgym.dp import tokenizer as dp_tokenizer
 from healthgym.models.healthgym.network import sequence_nll
 from healthgym.models.healthgym.tokenizer import Tokenizer
 from healthgym.models.healthgym.trainer import build_model
+from helpers import make_table
 
 TINY = {"width": 8, "bins": 8, "fine": 4, "batch_size": 16}
 

@@ -9,10 +9,10 @@ from scipy import stats
 
 import healthgym as hg
 from benchmarks import reference_healthgym as old
-from conftest import make_table
 from healthgym.models.healthgym import layers, network
 from healthgym.models.healthgym.layers import embedding_table
 from healthgym.models.healthgym.sampler import draw_statics, draw_steps, head_matrices, pick
+from helpers import make_table
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ import torch
 from click.testing import CliRunner
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.cli import main
 from healthgym.data.parquet_shards import ParquetShards
 from healthgym.models.healthgym import stream
 from healthgym.models.healthgym.tokenizer import GRID, Tokenizer
 from healthgym.training import distributed
+from helpers import make_table
 
 # dropout 0: per-process dropout masks would part 2 processes from 1 by design
 # levels on (a cohort this small has them off by default): streamed fits must equal in-memory ones

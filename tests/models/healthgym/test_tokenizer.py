@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.models.healthgym.tokenizer import GRID, Tokenizer
+from helpers import make_table
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 
 import healthgym as hg
-from conftest import make_table
 from healthgym.models.v1.model import design_layout, design_matrix
+from helpers import make_table, small_cohort
 
 TINY = {"hidden": 16, "noise_dim": 8, "batch_size": 8, "epochs": 1}
 
 
 @pytest.fixture(scope="module")
 def cohort():
-    return hg.Cohort(make_table(24, seed=3), id="pid", time="hour")
+    return small_cohort()
 
 
 @pytest.fixture(scope="module")
