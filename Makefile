@@ -1,6 +1,6 @@
 # Two set-up commands that work on a fresh machine with Python 3.11:
 #   make demo   create .venv, install, run the demo (train -> sample on the bundled cohort)
-#   make test   create .venv, install, run lint and the test suite
+#   make test   create .venv, install, run lint, format check, type check and the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,8 +19,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/healthgym demo
 
-test: install
-	$(BIN)/ruff check src tests benchmarks
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-slow: install
@@ -29,6 +28,7 @@ test-slow: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src
 
 format: install
 	$(BIN)/ruff format src tests benchmarks

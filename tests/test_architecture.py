@@ -78,3 +78,15 @@ def test_the_cli_names_no_family():
     names = {cls.__name__ for cls in MODELS.values()} | {n for n in MODELS if n != "healthgym"}
     found = {n for n in names if re.search(rf"(?<![\w.-]){re.escape(n)}(?![\w-])", text)}
     assert not found
+
+
+def test_the_readme_tree_names_every_module():
+    readme = (SRC.parent / "README.md").read_text()
+    tree = readme[
+        readme.index("```\nsrc/healthgym/") : readme.index(
+            "```", readme.index("```\nsrc/healthgym/") + 3
+        )
+    ]
+    missing = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+               if p.name not in ("__init__.py", "__main__.py") and p.name not in tree}  # fmt: skip
+    assert not missing

@@ -29,7 +29,7 @@ class LazyChoice(click.Choice):
         self._where, self._order = (module, name), order
         super().__init__(())
 
-    @property  # type: ignore[override]
+    @property
     def choices(self) -> Any:
         import importlib
 

@@ -1,7 +1,7 @@
 """The CPU runtime policy: "auto" threads from the idle cores, the allocator setting."""
 
 import os
-import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -42,13 +42,20 @@ def test_idle_cores_reads_the_machine(monkeypatch) -> None:
 
 def test_idle_window_spans_the_callers_work(monkeypatch) -> None:
     """A reading opened before a command's imports replaces the sleep, and the command's own
-    busy core counts as idle (it is the core the command will use)."""
+    busy core counts as idle (it is the core the command will use). The clock and /proc/stat
+    are scripted, so the machine's real load does not matter."""
+    clock = {"monotonic": 100.0, "process": 5.0}
+    ticks = iter([(10_000, 4_000), (10_200, 4_030)])  # 200 ticks of 2 cores: 0.3 core idle
+    fake = SimpleNamespace(
+        monotonic=lambda: clock["monotonic"], process_time=lambda: clock["process"]
+    )
+    monkeypatch.setattr(runtime, "time", fake)
+    monkeypatch.setattr(runtime, "_proc_stat_ticks", lambda: next(ticks))
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(runtime, "_idle_cache", None)
     runtime.open_idle_window()
-    end = time.process_time() + 0.2
-    while time.process_time() < end:  # this process busy, as when importing torch
-        pass
+    clock["monotonic"] += 0.5  # the caller imports for half a second, on one core
+    clock["process"] += 0.5
     monkeypatch.setattr(runtime, "_proc_stat_idle", lambda _: pytest.fail("slept anyway"))
-    idle = runtime.idle_cores()
-    assert idle is not None and 0.7 <= idle <= (os.cpu_count() or 1) + 1e-9
+    assert runtime.idle_cores() == pytest.approx(0.3 + 1.0)  # idle + the caller's own core
     assert runtime._window is None  # used once

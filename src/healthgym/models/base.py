@@ -31,6 +31,7 @@ from ..training.checkpoint import (
 from ..training.loop import Trainer, TrainResult, check_checkpoint
 from ..training.runtime import cpu_threads, resolve_threads
 from .conditioning import sampling_request
+from .config import ConfigBase
 
 
 class RunFolderModel:
@@ -40,7 +41,7 @@ class RunFolderModel:
     name: ClassVar[str]
     #: what model.json's "model" said in healthgym 0.1.0 (the class name)
     legacy_name: ClassVar[str]
-    config_class: ClassVar[type]
+    config_class: ClassVar[type[ConfigBase]]
     #: the class turning a cohort into the network's numbers (Tokenizer or Encoder), its file
     encoding_class: ClassVar[Any]
     encoding_file: ClassVar[str]
@@ -260,6 +261,19 @@ class RunFolderModel:
         save_checkpoint(weights, path / run_folder.WEIGHTS_FILE)
 
     # ---- the family's own --------------------------------------------------------------------
+    def sample(
+        self, n: int, seed: int | None = None, length: int | None = None, **options: Any
+    ) -> Cohort:
+        """`n` synthetic patients in original units and labels, fresh ids 1..n; ``options``:
+        the family's own (`conditions=` where it conditions)."""
+        raise NotImplementedError
+
+    def sample_batches(
+        self, n: int, seed: int | None = None, length: int | None = None, **options: Any
+    ) -> Iterator[pd.DataFrame]:
+        """The synthetic long table of `sample`, in pieces (bounded memory)."""
+        raise NotImplementedError
+
     def _process_group(self) -> Any:
         """The torchrun group to train in, for a distributable family (else one process)."""
         if self.trainer_class.distributable:

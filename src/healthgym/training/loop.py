@@ -244,7 +244,8 @@ class Trainer:
             loaded = load_latest(run_dir) if ctx.main else None
             loaded = distributed.broadcast_object(loaded, ctx)
             if loaded is not None:
-                pos = self._restore(*loaded, data_fingerprint)
+                path, saved = loaded
+                pos = self._restore(path, saved, data_fingerprint)
             elif ctx.main:
                 msg = f"{run_dir}: nothing to resume (no checkpoint): starting a new run"
                 warnings.warn(msg, stacklevel=3)

@@ -46,6 +46,7 @@ class HealthGymGAN(ConditionableModel):
     legacy_name = "HealthGymGAN"
     summary = "WGAN-GP beyond v1: static head, pair critic, calibrated rates"
     config_class = GANConfig
+    config: GANConfig
     encoding_class = Encoder
     encoding_file = run_folder.ENCODER_FILE
     trainer_class = GANTrainer

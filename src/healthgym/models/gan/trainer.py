@@ -214,8 +214,7 @@ class GANTrainer(Trainer):
         critic.requires_grad_(True)
         w_static = d_real[1] - d_fake[1]
         values = [d_loss, gp, d_real[0], d_fake[0], w_static, g_loss, corr, rates, len_nll]
-        values = torch.stack(values)
-        return dict(zip(LOSS_NAMES, values.detach().tolist(), strict=True))
+        return dict(zip(LOSS_NAMES, torch.stack(values).detach().tolist(), strict=True))
 
     def _check_data(self, static: Any, dynamic: Any, lengths: Any) -> Batch:
         """Validated float32 static (N, S), dynamic (N, T, D) and int64 lengths (N,)."""

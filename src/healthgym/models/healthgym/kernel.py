@@ -128,7 +128,7 @@ class LastValue(nn.Module):
         observed tokens (B, T, D), whether there is one, the steps since it (`AGES`), the
         mean place u of the observed values so far and their number."""
         b, t, d = dynamic.shape
-        observed = dynamic[..., self.first] != self.missing  # (B, T, D)
+        observed = torch.ne(dynamic[..., self.first], self.missing)  # (B, T, D)
         steps = torch.arange(t, device=dynamic.device)[None, :, None]
         seen = torch.where(observed, steps, -1).cummax(dim=1).values  # last observed at <= t
         seen = torch.cat([seen.new_full((b, 1, d), -1), seen[:, :-1]], dim=1)  # ... at < t

@@ -46,6 +46,7 @@ class HealthGym(ConditionableModel):
     summary = "autoregressive likelihood model of whole patients; stops on a validation loss"
     private = True
     config_class = HealthGymConfig
+    config: HealthGymConfig
     encoding_class = Tokenizer
     encoding_file = run_folder.TOKENIZER_FILE
     encoding_attr = "tokenizer"

@@ -319,7 +319,7 @@ class Tokenizer:
             if draws is None or c.kind != "bins":
                 return rng
             own = np.random.default_rng(seed)
-            own.bit_generator.advance(draws[c.name])
+            own.bit_generator.advance(draws[c.name])  # type: ignore[attr-defined]  # PCG64's
             draws[c.name] += int(values.notna().sum())
             return own
 

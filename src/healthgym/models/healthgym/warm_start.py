@@ -71,7 +71,7 @@ def fit_levels(kernel: LastValue, features: tuple[torch.Tensor, ...]) -> None:
     size = kernel.level.shape[0]
     with torch.no_grad():
         u = kernel.place(tokens).double()  # (k, D)
-        seen = (tokens[:, kernel.first] != kernel.missing).double()  # (k, D)
+        seen = torch.ne(tokens[:, kernel.first], kernel.missing).double()  # (k, D)
         kernel.center.copy_((u * seen).sum(0) / seen.sum(0).clamp(min=1))
         onehot = F.one_hot(static + kernel.static_at, size).sum(1) * kernel.static_reads
         onehot = onehot.double()  # (k, V): the static tokens that levels read

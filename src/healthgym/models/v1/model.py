@@ -39,6 +39,7 @@ class HealthGymV1(RunFolderModel):
     summary = "Health Gym v1 as published: WGAN-GP, biLSTM generator and critic, curriculum"
     presets = PRESETS
     config_class = V1Config
+    config: V1Config
     encoding_class = Encoder
     encoding_file = run_folder.ENCODER_FILE
     trainer_class = V1Trainer

@@ -3,7 +3,6 @@ block stating the guarantee, what it covers and what it does not."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from ....data.cohort import Cohort
 from ....training import run_folder
 from ..config import HealthGymConfig
 from ..tokenizer import Tokenizer
+from . import sgd
 from .accountant import ACCOUNTANT, DELTA_FACTOR, Plan, epsilon_of
 from .sgd import PrivateTrainer
 from .tokenizer import cut_stays, fit_tokenizer
@@ -59,11 +59,7 @@ class PrivateRun:
         if saved is not None:
             self.tokenizer_info = saved.get("tokenizer", {})
             return Tokenizer.load(self.run_dir / run_folder.TOKENIZER_FILE)
-        rng = np.random.default_rng(
-            self._secret_seed()
-            if PrivateTrainer.secret_seed is None
-            else PrivateTrainer.secret_seed
-        )
+        rng = np.random.default_rng(sgd.noise_seed())
         tok, self.tokenizer_info = fit_tokenizer(cohort, cfg.bins, cfg.fine, self.plan, rng)
         return tok
 
@@ -125,10 +121,6 @@ class PrivateRun:
         if not self.resume or not (self.run_dir / run_folder.TOKENIZER_FILE).is_file():
             return None
         return run_folder.read_privacy(self.run_dir) or None
-
-    @staticmethod
-    def _secret_seed() -> int:
-        return secrets.randbits(63)
 
 
 def fit_private(

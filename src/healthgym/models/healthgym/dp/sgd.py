@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import secrets
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,14 +114,18 @@ def per_patient_gradients(
     return per(params, *inputs)
 
 
+def noise_seed() -> int:
+    """A seed for the noise, the Poisson batches and the tokenizer's histograms, from the
+    operating system's entropy: never saved, never from `seed` (a run whose noise seed is
+    known has no guarantee)."""
+    return secrets.randbits(63)
+
+
 class PrivateTrainer(HealthGymTrainer):
     """DP-SGD on the whole `PatientModel`; see the module docstring. Keeps `HealthGymTrainer`'s
     network, dropout streams and run-folder format; replaces its schedule."""
 
     distributable = False
-    #: seeds the noise and the Poisson batches instead of the system's entropy: tests only
-    #: (a run whose noise seed is known has no guarantee)
-    secret_seed: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -147,8 +151,7 @@ class PrivateTrainer(HealthGymTrainer):
         )
         self.counters: dict[str, Any] = {"steps": 0, "loss_sum": 0.0, "patients": 0, "lr": cfg.lr}
         self.books = accountant(self.plan.start)  # Opacus' RDPAccountant
-        seed = self.secret_seed if self.secret_seed is not None else secrets.randbits(63)
-        self.secret = torch.Generator().manual_seed(seed)
+        self.secret = torch.Generator().manual_seed(noise_seed())
         self.dropout_rng = None
         self.validated = True
         return fingerprint(static, dynamic, lengths)
