@@ -117,8 +117,3 @@ def _fsync_dir(folder: Path) -> None:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """``text`` written to ``path`` atomically (UTF-8)."""
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """``data`` written to ``path`` atomically."""
-    return write_atomic(path, lambda tmp: tmp.write_bytes(data))

@@ -32,7 +32,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
 _GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
 
 
-#: Most threads "auto" takes: 8 gave 3.3x, 16 only 4.3x on a 16-core machine (small LSTM ops).
+#: Most threads "auto" takes: beyond 8 the small ops gain little (BENCHMARKS.md, thread scaling).
 AUTO_MAX_THREADS = 8
 #: An idle-core reading is reused for this many seconds (sampling in a loop measures once).
 _IDLE_TTL_S = 30.0

@@ -13,7 +13,7 @@ from healthgym.models.layout import DesignLayout
 from healthgym.models.v1 import trainer as trainer_module
 from healthgym.models.v1.config import CURRICULA, V1Config
 from healthgym.models.v1.network import generate
-from healthgym.models.v1.trainer import V1Trainer, load_generator
+from healthgym.models.v1.trainer import V1Trainer
 from healthgym.training.checkpoint import latest_checkpoint, list_checkpoints
 from healthgym.training.loop import TrainingDiverged
 
@@ -108,15 +108,6 @@ def test_seeded_runs_are_bit_identical(tmp_path: Path) -> None:
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
     c, _ = fit(tmp_path / "c", dataclasses.replace(TINY, seed=1))
     assert not torch.equal(a.generator.head[0].weight, c.generator.head[0].weight)
-
-
-def test_load_generator_without_the_trainer(tmp_path: Path) -> None:
-    trainer, result = fit(tmp_path)
-    gen = load_generator(result.checkpoint)
-    for k, v in trainer.generator.state_dict().items():
-        assert torch.equal(gen.state_dict()[k], v)
-    batch = next(generate(gen, 3, 6, LAYOUT, seed=0))
-    assert batch.shape == (3, 6, 8)
 
 
 # ---- divergence and input checks ---------------------------------------------------------

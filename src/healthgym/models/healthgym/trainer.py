@@ -43,19 +43,16 @@ _RANK = 1000  # a process's own dropout stream in a distributed run
 MIN_STEPS, MIN_BATCH = 20, 8  #: optimizer steps per epoch at least; smallest batch
 STATIC_EVERY = 50  #: full-batch steps of the static model between validations
 STATIC_MAX_STEPS = 1000  #: full-batch steps of the static model
-#: validations of the static model without a better loss before its fit stops (issue 18: on
-#: the demo and ICU cohorts the best came at the 7th of 15 validations and none of the next 8
-#: was better, so 3 keep the same weights and save a third of the fit)
+#: validations of the static model without a better loss before its fit stops (chosen in
+#: issue 18: docs/models/healthgym.md)
 STATIC_PATIENCE = 3
 #: training patients per static step at most: above it each step takes a seeded draw of this
-#: many, since a full batch costs every patient per step (issue 19: about 6 minutes of set-up
-#: at 100,000 patients, an hour at 1,000,000, and 2+ GiB of activations at 180,000); at or
-#: below it the full batch, as before
+#: many, since a full batch costs every patient per step (set-up time and memory grow with
+#: the cohort: BENCHMARKS.md, the default model at scale); at or below it the full batch
 STATIC_BATCH = 16_384
 #: validation patients per piece of the static model's validation pass
 STATIC_PIECE = 16_384
-#: patients per validation pass: the `LastValue` kernel's terms of 1,024 demo patients took
-#: about 1 GiB at once, the peak of a --stream fit of 200,000 patients
+#: patients per validation pass: bounds the memory of the `LastValue` kernel's terms
 VALIDATE_PIECE = 256
 
 

@@ -15,9 +15,8 @@ from .network import SequenceModel
 #: this moves a level less than its steps' mean says
 LEVEL_RIDGE = 10.0
 TRANSITION_ROWS = 4096  #: training steps `start_at_transitions` fits to
-#: steps per piece of `start_at_transitions`' loss, its gradient summed over the pieces: the
-#: kernel's terms for 4,096 steps at once took 1.05 GiB on the demo cohort's variables, 0.37
-#: in pieces of 1,024 (the same fit up to float rounding; one piece, as before, bit for bit)
+#: steps per piece of `start_at_transitions`' loss, its gradient summed over the pieces: bounds
+#: the memory of the kernel's terms (the same fit up to float rounding)
 TRANSITION_PIECE = 1024
 
 

@@ -21,8 +21,7 @@ from typing import Any
 import torch
 
 from ...training import distributed
-from ...training.checkpoint import CheckpointError, load_checkpoint
-from ...training.loop import Trainer, TrainResult, check_checkpoint, fingerprint
+from ...training.loop import Trainer, TrainResult, fingerprint
 from ...training.plots import plot_learning_dynamics
 from ...training.seeding import derive_seed
 from ..layout import DesignLayout
@@ -296,21 +295,3 @@ class V1Trainer(Trainer):
             if not ((rows[:, s:e].sum(1) - 1).abs() <= 1e-4).all():
                 raise ValueError(f"columns [{s}, {e}) are not one-hot on every non-padding row")
         return x, lengths, rows
-
-
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """A trained :class:`Generator` from a checkpoint file, without a trainer or the data."""
-    saved = load_checkpoint(path)
-    try:
-        check_checkpoint(Path(path), saved, V1Trainer.family)
-    except ValueError as e:
-        raise CheckpointError(str(e)) from None
-    settings = dict(saved["settings"])
-    layout = DesignLayout.from_dict(settings.pop("layout"))
-    cfg = V1Config.from_dict(settings)
-    gen = Generator(layout, cfg.noise_dim, cfg.hidden)
-    try:
-        gen.load_state_dict(saved["state"]["generator"])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {path} does not fit its own config: {e}") from e
-    return gen.to(device)
