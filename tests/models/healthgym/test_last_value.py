@@ -98,8 +98,8 @@ def test_start_at_transitions_fits_the_steps():
     heads = net.sequence.heads
     warm_start.start_at_marginals(heads, warm_start.token_counts(heads, dynamic[live]))
     before = network.sequence_nll(net.sequence, static, dynamic, lengths).mean()
-    rows = network.transition_rows(lengths, torch.Generator().manual_seed(0))
-    features = network.transition_features(net.sequence.last, static, dynamic, rows)
+    rows = warm_start.transition_rows(lengths, torch.Generator().manual_seed(0))
+    features = warm_start.transition_features(net.sequence.last, static, dynamic, rows)
     warm_start.start_at_transitions(net.sequence, features)
     after = network.sequence_nll(net.sequence, static, dynamic, lengths).mean()
     assert after < before
