@@ -100,6 +100,38 @@ def test_cli_export_and_refusals(cohort, tmp_path, monkeypatch):
         export_minari(cohort, tmp_path, actions=["nope"], reward="0")
 
 
+def test_export_names_and_folders_are_checked_before_anything_is_created(
+    cohort, tmp_path, monkeypatch
+):
+    """Issue 30, cases 4 and 11: a dataset name that leaves -o (.., an absolute path) and an
+    -o inside a run folder are refused with nothing created; a failed export leaves no
+    empty folders behind."""
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    cohort.to_file("data.csv")
+    cohort.schema.to_yaml("data.schema.yaml")
+    args = ["export", "data.csv", "--schema", "data.schema.yaml", "--actions", "vent",
+            "--reward", "-(hr_next > 100)", "-o", "rl", "--name"]  # fmt: skip
+    for name in ("../../../x-v0", str(tmp_path / "abs-v0"), "a/../../y-v0", ".hidden-v0"):
+        r = CliRunner().invoke(main, [*args, name])
+        assert r.exit_code == 2 and "must be NAMESPACE/NAME-vN" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["a", "b", "c", "data.csv", "data.schema.yaml"]
+    )
+    (work / "run").mkdir()
+    (work / "run" / "model.json").write_text("{}")
+    r = CliRunner().invoke(main, [*args[:-2], "run/rl", "--name", "ok-v0"])
+    assert r.exit_code == 2 and "inside the run folder" in r.output
+    assert sorted(p.name for p in (work / "run").iterdir()) == ["model.json"]
+    monkeypatch.setattr(
+        minari, "create_dataset_from_buffers", lambda **kw: (_ for _ in ()).throw(OSError("full"))
+    )
+    with pytest.raises(OSError, match="full"):
+        export_minari(cohort, work / "new", actions=["vent"], reward="0", dataset_id="n/d-v0")
+    assert not (work / "new").exists()
+
+
 def test_role_action_variables_are_the_default_actions(cohort, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="role: action"):
         transitions(cohort, "0")

@@ -13,6 +13,8 @@ import json
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +27,10 @@ from click.testing import CliRunner
 
 import healthgym as hg
 from healthgym.cli import main
-from healthgym.console import MAX_MESSAGE
+from healthgym.console import MAX_MESSAGE, REPORT_TITLE
 from healthgym.models import MODELS
 from healthgym.models.conditioning import parse_condition
+from healthgym.training import run_folder
 from helpers import make_table
 
 TINY = {
@@ -223,6 +226,7 @@ def test_evaluate_output_is_checked_first_and_replaced_whole(trained, data, tmp_
     report = tmp_path / "report"
     report.mkdir()
     (report / "metrics.json").write_text("{}")
+    (report / "index.html").write_text(f"<html><head>{REPORT_TITLE}</head></html>")
     (report / "stale.png").write_text("from an earlier report")
     evaluate = ("evaluate", data, synth, "--run", trained, "-o")
     one_line_error(run(*evaluate, report), "exists", "--overwrite")
@@ -236,6 +240,65 @@ def test_evaluate_output_is_checked_first_and_replaced_whole(trained, data, tmp_
     assert not (report / "stale.png").exists() and (report / "index.html").exists()
     assert (not_a_report / "notes.txt").read_text() == "keep me"
     assert not list(tmp_path.glob(".*tmp")) and not list(tmp_path.glob(".*old"))
+
+
+def test_evaluate_overwrite_never_deletes_a_users_folder(trained, data, tmp_path):
+    """Issue 30, case 1: a folder with a metrics.json of its own and the user's files is not
+    an earlier report; --overwrite refuses it and leaves every byte."""
+    synth = tmp_path / "s.csv"
+    assert run("sample", trained, "-n", 16, "-o", synth, "--seed", 0).exit_code == 0
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "metrics.json").write_text("{}")
+    (fake / "thesis.txt").write_text("precious")
+    (fake / "index.html").write_text(f"<html><head>{REPORT_TITLE}</head></html>")
+    before = snapshot(fake)
+    r = run("evaluate", data, synth, "--run", trained, "-o", fake, "--overwrite")
+    one_line_error(r, "not an earlier report", "thesis.txt")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text("{}")
+    (mine / "plot.png").write_bytes(b"my own figure")
+    r = run("evaluate", data, synth, "--run", trained, "-o", mine, "--overwrite")
+    one_line_error(r, "not an earlier report", "no index.html")
+    assert snapshot(fake) == before and (mine / "plot.png").read_bytes() == b"my own figure"
+
+
+def test_train_never_writes_into_a_users_folder(data, tmp_path):
+    """Issue 30, case 2: --out naming a folder with the user's files but no run is refused
+    before anything is written (their hand-edited schema.yaml and plot stay as they were)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    schema = run("schema", data, "--id", "pid", "--time", "hour", "-o", mine / "schema.yaml")
+    assert schema.exit_code == 0, schema.output
+    (mine / "schema.yaml").write_text("# my comments\n" + (mine / "schema.yaml").read_text())
+    (mine / "learning_dynamics.png").write_bytes(b"my own plot")
+    before = snapshot(mine)
+    r = run("train", data, "--schema", mine / "schema.yaml", "--out", mine, "--epochs", 1)
+    one_line_error(r, "no healthgym run", "new or empty folder")
+    assert snapshot(mine) == before
+
+
+def test_two_trainings_never_share_a_run_folder(data, tmp_path):
+    """Issue 30, case 3: while one process trains into a folder (it holds the folder's lock),
+    a second is refused at once; a lock left by a process killed with -9 does not block."""
+    run_dir = tmp_path / "run"
+    args = ("train", data, "--id", "pid", "--time", "hour", "--epochs", 1, "--quiet")
+    with run_folder.locked(run_dir):  # another training process, mid-run
+        one_line_error(run(*args, "--out", run_dir), "in use by another training process")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from healthgym.training import run_folder\n"
+         "with run_folder.locked(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
+         str(run_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    one_line_error(run(*args, "--out", run_dir), "in use by another training process")
+    holder.kill()  # kill -9: the operating system releases the lock
+    holder.wait()
+    r = run(*args, "--out", run_dir)
+    assert r.exit_code == 0, r.output
+    assert (run_dir / "model.json").is_file()
 
 
 def test_sigterm_during_sample_removes_the_temporary_file(trained, tmp_path):

@@ -133,12 +133,40 @@ def output_path(output: str, overwrite: bool, *, folder: bool = False) -> Path:
             raise ValueError(f"{output} is {file_kind(path)}, not a {what}: choose a new path")
         if not overwrite:
             raise ValueError(f"{output} exists: pass --overwrite to replace it")
-        if folder and any(path.iterdir()) and not (path / "metrics.json").is_file():
+        problem = folder and any(path.iterdir()) and not_a_report(path)
+        if problem:
             raise ValueError(
-                f"{output} is not an earlier report (no metrics.json): --overwrite replaces only "
-                "a report folder; choose a new folder"
+                f"{output} is not an earlier report ({problem}): --overwrite replaces only a "
+                "report folder, whole; choose a new folder"
             )
     return path
+
+
+#: The title every report's index.html carries (`Report.html`).
+REPORT_TITLE = "<title>healthgym evaluation</title>"
+
+
+def not_a_report(path: Path) -> str | None:
+    """Why the folder ``path`` is not one that `evaluate` wrote (it holds index.html with a
+    report's title, metrics.json, and nothing but them and PNG figures); None if it is."""
+    others = sorted(
+        p.name
+        for p in path.iterdir()
+        if not (p.is_file() and not p.is_symlink())
+        or p.name not in ("index.html", "metrics.json")
+        and p.suffix != ".png"
+    )
+    if others:
+        return f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}"
+    if not (path / "metrics.json").is_file():
+        return "no metrics.json"
+    index = path / "index.html"
+    if not index.is_file():
+        return "no index.html"
+    with open(index, errors="replace") as f:
+        if REPORT_TITLE not in f.read(4096):
+            return "its index.html is not a report's"
+    return None
 
 
 def file_kind(path: Path) -> str:

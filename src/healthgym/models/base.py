@@ -190,31 +190,42 @@ class RunFolderModel:
                     f"{type(self).__name__} needs at least one dynamic variable in the schema"
                 )
             problem = None
-            if ctx.main:  # rank 0 checks the folder; every process stops alike
-                try:
-                    self._check_run_folder(run_dir, encoding, resume)
-                except (ValueError, FileExistsError) as e:
-                    problem = e
-            problem = distributed.broadcast_object(problem, ctx)
-            if problem is not None:
-                raise problem
-            setattr(self, self.encoding_attr, encoding)
-            trainer, data, options = self._trainer_and_data(cohort, encoding, ctx)
-            # Written once the loop has matched a resumed run's checkpoint (or starts a new
-            # one): a refused resume leaves the folder as it was.
-            trainer.before_training = lambda: self._write_metadata(run_dir)
-            self.result = trainer.fit(
-                *data,
-                run_dir,
-                resume=resume,
-                max_minutes=max_minutes,
-                progress=progress,
-                **options,
-            )
-            self.network = trainer.network.cpu().eval()
-            if ctx.main:
-                self._write_weights(run_dir)
+            with contextlib.ExitStack() as held:
+                if ctx.main:  # rank 0 checks and holds the folder; every process stops alike
+                    try:
+                        run_folder.check_not_foreign(run_dir)  # before the folder is touched
+                        held.enter_context(run_folder.locked(run_dir))
+                        self._check_run_folder(run_dir, encoding, resume)
+                    except (ValueError, FileExistsError) as e:
+                        problem = e
+                problem = distributed.broadcast_object(problem, ctx)
+                if problem is not None:
+                    raise problem
+                self._train(cohort, encoding, ctx, run_dir, resume, max_minutes, progress)
         return self
+
+    def _train(
+        self,
+        cohort: Any,
+        encoding: Any,
+        ctx: distributed.Context,
+        run_dir: Path,
+        resume: bool,
+        max_minutes: float | None,
+        progress: bool,
+    ) -> None:
+        """Train in the checked (and, on rank 0, locked) run folder; write the weights."""
+        setattr(self, self.encoding_attr, encoding)
+        trainer, data, options = self._trainer_and_data(cohort, encoding, ctx)
+        # Written once the loop has matched a resumed run's checkpoint (or starts a new one):
+        # a refused resume leaves the folder as it was.
+        trainer.before_training = lambda: self._write_metadata(run_dir)
+        self.result = trainer.fit(
+            *data, run_dir, resume=resume, max_minutes=max_minutes, progress=progress, **options
+        )
+        self.network = trainer.network.cpu().eval()
+        if ctx.main:
+            self._write_weights(run_dir)
 
     def _check_run_folder(self, run_dir: Path, encoding: Any, resume: bool) -> None:
         """A resumed run must be this family's, with its settings (but those a resume may

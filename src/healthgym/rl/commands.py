@@ -49,8 +49,13 @@ def export(
     output: str,
 ) -> None:
     """Export DATA (real or synthetic cohort) as an offline-RL dataset (Minari)."""
-    from .offline import export_minari
+    from ..training import run_folder
+    from .offline import check_dataset_id, export_minari
 
+    check_dataset_id(dataset_id)  # before anything is read or created
+    run = run_folder.enclosing_run(output)
+    if run is not None:
+        raise ValueError(f"{output} is inside the run folder {run}: write outside it")
     cohort = load_cohort(data, id_col, time_col, schema_file)
     names = [a.strip() for a in actions.split(",") if a.strip()]
     path = export_minari(

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -125,6 +127,7 @@ def export_minari(
     root (read it back with ``MINARI_DATASETS_PATH=out_dir`` and
     ``minari.load_dataset(dataset_id)``); `actions` default to the schema's role-"action"
     variables. Returns the dataset's folder."""
+    check_dataset_id(dataset_id)
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -157,7 +160,8 @@ def export_minari(
     layout = {"observations": data.observation_names, "actions": data.action_levels}
     text = description or "A healthgym cohort exported for offline RL."
     text += " Layout (JSON): " + json.dumps(layout, default=str)
-    with _datasets_root(out_dir), warnings.catch_warnings():
+    made = _new_folders(Path(out_dir) / dataset_id)  # a failed export leaves none of them
+    with _removed_on_failure(made), _datasets_root(out_dir), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`author_email` is set to None")
         warnings.filterwarnings("ignore", "env_spec is None")
         if dataset_id in minari.list_local_datasets():
@@ -177,6 +181,36 @@ def export_minari(
             f"{data.skipped} stays of one step have no transition: left out", stacklevel=2
         )
     return Path(out_dir) / dataset_id
+
+
+#: A Minari dataset id: [namespace/]name-vN, each part a plain name (no "..", no leading "/").
+_DATASET_ID = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]*/)?[A-Za-z0-9_][A-Za-z0-9_.-]*-v[0-9]+")
+
+
+def check_dataset_id(dataset_id: str) -> None:
+    """A ValueError unless ``dataset_id`` is a Minari id that names a folder inside the
+    datasets root (checked before anything is created)."""
+    if not isinstance(dataset_id, str) or not _DATASET_ID.fullmatch(dataset_id):
+        raise ValueError(
+            f"dataset name {dataset_id!r} must be NAMESPACE/NAME-vN or NAME-vN of letters, "
+            "digits, '_', '-' and '.' (not starting with '.'), e.g. healthgym/cohort-v0"
+        )
+
+
+def _new_folders(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first."""
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+@contextlib.contextmanager
+def _removed_on_failure(made: list[Path]) -> Iterator[None]:
+    """The folders in ``made`` (created by the block) are removed if it fails."""
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # deepest first: what the block created and nothing else
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -9,7 +9,10 @@ format key (format 1) and load as they are.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,46 @@ def enclosing_run(path: str | Path) -> Path | None:
     but by training)."""
     resolved = Path(path).resolve()
     return next((p for p in (resolved, *resolved.parents) if has_model(p)), None)
+
+
+def check_not_foreign(path: str | Path) -> None:
+    """A ValueError when ``path`` is a folder that holds files but no run: training writes
+    schema.yaml, weights and plots there and would replace a user's own files. Reads only."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is not a folder: name a new or existing run folder")
+    if not path.is_dir() or has_model(path):
+        return
+    held = sorted(p.name for p in path.iterdir())
+    if held:
+        raise ValueError(
+            f"{path} holds {', '.join(held[:3])}{', ...' if len(held) > 3 else ''} and no "
+            f"healthgym run ({MODEL_FILE}): train into a new or empty folder, so that nothing "
+            "of yours is replaced"
+        )
+
+
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold the run folder (made if missing) for one training process: a second one is
+    refused at once. The lock is the operating system's on the folder itself (no lock file
+    is left), released when the block ends or the process dies, even by kill -9."""
+    import fcntl
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"{path} is in use by another training process: wait for it to end (or stop "
+                "it), or train into another folder"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
