@@ -67,6 +67,11 @@ class RunFolderModel:
     conditioning: ClassVar[bool] = False
 
     @classmethod
+    def wrote(cls, meta: dict[str, Any]) -> bool:
+        """Whether a model.json names this family (by this release's name or 0.1.0's)."""
+        return meta.get("model") in (cls.name, cls.legacy_name)
+
+    @classmethod
     def streaming(cls) -> bool:
         """`fit` reads a Parquet file chunk by chunk (`ParquetShards`, --stream)."""
         return ParquetShards in cls.accepts
@@ -232,7 +237,7 @@ class RunFolderModel:
         change), on the same cohort; a new one needs a free folder. Reads, never writes."""
         if resume and run_folder.has_model(run_dir):
             meta = read_model_meta(run_dir)
-            if meta.get("model") not in (self.name, self.legacy_name):
+            if not self.wrote(meta):
                 raise ValueError(
                     f"{run_dir} holds a {meta.get('model')!r} run, not {self.name!r}: resume it "
                     "with the model that trained it (leave --model out, or name that one)"
@@ -287,7 +292,7 @@ class RunFolderModel:
 
     def _process_group(self) -> Any:
         """The torchrun group to train in, for a distributable family (else one process)."""
-        if self.trainer_class.distributable:
+        if self.distributable():
             return distributed.process_group(self.config.resolve_device())
         return contextlib.nullcontext(distributed.Context())
 
@@ -390,7 +395,7 @@ class ConditionableModel(RunFolderModel):
 def read_model_meta(path: Path, expected: type[RunFolderModel] | None = None) -> dict[str, Any]:
     """`model.json` of a run folder, checked to name the `expected` model family."""
     meta = run_folder.read_meta(path)
-    if expected is not None and meta.get("model") not in (expected.name, expected.legacy_name):
+    if expected is not None and not expected.wrote(meta):
         raise ValueError(
             f"{path / run_folder.MODEL_FILE}: holds a {meta.get('model')!r} model, not "
             f"{expected.name!r}"

@@ -31,19 +31,15 @@ def default_family() -> type[RunFolderModel]:
     return next(iter(MODELS.values()))
 
 
-def family_named(name: object) -> type[RunFolderModel] | None:
-    """The family called ``name`` in model.json, by this release's name or 0.1.0's."""
-    return next((c for c in MODELS.values() if name in (c.name, c.legacy_name)), None)
-
-
-def family_of(run_dir: str | Path) -> type[RunFolderModel]:
-    """The family that wrote the run or model folder ``run_dir`` (its model.json says)."""
+def family_of(run_dir: str | Path, meta: dict[str, Any] | None = None) -> type[RunFolderModel]:
+    """The family that wrote the run or model folder ``run_dir``, as its model.json (``meta``,
+    read here when not given) says."""
     path = Path(run_dir)
-    name = read_model_meta(path).get("model")
-    cls = family_named(name)
+    meta = read_model_meta(path) if meta is None else meta
+    cls = next((c for c in MODELS.values() if c.wrote(meta)), None)
     if cls is None:
         where = path / run_folder.MODEL_FILE
-        raise ValueError(f"{where}: unknown model {name!r}; known: {sorted(MODELS)}")
+        raise ValueError(f"{where}: unknown model {meta.get('model')!r}; known: {sorted(MODELS)}")
     return cls
 
 
@@ -128,4 +124,5 @@ def saved_run(run_dir: Path) -> tuple[type[RunFolderModel], dict[str, Any]] | No
     """(model class, model.json) of the run in ``run_dir``; None where it holds none."""
     if not run_folder.has_model(run_dir):
         return None
-    return family_of(run_dir), read_model_meta(run_dir)
+    meta = read_model_meta(run_dir)
+    return family_of(run_dir, meta), meta
