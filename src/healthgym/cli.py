@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .console import (
+    SEED,
     LazyChoice,
+    Minutes,
     fresh_folder,
     friendly_errors,
     load_cohort,
@@ -47,6 +49,7 @@ def main() -> None:
 @click.option("--time", "time_col", required=True, help="Integer time-step column.")
 @click.option(
     "--max-integer-levels",
+    type=click.IntRange(min=0),
     default=10,
     show_default=True,
     help="Integer columns with at most this many values are categorical.",
@@ -103,8 +106,13 @@ def schema(
 )
 @click.option("--epochs", type=int, help="Passes over the curriculum (faithful: 100).")
 @click.option("--batch-size", type=int, help="Real sequences per batch (faithful: 256).")
-@click.option("--max-minutes", type=float, help="Stop cleanly after this long (resume later).")
-@click.option("--seed", type=int, help="Seed for weights, noise and shuffles.")
+@click.option(
+    "--max-minutes",
+    type=Minutes(),
+    help="Wall-time budget of the command, set-up included: training stops cleanly at the last "
+    "step expected to end inside it (resume later; docs/training.md).",
+)
+@click.option("--seed", type=SEED, help="Seed for weights, noise and shuffles.")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:1, ...")
 @click.option(
     "--dp-epsilon",
@@ -156,9 +164,12 @@ def train(
     open_idle_window()  # the thread policy's reading spans reading DATA
     from .data.parquet_shards import ParquetShards
     from .datasets.healthgym_published import load_published
+    from .models.config import resolve_device
     from .models.registry import check_capabilities, family_for, saved_run
     from .training import distributed
 
+    if settings.get("device") is not None:
+        resolve_device(settings["device"])  # a bad --device ends here, not after the data load
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise ValueError(f"--out {run_dir} is not a folder: name a new or existing run folder")
     saved = saved_run(Path(run_dir)) if resume else None  # --resume: the run's family
@@ -237,7 +248,7 @@ def _train_process(params: dict[str, Any]) -> None:
     type=click.Path(),
     help="OUT.csv or OUT.parquet; a folder (OUT/) gets Parquet part files.",
 )
-@click.option("--seed", type=int, help="Seed (default: fresh randomness).")
+@click.option("--seed", type=SEED, help="Seed (default: fresh randomness).")
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
@@ -331,14 +342,13 @@ def _sample_parts(
     nproc: int,
 ) -> None:
     """`sample` into a folder of Parquet part files (healthgym.sampling)."""
-    import numpy as np
-
     from .sampling import write_parts
+    from .training.seeding import fresh_seed
 
     if conditions or fmt != "table":
         raise ValueError("--condition and --format healthgym write one file: drop them or -o OUT/")
     if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**63))
+        seed = fresh_seed()
         click.echo(f"seed {seed} (give --seed {seed} to draw these patients again)", err=True)
     try:
         parts = write_parts(run_dir, n, output, seed=seed, nproc=nproc, length=length)
@@ -411,9 +421,11 @@ def evaluate_command(
     type=click.Path(),
     help="Folder for the run and the synthetic cohort.",
 )
-@click.option("--minutes", default=3.0, show_default=True, help="Training time budget.")
-@click.option("-n", "n", default=1000, show_default=True, help="Synthetic patients to generate.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--minutes", type=Minutes(), default=3.0, show_default=True, help="Training budget.")
+@click.option(
+    "-n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Patients to draw."
+)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @friendly_errors
 def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
     """The whole flow on the bundled PhysioNet 2012 cohort: train -> sample -> evaluate."""
@@ -454,10 +466,12 @@ def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
 @friendly_errors
 def demo_data(output: str, overwrite: bool) -> None:
     """Write the bundled demo cohort and its schema (OUT.schema.yaml) to try the other verbs."""
+    from .data.cohort import table_format
     from .datasets import demo as demo_cohort
 
+    table_format(output, write=True)  # the extension first: it names the schema file
     path = output_path(output, overwrite)
-    schema_path = path.with_name(path.name.split(".")[0] + ".schema.yaml")
+    schema_path = path.with_name(path.stem + ".schema.yaml")  # patients.v2.schema.yaml
     output_path(str(schema_path), overwrite)
     cohort = demo_cohort()
     path = cohort.to_file(output)

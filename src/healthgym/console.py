@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .extras import MissingExtra
+
 if TYPE_CHECKING:
     from .data.cohort import Cohort
     from .data.schema import Schema
@@ -44,7 +46,25 @@ class LazyChoice(click.Choice):
 
 #: The longest error or warning line the command prints (a message names the file, the
 #: column and a few values; anything longer is cut).
-MAX_MESSAGE = 400
+MAX_MESSAGE = 300
+
+#: Every --seed: an integer from 0 to 2**63 - 1 (`healthgym.training.seeding.MAX_SEED`).
+SEED = click.IntRange(0, 2**63 - 1)
+
+
+class Minutes(click.ParamType):
+    """A time budget in minutes: a finite number > 0 (0, negative and nan are refused)."""
+
+    name = "minutes"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            minutes = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of minutes", param, ctx)
+        if not 0 < minutes < float("inf"):
+            self.fail(f"{value!r}: give a number of minutes > 0", param, ctx)
+        return minutes
 
 
 def friendly_errors(fn: Any) -> Any:
@@ -57,7 +77,7 @@ def friendly_errors(fn: Any) -> Any:
             warnings.showwarning = show_warning
             try:
                 return fn(*args, **kwargs)
-            except (ValueError, OSError) as e:
+            except (ValueError, OSError, MissingExtra) as e:
                 click.echo(f"error: {one_line(e)}", err=True)
                 sys.exit(2)
 

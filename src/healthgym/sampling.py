@@ -14,10 +14,13 @@ import multiprocessing
 import os
 import signal
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .data.atomic import remove_stale_temporaries
+from .training.runtime import usable_cores
 from .training.seeding import derive_seed
 
 #: Patients per part file.
@@ -42,12 +45,25 @@ def write_parts(
     batch_size: int = 4096,
 ) -> list[Path]:
     """Sample `n` patients from the model in `run_dir` into `out_dir` (a new folder);
-    the part files, in id order. `nproc` processes share the chunks (each loads the model)."""
+    the part files, in id order. `nproc` processes share the chunks (each loads the model);
+    more than the usable cores are capped at them, with a warning."""
     if n < 1 or chunk < 1 or nproc < 1:
         raise ValueError(f"n, chunk and nproc must be >= 1, got {n}, {chunk}, {nproc}")
+    cores = usable_cores()
+    if nproc > cores:
+        warnings.warn(f"nproc {nproc} capped at the {cores} usable cores", stacklevel=2)
+        nproc = cores
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} exists and is not an empty folder: give a new folder")
+    remove_stale_temporaries(out)  # of a sampling run killed before it could clean up
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder: give a new folder")
+    held = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    if held:
+        more = f" and {len(held) - 3} more" if len(held) > 3 else ""
+        raise FileExistsError(
+            f"{out} is not an empty folder (it holds {', '.join(held[:3])}{more}): "
+            "give a new folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     chunks = [(k, min(chunk, n - k * chunk)) for k in range((n + chunk - 1) // chunk)]
     jobs = [(str(run_dir), str(out), seed, chunks[r::nproc], chunk, length, batch_size)
@@ -55,7 +71,7 @@ def write_parts(
     if len(jobs) == 1:
         _write_chunks(*jobs[0])
     else:
-        threads = max(1, (os.cpu_count() or 1) // len(jobs))
+        threads = max(1, cores // len(jobs))
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
             len(jobs), mp_context=ctx, initializer=_start_worker, initargs=(threads, os.getpid())

@@ -4,14 +4,16 @@ A reader (or a crash) sees either the old file or the complete new one, never ha
 either; the temporary file is removed when writing fails, and when the process is told to
 stop (SIGTERM, SIGHUP) while writing: those signals raise `SystemExit` during the write, so
 the cleanup runs before the process exits (``kill -9`` cannot be caught: a hidden
-``.NAME.PID.tmp`` may then remain; it is never read). `write_folder_atomic` does the same
-for a folder (a report).
+``.NAME.PID.tmp`` may then remain; it is never read, and the next write of NAME, or
+`remove_stale_temporaries` of its folder, removes it once process PID has ended).
+`write_folder_atomic` does the same for a folder (a report).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import threading
@@ -31,6 +33,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any], *, durable: boo
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with stop_signals_exit():
         try:
@@ -59,6 +62,7 @@ def write_folder_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     old = path.with_name(f".{path.name}.{os.getpid()}.old")
     with stop_signals_exit():
@@ -79,6 +83,42 @@ def write_folder_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
             shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(path.parent)
     return path
+
+
+#: The temporaries written here: ``.NAME.PID.tmp`` (and a replaced folder's ``.NAME.PID.old``).
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?:tmp|old)$")
+
+
+def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporaries in ``folder`` (of ``name`` only, if given) whose writing process
+    has ended (killed with -9, or the machine stopped); those of a live process stay. The
+    paths removed."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _TEMPORARY.match(entry.name)
+        if m is None or (name is not None and m["name"] != name) or _alive(int(m["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this one's included)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process, or a pid we cannot ask about: keep its file
+    return True
 
 
 @contextlib.contextmanager

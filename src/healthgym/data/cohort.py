@@ -211,12 +211,35 @@ def read_table(path: str | Path, reader: Any = None) -> pd.DataFrame:
             raise ValueError(f"{path} is a folder, not a table file")
         if path.is_file():
             _check_content(path, fmt)
-        reader = pd.read_parquet if fmt == "parquet" else pd.read_csv
+        reader = pd.read_parquet if fmt == "parquet" else _read_csv
     try:
-        return reader(path)
+        table = reader(path)
+    except ValueError as e:
+        if str(e).startswith(f"{path}: "):  # ours (a header the CSV reader would rename)
+            raise
+        raise _unreadable(path, e) from None
     except Exception as e:  # pandas/pyarrow raise many types for unreadable files
-        why = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"{path}: cannot read as a table ({type(e).__name__}: {why})") from None
+        raise _unreadable(path, e) from None
+    blank = [str(c) for c in table.columns if not isinstance(c, str) or not c.strip()]
+    if blank:
+        raise ValueError(f"{path}: a column has no name ({blank[0]!r}): name every column")
+    return table
+
+
+def _unreadable(path: Path, e: Exception) -> ValueError:
+    why = (str(e).strip().splitlines() or [""])[0][:200]
+    return ValueError(f"{path}: cannot read as a table ({type(e).__name__}: {why})")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV table whose header names each column once (pandas would rename a second "HR"
+    to "HR.1" without a word)."""
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    names = list(header.iloc[0]) if len(header) else []
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{path}: the header names these columns more than once: {dupes}")
+    return pd.read_csv(path)
 
 
 def _check_content(path: Path, fmt: str) -> None:

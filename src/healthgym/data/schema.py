@@ -122,11 +122,11 @@ class Schema:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"schema lists these variables twice: {dupes}")
-        clash = {self.id, self.time} & set(names)
-        if clash or self.id == self.time:
-            raise ValueError(
-                f"id/time columns must differ from each other and the variables: {clash}"
-            )
+        if self.id == self.time:
+            raise ValueError(f"the id and time columns must differ; both are {self.id!r}")
+        clash = sorted({self.id, self.time} & set(names))
+        if clash:
+            raise ValueError(f"the id/time columns are also listed as variables: {clash}")
 
     def __getitem__(self, name: str) -> Variable:
         for v in self.variables:
@@ -175,6 +175,13 @@ class Schema:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Schema:
+        """Inverse of `to_dict`: unknown keys and an empty variable list are errors (a typo
+        such as ``variable:`` must not read as a schema with nothing in it)."""
+        unknown = sorted(set(d) - {"id", "time", "variables"})
+        if unknown:
+            raise ValueError(f"unknown schema keys {unknown}; a schema has id, time, variables")
+        if not d.get("variables"):
+            raise ValueError("the schema lists no variables")
         try:
             variables = [Variable(**v) for v in d["variables"]]
             return cls(id=d["id"], time=d["time"], variables=variables)
@@ -427,6 +434,10 @@ def infer_schema(
     """
     if not isinstance(table, pd.DataFrame):
         raise ValueError(f"expected a pandas DataFrame, got {type(table).__name__}")
+    if id == time:
+        raise ValueError(f"the id and time columns must differ; both are {id!r}")
+    if max_integer_levels < 0:
+        raise ValueError(f"max_integer_levels must be >= 0, got {max_integer_levels}")
     for c in (id, time):
         if c not in table.columns:
             raise ValueError(f"column {c!r} not in the table; it has {_describe(table.columns)}")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..data.cohort import level_codes
 from ..data.schema import Schema
+from ..training.seeding import check_seed, fresh_seed
 from .encoding import Column, Encoder
 
 #: Command-line words for "missing" (a level spelled the same way wins).
@@ -68,8 +69,8 @@ def sampling_request(
         raise ValueError(f"length must lie in 1..{max_length or 'any'}, got {length}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**63))
+    seed = fresh_seed() if seed is None else seed
+    check_seed(seed)
     return n, frame, seed
 
 

@@ -23,12 +23,7 @@ class ConfigBase:
 
     def resolve_device(self) -> torch.device:
         """The torch device named by ``device`` ("auto" prefers CUDA)."""
-        import torch  # here, not at import: settings load without torch (the CLI's start-up)
-
-        device = self.device  # type: ignore[attr-defined]
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(device)
+        return resolve_device(self.device)  # type: ignore[attr-defined]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form: tuples become lists."""
@@ -60,6 +55,35 @@ class ConfigBase:
         for name in names:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device ``device`` names ("auto" prefers CUDA); a ValueError, before any work,
+    for a name torch does not know or a device this machine lacks."""
+    import torch  # here, not at import: settings load without torch (the CLI's start-up)
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device {device!r} is not a device: give auto, cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r}: this machine's torch ({torch.__version__}) sees no CUDA "
+                "GPU; use cpu or auto"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                "numbered from 0"
+            )
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: healthgym runs on cpu or cuda")
+    return dev
 
 
 def _is_a(value: Any, tp: Any) -> bool:

@@ -49,7 +49,10 @@ def export(
     output: str,
 ) -> None:
     """Export DATA (real or synthetic cohort) as an offline-RL dataset (Minari)."""
+    from ..extras import require
     from ..training import run_folder
+
+    require("rl", "healthgym export")
     from .offline import check_dataset_id, export_minari
 
     check_dataset_id(dataset_id)  # before anything is read or created

@@ -21,6 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..extras import require
+
+require("rl", "the simulator (healthgym.rl.env)")  # one line naming the extra, not an ImportError
 import gymnasium as gym
 import numpy as np
 import pandas as pd

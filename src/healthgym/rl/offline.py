@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.cohort import Cohort, level_codes
+from ..extras import require
 from .observations import ObservationLayout
 from .rewards import Reward
 
@@ -128,6 +129,7 @@ def export_minari(
     ``minari.load_dataset(dataset_id)``); `actions` default to the schema's role-"action"
     variables. Returns the dataset's folder."""
     check_dataset_id(dataset_id)
+    require("rl", "the Minari export")
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer

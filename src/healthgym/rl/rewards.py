@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..extras import require
+
 NEXT = "_next"
 #: Functions an expression may call (numpy, elementwise).
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -66,6 +68,7 @@ class Reward:
         return out.copy()
 
     def _evaluate(self, now: pd.DataFrame, nxt: pd.DataFrame, last: np.ndarray) -> Any:
+        require("rl", "a reward expression")
         from simpleeval import DEFAULT_OPERATORS, EvalWithCompoundTypes
 
         names: dict[str, Any] = {c: _values(now[c]) for c in now}

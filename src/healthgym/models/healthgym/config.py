@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ...extras import require
+from ...training.seeding import check_seed
 from ..config import ConfigBase
 
 #: `dropout=None`: `DROPOUT`, or `SMALL_DROPOUT` on cohorts of fewer than `SMALL_BELOW`
@@ -90,14 +92,16 @@ class HealthGymConfig(ConfigBase):
             raise ValueError(f"average must be in [0, 1), got {self.average}")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
-        if self.weight_decay < 0 or self.seed < 0:
-            raise ValueError("weight_decay and seed must be >= 0")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        check_seed(self.seed)
         if any(getattr(self, k) is not None for k in DP_SETTINGS):
             check_private(self)
 
 
 def check_private(cfg: HealthGymConfig) -> None:
     """ValueErrors for differential-privacy settings out of range."""
+    require("dp", "training with differential privacy")
     eps, delta = cfg.dp_epsilon, cfg.dp_delta
     if eps is None:
         given = [k for k in DP_SETTINGS if getattr(cfg, k) is not None]

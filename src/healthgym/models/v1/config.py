@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ...training.seeding import check_seed
 from ..config import ConfigBase
 
 #: Published curricula over sequence length, per dataset.
@@ -57,8 +58,7 @@ class V1Config(ConfigBase):
         c = self.curriculum
         if c is not None and (not c or c[0] < 1 or list(c) != sorted(set(c))):
             raise ValueError(f"curriculum must be strictly ascending positive lengths, got {c}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        check_seed(self.seed)
 
     def resolve_curriculum(self, max_length: int) -> tuple[int, ...]:
         """Stage lengths for data whose longest patient has ``max_length`` steps."""

@@ -17,6 +17,7 @@ import torch
 from ...data.cohort import Cohort
 from ...data.parquet_shards import ParquetShards
 from ...training import distributed, run_folder
+from ...training.seeding import check_seed, fresh_seed
 from ..base import RunFolderModel
 from ..encoding import EncodedCohort, Encoder
 from ..layout import DesignLayout
@@ -89,8 +90,8 @@ class HealthGymV1(RunFolderModel):
         length = encoder.max_length if length is None else int(length)
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**63))
+        seed = fresh_seed() if seed is None else seed
+        check_seed(seed)
         s = encoder.n_static
         done = 0
         for x in generate(generator, n, length, seed=seed, batch_size=batch_size):
