@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,6 +160,7 @@ def train(
 ) -> None:
     """Train a model (the default family unless --model or --preset say) on DATA (CSV or
     Parquet long table) into --out."""
+    began = time.monotonic()  # --max-minutes counts from here: reading DATA is in the budget
     from .training.runtime import open_idle_window
 
     open_idle_window()  # the thread policy's reading spans reading DATA
@@ -208,7 +210,14 @@ def train(
     if main_process:
         doing = "resuming" if saved is not None and saved[0] is type(model) else "training"
         click.echo(f"{cohort}\n{doing} {model} -> {run_dir}", err=True)
-    model.fit(cohort, run_dir, resume=resume, max_minutes=max_minutes, progress=not quiet)
+    model.fit(
+        cohort,
+        run_dir,
+        resume=resume,
+        max_minutes=max_minutes,
+        progress=not quiet,
+        budget_began=began,
+    )
     r = model.result
     how = f"stopped early ({r.stopped_early})" if r.stopped_early else "finished"
     if main_process:
@@ -429,6 +438,7 @@ def evaluate_command(
 @friendly_errors
 def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
     """The whole flow on the bundled PhysioNet 2012 cohort: train -> sample -> evaluate."""
+    began = time.monotonic()  # --minutes counts from here (reading the cohort included)
     from .datasets import demo as demo_cohort
     from .evaluation import evaluate
     from .models.registry import default_family
@@ -441,7 +451,7 @@ def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
     holdout.to_csv(out / "real_holdout.csv")
     model = default_family()(seed=seed)
     click.echo(f"demo cohort: {cohort}; training {model} for up to {minutes:g} min", err=True)
-    model.fit(train_set, out / "run", max_minutes=minutes)
+    model.fit(train_set, out / "run", max_minutes=minutes, budget_began=began)
     synth = model.sample(n, seed=seed)
     synth.to_csv(out / "synthetic.csv")
     report = evaluate(

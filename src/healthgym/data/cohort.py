@@ -291,7 +291,7 @@ def arrow_schema(schema: Schema, id_type: Any = None) -> Any:
     fields = [pa.field(schema.id, id_type or pa.int64()), pa.field(schema.time, pa.int64())]
     for v in schema.variables:
         if v.kind == "real":
-            fields.append(pa.field(v.name, pa.float64()))
+            fields.append(pa.field(v.name, pa.int64() if v.integer else pa.float64()))
         elif all(isinstance(lv, int) and not isinstance(lv, bool) for lv in v.levels):
             fields.append(pa.field(v.name, pa.int64()))
         elif all(isinstance(lv, bool) for lv in v.levels):
@@ -301,6 +301,18 @@ def arrow_schema(schema: Schema, id_type: Any = None) -> Any:
         else:
             fields.append(pa.field(v.name, pa.string()))
     return pa.schema(fields)
+
+
+def _as_written(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """``table`` with its `integer` reals as whole numbers (pandas' nullable Int64: 10, not
+    10.0, and missing stays missing), as the data had them, whichever family drew them."""
+    whole = [v.name for v in schema.variables if v.kind == "real" and v.integer]
+    if not whole:
+        return table
+    table = table.copy()
+    for name in whole:
+        table[name] = np.round(pd.to_numeric(table[name]).astype(float)).astype("Int64")
+    return table
 
 
 def write_tables(
@@ -324,6 +336,7 @@ def write_tables(
         try:
             for i, table in enumerate(tables):
                 rows += len(table)
+                table = _as_written(table, schema)
                 if parquet:
                     if writer is None:
                         id_type = pa.array(table[schema.id].iloc[:1]).type

@@ -47,6 +47,7 @@ class Variable:
     min: float | None = None  # reals
     max: float | None = None  # reals
     start: Any = None  # the first step's value (dynamic)
+    integer: bool = False  # a real whose values are whole numbers: written as integers
 
     def __post_init__(self) -> None:
         where = f"variable {self.name!r}"
@@ -71,6 +72,8 @@ class Variable:
                 )
             self.levels = None
         else:
+            if self.integer:
+                raise ValueError(f"{where}: integer applies to real variables only")
             self.transform = "none"
             if not self.levels:
                 raise ValueError(f"{where}: a {self.kind} variable needs its levels")
@@ -93,6 +96,8 @@ class Variable:
             d.pop("levels")  # derived from the edges
         if self.kind != "real":
             d.pop("transform")
+        if not self.integer:
+            d.pop("integer")
         return d
 
 
@@ -500,4 +505,5 @@ def _infer_variable(
         return Variable(name, kind, role, levels=levels, missing=missing)
     skew = float(pd.Series(x).skew())
     transform = "boxcox" if x.min() >= 0 and abs(skew) > boxcox_min_skew else "minmax"
-    return Variable(name, "real", role, transform=transform, missing=missing)
+    whole = bool(np.all(uniq == np.round(uniq)) and np.abs(uniq).max() < 2**53)
+    return Variable(name, "real", role, transform=transform, missing=missing, integer=whole)

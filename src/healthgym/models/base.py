@@ -22,6 +22,7 @@ import torch
 from ..data.cohort import Cohort
 from ..data.parquet_shards import ParquetShards
 from ..training import distributed, run_folder
+from ..training.budget import Budget
 from ..training.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -32,6 +33,7 @@ from ..training.loop import Trainer, TrainResult, check_checkpoint
 from ..training.runtime import cpu_threads, resolve_threads
 from .conditioning import sampling_request
 from .config import ConfigBase
+from .encoding import patients_per_batch
 
 
 class RunFolderModel:
@@ -127,18 +129,25 @@ class RunFolderModel:
         resume: bool = False,
         max_minutes: float | None = None,
         progress: bool = True,
+        budget_began: float | None = None,
     ) -> Any:
         """Train on `cohort`; the run folder gets schema, encoding, checkpoints and metrics.
 
         `resume=True` continues the run in `run_dir` from its newest checkpoint;
-        `max_minutes` stops cleanly (resume later to continue).
+        `max_minutes` is a wall-time budget from this call (or from `budget_began`, a
+        `time.monotonic()` reading: the command passes its own start), set-up included:
+        training stops cleanly at the last step expected to end inside it (resume later to
+        continue; `healthgym.training.budget`).
         """
         if not isinstance(cohort, self.accepts):
             raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
+        budget = None if max_minutes is None else Budget(max_minutes)  # checked before work
+        if budget is not None and budget_began is not None:
+            budget.began = budget_began
         if run_dir is None:
             with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
-                return self._fit(cohort, Path(tmp), resume, max_minutes, progress)
-        return self._fit(cohort, Path(run_dir), resume, max_minutes, progress)
+                return self._fit(cohort, Path(tmp), resume, budget, progress)
+        return self._fit(cohort, Path(run_dir), resume, budget, progress)
 
     @property
     def schema(self) -> Any:
@@ -159,9 +168,15 @@ class RunFolderModel:
         path = Path(path)
         meta = read_model_meta(path, cls)
         model = cls.from_meta(path, meta)
-        encoding = cls.encoding_class.load(path / cls.encoding_file)
-        network = model._build_network(encoding, meta)
+        encoding = cls.encoding_class.load(path / cls.encoding_file)  # checks its own sizes
         weights, source = read_weights(path, cls)
+        try:
+            with torch.device("meta"):  # the network the files declare, without its memory
+                declared = model._build_network(encoding, meta)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        check_sizes(declared, weights, source, path / cls.encoding_file)
+        network = model._build_network(encoding, meta)
         try:
             network.load_state_dict(weights)
         except RuntimeError as e:
@@ -183,7 +198,7 @@ class RunFolderModel:
 
     # ---- training ----------------------------------------------------------------------------
     def _fit(
-        self, cohort: Any, run_dir: Path, resume: bool, max_minutes: float | None, progress: bool
+        self, cohort: Any, run_dir: Path, resume: bool, budget: Budget | None, progress: bool
     ) -> Any:
         """Fit the encoding, check the run folder, train, write metadata and weights.
 
@@ -206,7 +221,7 @@ class RunFolderModel:
                 problem = distributed.broadcast_object(problem, ctx)
                 if problem is not None:
                     raise problem
-                self._train(cohort, encoding, ctx, run_dir, resume, max_minutes, progress)
+                self._train(cohort, encoding, ctx, run_dir, resume, budget, progress)
         return self
 
     def _train(
@@ -216,7 +231,7 @@ class RunFolderModel:
         ctx: distributed.Context,
         run_dir: Path,
         resume: bool,
-        max_minutes: float | None,
+        budget: Budget | None,
         progress: bool,
     ) -> None:
         """Train in the checked (and, on rank 0, locked) run folder; write the weights."""
@@ -225,8 +240,15 @@ class RunFolderModel:
         # Written once the loop has matched a resumed run's checkpoint (or starts a new one):
         # a refused resume leaves the folder as it was.
         trainer.before_training = lambda: self._write_metadata(run_dir)
+        minutes, began = (None, None) if budget is None else (budget.minutes, budget.began)
         self.result = trainer.fit(
-            *data, run_dir, resume=resume, max_minutes=max_minutes, progress=progress, **options
+            *data,
+            run_dir,
+            resume=resume,
+            max_minutes=minutes,
+            budget_began=began,
+            progress=progress,
+            **options,
         )
         self.network = trainer.network.cpu().eval()
         if ctx.main:
@@ -380,6 +402,7 @@ class ConditionableModel(RunFolderModel):
         n, frame, seed = sampling_request(
             encoding, n, conditions, static, length, batch_size, seed, longest
         )
+        batch_size = patients_per_batch(batch_size, length or encoding.max_length)
         return self._draw_batches(n, frame, seed, length, batch_size)
 
     #: a patient has at most the training cohort's longest stay (else any `length` is drawn)
@@ -401,6 +424,26 @@ def read_model_meta(path: Path, expected: type[RunFolderModel] | None = None) ->
             f"{expected.name!r}"
         )
     return meta
+
+
+def check_sizes(
+    declared: torch.nn.Module, weights: dict[str, Any], source: Path, encoding_file: Path
+) -> None:
+    """CheckpointError unless every tensor of ``declared`` (built on the meta device from
+    model.json and ``encoding_file``) has its shape in ``weights``: a run folder from
+    elsewhere whose files declare sizes its weights do not have is refused before the
+    network is allocated."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{source}: the weights are not a mapping of tensors")
+    for key, tensor in declared.state_dict().items():
+        held = weights.get(key)
+        shape = None if not isinstance(held, torch.Tensor) else list(held.shape)
+        if shape != list(tensor.shape):
+            raise CheckpointError(
+                f"{source} does not fit {encoding_file.parent / run_folder.MODEL_FILE} and "
+                f"{encoding_file.name}: {key} is {shape or 'missing'} in the weights, "
+                f"{list(tensor.shape)} as the settings declare it"
+            )
 
 
 def read_weights(path: Path, model_class: type[RunFolderModel]) -> tuple[dict[str, Any], Path]:

@@ -17,7 +17,7 @@ import pandas as pd
 from ..data.cohort import level_codes
 from ..data.schema import Schema
 from ..training.seeding import check_seed, fresh_seed
-from .encoding import Column, Encoder
+from .encoding import MAX_STEPS, Column, Encoder
 
 #: Command-line words for "missing" (a level spelled the same way wins).
 MISSING_WORDS = ("nan", "NaN", "NA", "None")
@@ -65,8 +65,8 @@ def sampling_request(
     if n is not None and (not isinstance(n, int | np.integer) or n < 1):
         raise ValueError(f"n must be a positive number of patients, got {n!r}")
     n, frame = request_frame(encoder, n, conditions, static)
-    if length is not None and not 1 <= int(length) <= (max_length or int(length)):
-        raise ValueError(f"length must lie in 1..{max_length or 'any'}, got {length}")
+    if length is not None and not 1 <= int(length) <= (max_length or MAX_STEPS):
+        raise ValueError(f"length must lie in 1..{max_length or MAX_STEPS}, got {length}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     seed = fresh_seed() if seed is None else seed

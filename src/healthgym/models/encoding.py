@@ -53,6 +53,9 @@ class Column:
     #: encoder files written before this field)
     decimals: int | None = None
 
+    def __post_init__(self) -> None:  # a file's sizes are checked before anything is built
+        check_decimals(self.decimals, f"column {self.name!r}")
+
 
 @dataclass
 class EncodedCohort:
@@ -85,7 +88,7 @@ class Encoder:
         cohort.require_schema(self.schema, "encoder")
         for block, variables, rows in cohort.blocks():
             setattr(self, f"{block}_columns", fit_columns(variables, rows.__getitem__))
-        self.max_length = int(cohort.lengths.max())
+        self.max_length = check_steps(int(cohort.lengths.max()), "the cohort")
         self.time_origin = cohort.common_start
         return self
 
@@ -218,10 +221,10 @@ class Encoder:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Encoder:
         enc = cls(Schema.from_dict(d["schema"]))
-        enc.max_length = int(d["max_length"])
+        enc.max_length = check_steps(d["max_length"], "max_length")
         enc.time_origin = int(d["time_origin"])
-        enc.static_columns = [Column(**c) for c in d["static_columns"]]
-        enc.dynamic_columns = [Column(**c) for c in d["dynamic_columns"]]
+        enc.static_columns = _placed([Column(**c) for c in d["static_columns"]])
+        enc.dynamic_columns = _placed([Column(**c) for c in d["dynamic_columns"]])
         return enc
 
     def save(self, path: str | Path) -> None:
@@ -256,6 +259,23 @@ def fit_columns(variables: list[Variable], values: Callable[[str], pd.Series]) -
         if v.missing == "flag"
     ]
     _place(columns)
+    return columns
+
+
+def _placed(columns: list[Column]) -> list[Column]:
+    """``columns`` read from a file, checked to lie where their levels put them (so a file's
+    start/end cannot declare a wider design than its levels)."""
+    declared = [(c.start, c.end) for c in columns]
+    for c in columns:
+        if c.kind != "real" and not c.levels:
+            raise ValueError(f"column {c.name!r}: a {c.kind} column needs its levels")
+    _place(columns)
+    for c, (start, end) in zip(columns, declared, strict=True):
+        if (start, end) != (c.start, c.end):
+            raise ValueError(
+                f"column {c.name!r} declares columns {start}..{end}; its kind and levels "
+                f"place it at {c.start}..{c.end}"
+            )
     return columns
 
 
@@ -325,6 +345,38 @@ def _from_unit(y: np.ndarray, c: Column) -> np.ndarray:
 
 #: Decoded reals are rounded to at most this many decimals (more: not rounded).
 MAX_DECIMALS = 6
+#: The longest stay (steps) a model trains on or a run folder may declare: sampling memory
+#: grows with it, so a run folder from elsewhere cannot ask for unbounded memory.
+MAX_STEPS = 100_000
+
+
+#: Patient-steps one sampling batch holds at most: a batch of long stays has fewer patients,
+#: so sampling memory stays bounded whatever the stays' length.
+STEPS_PER_BATCH = 2**19
+
+
+def patients_per_batch(batch_size: int, length: int) -> int:
+    """Patients in one sampling batch of stays up to ``length`` steps (`STEPS_PER_BATCH`)."""
+    return max(1, min(batch_size, STEPS_PER_BATCH // max(1, length)))
+
+
+def check_count(value: object, low: int, high: int, what: str) -> int:
+    """``value`` if it is an integer in low..high, else a ValueError naming ``what`` (a size
+    read from a file is checked before anything of that size is built)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{what} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def check_steps(max_length: object, where: str) -> int:
+    """``max_length`` in 1..MAX_STEPS (the stays healthgym models), else a ValueError."""
+    return check_count(max_length, 1, MAX_STEPS, f"{where}: the longest stay (steps)")
+
+
+def check_decimals(decimals: object, where: str) -> None:
+    """ValueError unless ``decimals`` is None or an integer in 0..MAX_DECIMALS."""
+    if decimals is not None:
+        check_count(decimals, 0, MAX_DECIMALS, f"{where}: decimals")
 
 
 def data_decimals(x: np.ndarray) -> int | None:

@@ -166,6 +166,7 @@ def export_minari(
     with _removed_on_failure(made), _datasets_root(out_dir), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`author_email` is set to None")
         warnings.filterwarnings("ignore", "env_spec is None")
+        warnings.filterwarnings("ignore", "`eval_env` is set to None")
         if dataset_id in minari.list_local_datasets():
             raise FileExistsError(f"{out_dir} already holds the Minari dataset {dataset_id!r}")
         minari.create_dataset_from_buffers(

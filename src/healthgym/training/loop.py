@@ -10,7 +10,8 @@ start of a fresh run, the end of an epoch and the end of training. The loop owns
 - resume: the checkpoint's settings and data fingerprint must match this run's (the
   family's ``resumable`` settings may change); the position (epoch, batch, step) is exact, so
   a resumed run ends as an uninterrupted one would where the family's steps are seeded;
-- limits: ``max_minutes`` (stops after a step and checkpoints that position),
+- limits: ``max_minutes`` (a wall-time budget, `training.budget`: stops after the last step
+  expected to end inside it and checkpoints that position),
   ``stop_after_steps`` (the same after k steps; for tests and benchmarks), and the
   divergence guard (a NaN, inf or too large loss stops the run; the last checkpoint stays);
 - the CPU thread and allocator policy of `training.runtime`, the progress bar, and
@@ -32,10 +33,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from tqdm.auto import tqdm
 
 from ..data.atomic import write_atomic
 from . import distributed
+from .budget import Budget
 from .checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -45,6 +46,7 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from .progress import Progress
 from .run_folder import METRICS_FILE, PLOT_FILE
 from .runtime import cpu_threads, keep_freed_memory, resolve_threads
 
@@ -177,14 +179,17 @@ class Trainer:
         max_minutes: float | None = None,
         progress: bool = True,
         stop_after_steps: int | None = None,
+        budget_began: float | None = None,
     ) -> TrainResult:
         """Train on the family's tensors, then the run folder: ``fit(*tensors, run_dir, ...)``.
 
         ``resume=True`` continues from the newest loadable checkpoint (or starts fresh if there
         is none) with the same data and settings (but ``resumable`` ones). ``max_minutes``
-        stops cleanly after a step and checkpoints the exact position. Raises
-        TrainingDiverged when a loss blows up.
+        is a wall-time budget from ``budget_began`` (`time.monotonic()`; default: now), see
+        `training.budget`; training stops cleanly after a step and checkpoints the exact
+        position. Raises TrainingDiverged when a loss blows up.
         """
+        began = time.monotonic() if budget_began is None else budget_began
         *tensors, run_dir = data
         single = contextlib.nullcontext(distributed.Context(device=self.device))
         group = distributed.process_group(self.device) if self.distributable else single
@@ -201,6 +206,7 @@ class Trainer:
                     max_minutes=max_minutes,
                     progress=progress,
                     stop_after_steps=stop_after_steps,
+                    budget_began=began,
                 )
             finally:
                 self.ddp = None  # the process group ends with this call
@@ -214,16 +220,20 @@ class Trainer:
         max_minutes: float | None = None,
         progress: bool = True,
         stop_after_steps: int | None = None,
+        budget_began: float | None = None,
     ) -> TrainResult:
         """Train into ``run_dir``; see the module docstring. Raises FileExistsError when
         ``run_dir`` holds a run and ``resume`` is False, TrainingDiverged on a blown-up loss."""
+        budget = None
+        if max_minutes is not None:
+            budget = Budget(max_minutes, time.monotonic() if budget_began is None else budget_began)
         if self.device.type != "cpu":
             return self._run(
-                Path(run_dir), data_fingerprint, resume, max_minutes, progress, stop_after_steps
+                Path(run_dir), data_fingerprint, resume, budget, progress, stop_after_steps
             )
         with cpu_threads(resolve_threads(self.threads, share=self.ctx.world)), keep_freed_memory():
             return self._run(
-                Path(run_dir), data_fingerprint, resume, max_minutes, progress, stop_after_steps
+                Path(run_dir), data_fingerprint, resume, budget, progress, stop_after_steps
             )
 
     def _run(
@@ -231,7 +241,7 @@ class Trainer:
         run_dir: Path,
         data_fingerprint: str,
         resume: bool,
-        max_minutes: float | None,
+        budget: Budget | None,
         progress: bool,
         stop_after_steps: int | None,
     ) -> TrainResult:
@@ -260,15 +270,14 @@ class Trainer:
             self.start()
 
         per_epoch = len(self.epoch_batches(pos.epoch))
-        bar = tqdm(
-            total=self.planned_steps(per_epoch),
-            initial=pos.step,
-            disable=not progress or not ctx.main,
-            unit=self.unit,
+        bar = Progress(
+            self.planned_steps(per_epoch), pos.step, self.unit, not progress or not ctx.main
         )
-        started, done_here, stopped, ckpt = time.monotonic(), 0, None, None
+        if budget is not None:
+            bar.say(budget.set_up_line())
+        done_here, stopped, ckpt = 0, None, None
         epoch, step = pos.epoch, pos.step
-        with open(metrics_path if ctx.main else os.devnull, "a") as log, bar:
+        with open(metrics_path if ctx.main else os.devnull, "a") as log, contextlib.closing(bar):
             while epoch < self.config.epochs and not stopped:
                 stopped = self.stop_reason()
                 if stopped:
@@ -281,11 +290,14 @@ class Trainer:
                     step, done_here = step + 1, done_here + 1
                     self._guard(step, losses, run_dir)
                     row = {"step": step, "epoch": epoch, **losses}
-                    log.write(json.dumps({**row, "seconds": time.perf_counter() - t0}) + "\n")
+                    took = time.perf_counter() - t0
+                    log.write(json.dumps({**row, "seconds": took}) + "\n")
                     log.flush()
-                    bar.update()
-                    bar.set_postfix({k: f"{losses[k]:.3g}" for k in self.shown if k in losses})
-                    stopped = self._limit(started, max_minutes, done_here, stop_after_steps)
+                    bar.stepped({k: f"{losses[k]:.3g}" for k in self.shown if k in losses})
+                    if budget is not None:
+                        budget.took("step", took)
+                    closes = b + 1 == len(batches) - 1  # the next step closes the epoch
+                    stopped = self._limit(budget, done_here, stop_after_steps, closes)
                     if stopped and b < len(batches) - 1:
                         ckpt = self._save(run_dir, Position(epoch, b + 1, step), data_fingerprint)
                         break
@@ -297,9 +309,14 @@ class Trainer:
                         row = {"step": step, "epoch": epoch, **ended}
                         log.write(json.dumps({**row, "seconds": time.perf_counter() - t0}) + "\n")
                         log.flush()
+                    t1 = time.perf_counter()
                     ckpt = self._save(run_dir, Position(epoch, 0, step), data_fingerprint)
-                    if not stopped:  # the end of an epoch counts against max_minutes too
-                        stopped = self._limit(started, max_minutes, None, None)
+                    if budget is not None:
+                        budget.took("epoch_end", t1 - t0)
+                        budget.took("save", time.perf_counter() - t1)
+                    bar.epoch_ended(epoch, self.config.epochs)
+                    if not stopped:  # the end of an epoch counts against the budget too
+                        stopped = self._limit(budget, None, None, len(batches) == 1)
             stopped = stopped or self.stop_reason()
         if self.finish(run_dir) and ckpt is not None:
             ckpt = self._save(run_dir, self._position, data_fingerprint)
@@ -308,13 +325,13 @@ class Trainer:
         return TrainResult(epoch, step, stopped, ckpt, getattr(self, "best_val", None))
 
     def _limit(
-        self, started: float, max_minutes: float | None, done: int | None, stop_after: int | None
+        self, budget: Budget | None, done: int | None, stop_after: int | None, epoch_end: bool
     ) -> str | None:
         """Why to stop now, if at all; rank 0's clock decides for every process."""
         reason = None
         if stop_after is not None and done is not None and done >= stop_after:
             reason = "stop_after_steps"
-        elif max_minutes is not None and time.monotonic() - started >= 60 * max_minutes:
+        elif budget is not None and budget.spent(epoch_end):
             reason = "max_minutes"
         return distributed.broadcast_object(reason, self.ctx)
 

@@ -12,6 +12,10 @@ from ...extras import require
 from ...training.seeding import check_seed
 from ..config import ConfigBase
 
+#: The largest vocabulary of one token (a real's bins, or its fine sub-bins): a run folder
+#: declaring more is refused, before anything is allocated.
+MAX_TOKENS = 65_536
+
 #: `dropout=None`: `DROPOUT`, or `SMALL_DROPOUT` on cohorts of fewer than `SMALL_BELOW`
 #: patients (not in DP runs). With levels on 320 and 200 patients, dropout 0.2 let membership
 #: inference reach 0.58 (variable-length); 0.5 kept it at 0.55 / 0.51 with the associations
@@ -84,8 +88,8 @@ class HealthGymConfig(ConfigBase):
             "temperature", "max_loss", "tokenizer_sample",
         )  # fmt: skip
         self.check_positive(*positive)
-        if self.bins < 2:
-            raise ValueError(f"bins must be >= 2, got {self.bins}")
+        if not 2 <= self.bins < MAX_TOKENS or self.fine > MAX_TOKENS:
+            raise ValueError(f"bins must be 2 to {MAX_TOKENS - 1} and fine at most {MAX_TOKENS}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.average < 1:

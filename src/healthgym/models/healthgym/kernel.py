@@ -56,14 +56,17 @@ class LastValue(nn.Module):
     ) -> None:
         super().__init__()
         d = len(vocab)
-        g = torch.tensor(groups)
-        first = (g[:, None] == g[None, :]).float().argmax(1)  # the variable's coarse column
-        fine = torch.arange(d) != first
-        fine_of = torch.full((d,), -1)  # a coarse column's fine column, or -1
-        fine_of[first[fine]] = torch.arange(d)[fine]
-        missing, coarse, sub, ordered = (torch.tensor(x) for x in zip(*scales, strict=True))
-        k = torch.arange(max(vocab))
-        valid = (k < torch.tensor(vocab)[:, None]) & (fine[:, None] | (k != missing[:, None]))
+        # index buffers from the layout: on the CPU even where the network is built on the
+        # meta device (a loaded run folder's sizes are checked that way, `check_sizes`)
+        with torch.device("cpu"):
+            g = torch.tensor(groups)
+            first = (g[:, None] == g[None, :]).float().argmax(1)  # the variable's coarse column
+            fine = torch.arange(d) != first
+            fine_of = torch.full((d,), -1)  # a coarse column's fine column, or -1
+            fine_of[first[fine]] = torch.arange(d)[fine]
+            missing, coarse, sub, ordered = (torch.tensor(x) for x in zip(*scales, strict=True))
+            k = torch.arange(max(vocab))
+            valid = (k < torch.tensor(vocab)[:, None]) & (fine[:, None] | (k != missing[:, None]))
         for name, value in {
             "first": first,
             "fine": fine,
@@ -84,11 +87,14 @@ class LastValue(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d, features))
         self.seen = nn.Embedding(SEEN + 1, width)
         if self.levels:
-            at = torch.tensor([0, *static_vocab[:-1]]).cumsum(0)
-            own = (first == torch.arange(d)) & ordered.bool()  # a scaled variable's first column
-            reads = (g[:, None] != g[None, :]) & own[None, :]  # (D, D): the other variables
-            now = torch.arange(d)[None, :] < first[:, None]  # ... drawn before j's variable
-            static_reads = torch.tensor(static_reads).repeat_interleave(torch.tensor(static_vocab))
+            with torch.device("cpu"):
+                at = torch.tensor([0, *static_vocab[:-1]]).cumsum(0)
+                own = (first == torch.arange(d)) & ordered.bool()  # a scaled variable's own
+                reads = (g[:, None] != g[None, :]) & own[None, :]  # (D, D): the other variables
+                now = torch.arange(d)[None, :] < first[:, None]  # ... drawn before j's variable
+                static_reads = torch.tensor(static_reads).repeat_interleave(
+                    torch.tensor(static_vocab)
+                )
             buffers = {"static_at": at, "static_reads": static_reads, "reads": reads, "now": now}
             for name, value in buffers.items():
                 self.register_buffer(name, value, persistent=False)

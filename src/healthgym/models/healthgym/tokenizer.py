@@ -33,7 +33,8 @@ from ...data.atomic import write_text_atomic
 from ...data.cohort import Cohort, level_codes
 from ...data.constraints import enforce
 from ...data.schema import Schema, Variable
-from ..encoding import data_decimals
+from ..encoding import check_count, check_decimals, check_steps, data_decimals
+from .config import MAX_TOKENS
 
 GRID = 1025  #: quantiles kept per binned real variable
 LENGTH = "__length"  #: name of the length token
@@ -51,6 +52,16 @@ class TokenColumn:
     decimals: int | None = None  # decoded reals are rounded to this ("bins" only)
     missing: bool = False  # the last token means "missing"
     fine: int = 1  # "bins": each bin split into this many sub-bins, a second token
+
+    def __post_init__(self) -> None:  # a file's sizes are checked before anything is built
+        where = f"token column {self.name!r}"
+        if self.kind not in ("levels", "values", "bins"):
+            raise ValueError(f"{where}: kind must be levels, values or bins, got {self.kind!r}")
+        for name in ("bins", "fine"):
+            check_count(getattr(self, name), 0, MAX_TOKENS, f"{where}: {name}")
+        if self.kind == "bins" and (self.bins < 1 or self.fine < 1 or not self.grid):
+            raise ValueError(f"{where}: bins needs bins >= 1, fine >= 1 and its grid")
+        check_decimals(self.decimals, where)
 
     @property
     def n_tokens(self) -> int:
@@ -225,7 +236,7 @@ class Tokenizer:
             return fit_column(col, v.kind, v.levels, v.missing == "flag", self.bins, fine)
 
         self.set_columns(fit)
-        self.max_length = int(cohort.lengths.max())
+        self.max_length = check_steps(int(cohort.lengths.max()), "the cohort")
         self.time_origin = cohort.common_start
         return self
 
@@ -417,7 +428,8 @@ class Tokenizer:
         tok = cls(Schema.from_dict(d["schema"]), bins=d["bins"], fine=d["fine"])
         tok.static_columns = [TokenColumn(**c) for c in d["static_columns"]]
         tok.dynamic_columns = [TokenColumn(**c) for c in d["dynamic_columns"]]
-        tok.max_length, tok.time_origin = d["max_length"], d["time_origin"]
+        tok.max_length = check_steps(d["max_length"], "max_length")
+        tok.time_origin = d["time_origin"]
         return tok
 
     def save(self, path: str | Path) -> None:

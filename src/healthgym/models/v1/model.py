@@ -19,7 +19,7 @@ from ...data.parquet_shards import ParquetShards
 from ...training import distributed, run_folder
 from ...training.seeding import check_seed, fresh_seed
 from ..base import RunFolderModel
-from ..encoding import EncodedCohort, Encoder
+from ..encoding import EncodedCohort, Encoder, check_steps, patients_per_batch
 from ..layout import DesignLayout
 from .config import PRESETS, V1Config
 from .network import Generator, generate
@@ -87,9 +87,8 @@ class HealthGymV1(RunFolderModel):
         generator, encoder = self._fitted()
         if not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be a positive number of patients, got {n!r}")
-        length = encoder.max_length if length is None else int(length)
-        if length < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
+        length = encoder.max_length if length is None else check_steps(length, "length")
+        batch_size = patients_per_batch(batch_size, length)
         seed = fresh_seed() if seed is None else seed
         check_seed(seed)
         s = encoder.n_static
@@ -103,7 +102,9 @@ class HealthGymV1(RunFolderModel):
 
     # ---- the run folder ----------------------------------------------------------------------
     def _build_network(self, encoding: Encoder, meta: dict[str, Any]) -> Generator:
-        layout = DesignLayout.from_dict(meta["layout"])
+        layout = design_layout(encoding)  # model.json's layout must be the encoder's
+        if meta.get("layout") != layout.to_dict():
+            raise ValueError(f"{run_folder.MODEL_FILE}: its layout is not the encoder's")
         return Generator(layout, self.config.noise_dim, self.config.hidden)
 
     def _metadata(self) -> dict[str, Any]:
