@@ -70,10 +70,10 @@ elif mode.startswith("shards"):
     out["tensor_mib"] = x.numel() * 4 / 2**20
 elif mode == "train in-memory":
     model = hg.HealthGymV1(**SETTINGS)
-    model.fit(hg.Cohort.from_parquet(path, schema), sys.argv[4], max_minutes=0.0, progress=False)
+    model.fit(hg.Cohort.from_parquet(path, schema), sys.argv[4], max_minutes=1e-6, progress=False)
 elif mode == "train shards 1/1":
     model = hg.HealthGymV1(**SETTINGS)
-    model.fit(ParquetShards(path, schema), sys.argv[4], max_minutes=0.0, progress=False)
+    model.fit(ParquetShards(path, schema), sys.argv[4], max_minutes=1e-6, progress=False)
 elif mode == "train shards x/2":
     from benchmarks.data_scale import train_process
     from healthgym.training import distributed
@@ -104,7 +104,7 @@ def train_process(path: str, run_dir: str, settings: dict[str, Any]) -> float:
 
     schema = LAYOUTS["art-for-hiv"].schema()
     model = hg.HealthGymV1(**settings)
-    model.fit(ParquetShards(path, schema), run_dir, max_minutes=0.0, progress=False)
+    model.fit(ParquetShards(path, schema), run_dir, max_minutes=1e-6, progress=False)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

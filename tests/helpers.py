@@ -3,8 +3,28 @@
 
 import numpy as np
 import pandas as pd
+from click.testing import CliRunner, Result
 
 import healthgym as hg
+from healthgym.cli import main
+from healthgym.console import MAX_MESSAGE
+
+
+def run(*args: object) -> Result:
+    """The `healthgym` command with these arguments, in this process."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(r: Result, *fragments: str) -> str:
+    """The result is exit code 2 with one short line ``error: ...`` holding ``fragments``."""
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.splitlines()  # `train` says what it trains first
+    assert lines and lines[-1].startswith("error: "), r.stderr
+    assert not any(line.startswith("error") for line in lines[:-1]), r.stderr
+    assert len(lines[-1]) <= len("error: ") + MAX_MESSAGE and "Traceback" not in r.output
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+    return lines[-1]
 
 
 def make_table(n_patients: int = 6, seed: int = 0, variable_length: bool = True) -> pd.DataFrame:

@@ -82,7 +82,7 @@ def test_bad_schema_files(tmp_path):
     bad.write_text("id: [unclosed")
     with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
         Schema.from_yaml(bad)
-    bad.write_text("id: a\nvariables: []\n")
+    bad.write_text("id: a\nvariables: [{name: x, kind: real}]\n")  # no time
     with pytest.raises(ValueError, match="bad.yaml: not a healthgym schema"):
         Schema.from_yaml(bad)
     with pytest.raises(ValueError, match=r"schema lists these variables twice: \['x'\]"):

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from . import datasets
     from .data.cohort import Cohort
-    from .data.schema import Schema, Variable, infer_schema
+    from .data.inference import infer_schema
+    from .data.schema import Schema, Variable
     from .evaluation import evaluate
     from .models import HealthGym, HealthGymGAN, HealthGymV1
     from .models.base import RunFolderModel
@@ -30,7 +31,7 @@ _LAZY = {
     "Schema": ".data.schema",
     "Variable": ".data.schema",
     "evaluate": ".evaluation",
-    "infer_schema": ".data.schema",
+    "infer_schema": ".data.inference",
 }
 #: Modules that 0.1.0 kept at the top level, by their attribute there (``hg.env.make``).
 _MOVED = {

@@ -13,13 +13,14 @@ from .console import (
     SEED,
     LazyChoice,
     Minutes,
-    fresh_folder,
     friendly_errors,
     load_cohort,
     naming_file,
     output_path,
     report_lines,
 )
+from .demo import demo, demo_data
+from .extras import require
 from .rl.commands import export
 
 # Start-up: the command imports click and the standard library only; each verb imports what
@@ -68,7 +69,7 @@ def schema(
 ) -> None:
     """Infer the schema of DATA (CSV or Parquet) and print or write it as YAML."""
     from .data.cohort import Cohort, read_table
-    from .data.schema import infer_schema
+    from .data.inference import infer_schema
 
     if output:
         output_path(output, overwrite)
@@ -111,7 +112,7 @@ def schema(
     "--max-minutes",
     type=Minutes(),
     help="Wall-time budget of the command, set-up included: training stops cleanly at the last "
-    "step expected to end inside it (resume later; docs/training.md).",
+    "step expected to end inside it (resume later; README: what --max-minutes covers).",
 )
 @click.option("--seed", type=SEED, help="Seed for weights, noise and shuffles.")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -177,6 +178,8 @@ def train(
     saved = saved_run(Path(run_dir)) if resume else None  # --resume: the run's family
     family = family_for(model_name, preset, dataset, saved)
     private = settings.get("dp_epsilon") is not None or settings.get("dp_delta") is not None
+    if private:
+        require("dp", "--dp-epsilon (training with differential privacy)")
     check_capabilities(family, private, nproc, schema_file, stream)
     if stream and (dataset or not schema_file):
         raise ValueError("--stream reads DATA with --schema (not --dataset or --id/--time)")
@@ -421,74 +424,6 @@ def evaluate_command(
     click.echo(report_lines(report, out / "index.html"))
 
 
-@main.command()
-@click.option(
-    "--out",
-    "out_dir",
-    default="healthgym-demo",
-    show_default=True,
-    type=click.Path(),
-    help="Folder for the run and the synthetic cohort.",
-)
-@click.option("--minutes", type=Minutes(), default=3.0, show_default=True, help="Training budget.")
-@click.option(
-    "-n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Patients to draw."
-)
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@friendly_errors
-def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
-    """The whole flow on the bundled PhysioNet 2012 cohort: train -> sample -> evaluate."""
-    began = time.monotonic()  # --minutes counts from here (reading the cohort included)
-    from .datasets import demo as demo_cohort
-    from .evaluation import evaluate
-    from .models.registry import default_family
-    from .training import run_folder
-
-    out = fresh_folder(Path(out_dir))
-    cohort = demo_cohort()
-    train_set, holdout = cohort.split(holdout=0.2, seed=seed)
-    train_set.to_csv(out / "real_train.csv")
-    holdout.to_csv(out / "real_holdout.csv")
-    model = default_family()(seed=seed)
-    click.echo(f"demo cohort: {cohort}; training {model} for up to {minutes:g} min", err=True)
-    model.fit(train_set, out / "run", max_minutes=minutes, budget_began=began)
-    synth = model.sample(n, seed=seed)
-    synth.to_csv(out / "synthetic.csv")
-    report = evaluate(
-        train_set,
-        synth,
-        holdout=holdout,
-        outcome="in_hospital_death",
-        seed=seed,
-        learning_dynamics=out / "run" / run_folder.PLOT_FILE,
-    )
-    click.echo(report_lines(report, report.save(out / "report")))
-    click.echo(
-        f"\nrun folder:       {out / 'run'} (checkpoints, metrics.jsonl, learning_dynamics.png)"
-        f"\nsynthetic cohort: {out / 'synthetic.csv'}"
-        f"\nreal train/holdout: {out / 'real_train.csv'}, {out / 'real_holdout.csv'}"
-    )
-
-
-@main.command("demo-data")
-@click.option("-o", "--output", required=True, type=click.Path(), help="OUT.csv or OUT.parquet")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT and its schema if they exist.")
-@friendly_errors
-def demo_data(output: str, overwrite: bool) -> None:
-    """Write the bundled demo cohort and its schema (OUT.schema.yaml) to try the other verbs."""
-    from .data.cohort import table_format
-    from .datasets import demo as demo_cohort
-
-    table_format(output, write=True)  # the extension first: it names the schema file
-    path = output_path(output, overwrite)
-    schema_path = path.with_name(path.stem + ".schema.yaml")  # patients.v2.schema.yaml
-    output_path(str(schema_path), overwrite)
-    cohort = demo_cohort()
-    path = cohort.to_file(output)
-    cohort.schema.to_yaml(schema_path)
-    click.echo(f"wrote {cohort} to {path} and its schema to {schema_path}")
-
-
 @main.command("models")
 @friendly_errors
 def models_command() -> None:
@@ -514,6 +449,8 @@ def models_command() -> None:
 
 
 main.add_command(export)  # the offline-RL export lives with the rest of rl/
+main.add_command(demo)
+main.add_command(demo_data)
 
 if __name__ == "__main__":
     main()

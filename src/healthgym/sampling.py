@@ -21,7 +21,7 @@ from typing import Any
 
 from .data.atomic import remove_stale_temporaries
 from .training.runtime import usable_cores
-from .training.seeding import derive_seed
+from .training.seeding import MAX_SEED, derive_seed
 
 #: Patients per part file.
 CHUNK = 100_000
@@ -125,7 +125,8 @@ def _write_chunks(
     model = load_model(run_dir)
     schema = model.schema
     for k, size in chunks:
-        kw: dict[str, Any] = {"seed": derive_seed(seed, _PART_TAG, k), "batch_size": batch_size}
+        part_seed = derive_seed(seed, _PART_TAG, k) & MAX_SEED  # a seed sample() takes
+        kw: dict[str, Any] = {"seed": part_seed, "batch_size": batch_size}
         if length is not None:
             kw["length"] = length
         with cpu_threads(resolve_threads()):

@@ -32,7 +32,7 @@ def model(family: str, **settings) -> hg.HealthGym | hg.HealthGymGAN | hg.Health
 @pytest.mark.parametrize("family", list(MODELS))
 def test_stop_resume_and_sample_as_the_uninterrupted_run(family, cohort, tmp_path):
     whole = model(family).fit(cohort, tmp_path / "a", progress=False)
-    part = model(family).fit(cohort, tmp_path / "b", max_minutes=0, progress=False)
+    part = model(family).fit(cohort, tmp_path / "b", max_minutes=1e-6, progress=False)
     assert part.result.stopped_early == "max_minutes" and part.result.steps == 1
     with pytest.raises(FileExistsError, match="holds a run"):
         model(family).fit(cohort, tmp_path / "b", progress=False)

@@ -144,7 +144,7 @@ def test_resume_with_more_epochs_continues_and_checks_settings_and_data(family, 
 def test_max_minutes_stops_after_a_step_and_resume_without_checkpoint_starts_fresh(
     family, tmp_path
 ):
-    _, result = fit(family, tmp_path / "a", max_minutes=0)
+    _, result = fit(family, tmp_path / "a", max_minutes=1e-6)
     assert (result.steps, result.stopped_early) == (1, "max_minutes")
     assert load_checkpoint(result.checkpoint)["step"] == 1
     with pytest.warns(UserWarning, match="nothing to resume .*: starting a new run"):

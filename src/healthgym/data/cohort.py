@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_atomic
-from .schema import Schema, Variable, infer_schema
+from .inference import infer_schema
+from .schema import Schema, Variable
 
 
 class Cohort:

@@ -222,7 +222,7 @@ def test_resume_keeps_the_accountant_and_the_tokenizer(cohort, dp_run, tmp_path)
     whole = dp_run[0].privacy
     run = tmp_path / "part"
     settings = {**TINY, "dp_epsilon": 8.0, "dp_epochs": 2}
-    part = hg.HealthGym(**settings).fit(cohort, run, max_minutes=0, progress=False)
+    part = hg.HealthGym(**settings).fit(cohort, run, max_minutes=1e-6, progress=False)
     assert part.result.steps == 1 and part.privacy["epsilon_spent"] < whole["epsilon_spent"]
     tokenizer = (run / "tokenizer.json").read_bytes()
     with pytest.raises(ValueError, match="cannot resume with other settings"):
