@@ -44,9 +44,10 @@ class LazyChoice(click.Choice):
         pass
 
 
-#: The longest error or warning line the command prints (a message names the file, the
-#: column and a few values; anything longer is cut).
-MAX_MESSAGE = 300
+#: The longest error or warning message the command prints (it names the file, the column
+#: and a few values; anything longer is cut), so that a line with its "error: " or
+#: "warning: " stays within 300 characters.
+MAX_MESSAGE = 290
 
 #: Every --seed: an integer from 0 to 2**63 - 1 (`healthgym.training.seeding.MAX_SEED`).
 SEED = click.IntRange(0, 2**63 - 1)
