@@ -127,6 +127,30 @@ def test_a_value_is_held_while_its_tokens_repeat(run):
         env.step(np.ones(64, dtype=int))
     column, at = env.tok.column_at("hr")
     tokens = env.tokens[:, : len(env.history), at : at + len(column.vocab)].numpy()
-    hr = np.stack([f["hr"].to_numpy() for f in env.history], 1)
+    hr = np.stack([f["hr"] for f in env.history], 1)
     same = (tokens[:, 1:] == tokens[:, :-1]).all(-1)
     assert same.any() and np.array_equal(hr[:, 1:][same], hr[:, :-1][same])
+
+
+def test_carried_state_draws_what_the_whole_history_would(run):
+    """Issue 29: the step drawer (recurrent state carried) draws, from the same uniforms, the
+    tokens the network gives when re-run over the whole history (`last_logits`)."""
+    import torch
+
+    from healthgym.models.healthgym.sampler import StepDrawer, pick
+
+    model = hg.load(run)
+    net, tok = model._fitted()
+    tokens = tok.transform(treated_cohort(16, seed=4))
+    static, dynamic = torch.from_numpy(tokens.static), torch.from_numpy(tokens.dynamic)
+    drawer = StepDrawer(net.sequence, static, 1.0)
+    u = torch.rand(dynamic.shape[1], len(net.sequence.vocab), 16, generator=torch.Generator())
+    for t in range(dynamic.shape[1]):
+        drawn = drawer.draw(u[t].double())
+        prefix = dynamic[:, : t + 1].clone()
+        with torch.no_grad():
+            for j, v in enumerate(net.sequence.vocab):
+                logits = net.sequence.last_logits(static, prefix)[:, j, :v]
+                prefix[:, t, j] = pick(logits, u[t, j].double())
+        assert torch.equal(drawn, prefix[:, t]), t
+        drawer.commit(dynamic[:, t])  # the real step, as the fidelity report reads it

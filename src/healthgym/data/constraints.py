@@ -207,6 +207,49 @@ def enforce(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     return table
 
 
+class StepConstraints:
+    """`enforce` one step at a time, for patients drawn step by step (the simulator): the same
+    clipping, first-step values and running extremes, kept per patient from step to step."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.variables = {v.name: v for v in schema.variables if declares(v)}
+        self.extreme: dict[str, np.ndarray] = {}  # running max or min; NaN before a value
+
+    def apply(self, values: dict[str, Any], first: bool) -> dict[str, Any]:
+        """One step's values by variable (arrays over patients), constrained; ``first``:
+        the stay's first step (where `start` holds)."""
+        out = dict(values)
+        for name, x in values.items():
+            v = self.variables.get(name)
+            if v is None:
+                continue
+            if v.kind == "real":
+                x = np.asarray(x, dtype=float).copy()
+                if v.min is not None or v.max is not None:
+                    x = np.clip(x, v.min, v.max)
+                if v.start is not None and first:
+                    x[:] = v.start
+                out[name] = x if v.monotone is None else self._running(name, x, v.monotone)
+                continue
+            if v.start is None and v.monotone is None:
+                continue
+            codes = _ordered(pd.Series(x, dtype=object), v)
+            if v.start is not None and first:
+                codes[:] = _level_index(v.start, v.levels)
+            if v.monotone is not None:
+                codes = self._running(name, codes, v.monotone)
+            levels = np.asarray([*v.levels, None], dtype=object)
+            out[name] = levels[np.where(np.isfinite(codes), codes, len(v.levels)).astype(int)]
+        return out
+
+    def _running(self, name: str, x: np.ndarray, monotone: str) -> np.ndarray:
+        """`_running` continued from the previous steps: NaN stays NaN, skipped."""
+        before = self.extreme.get(name, np.full(len(x), np.nan))
+        extreme = np.fmax(before, x) if monotone == "increasing" else np.fmin(before, x)
+        self.extreme[name] = np.where(np.isnan(x), before, extreme)
+        return np.where(np.isnan(x), np.nan, extreme)
+
+
 def _running(x: np.ndarray, run: np.ndarray, monotone: str) -> np.ndarray:
     """Running maximum (increasing) or minimum (decreasing) within each patient; NaN kept."""
     grouped = pd.Series(x).groupby(run, sort=False)

@@ -29,10 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.constraints import enforce
+from ..data.constraints import StepConstraints
 from ..models.healthgym.model import HealthGym
-from ..models.healthgym.sampler import draw_statics
-from ..models.healthgym.tokenizer import held
+from ..models.healthgym.sampler import StepDrawer, draw_statics
 from .observations import ObservationLayout
 from .rewards import Reward
 
@@ -88,6 +87,11 @@ class Simulator:
             if schema[name].kind == "real":
                 raise ValueError(f"action {name!r} is real: make it categorical (bins) to act")
         self.levels = {c.name: c.values for c in tok.dynamic_columns if c.name in self.actions}
+        self.action_codes = {}  # per treatment: where its tokens go, each level's, its levels
+        for name in self.actions:
+            column, at = tok.column_at(name)
+            tokens = torch.as_tensor(np.stack([column.token_of(v) for v in column.values]))
+            self.action_codes[name] = (at, tokens, np.asarray(column.values, dtype=object))
         sizes = [len(self.levels[a]) for a in self.actions]
         self.action_space = (
             gym.spaces.Discrete(sizes[0]) if len(sizes) == 1 else gym.spaces.MultiDiscrete(sizes)
@@ -105,6 +109,9 @@ class Simulator:
         )
 
     # ---- patients ----------------------------------------------------------------------------
+    # A step costs the same whatever came before: the model's recurrent state is carried
+    # (`StepDrawer`), and values are held, constrained and carried forward one step at a time
+    # from per-patient arrays (no table of the whole history is rebuilt).
     def _begin(self, n: int, rng: torch.Generator, np_rng: np.random.Generator, static: Any):
         """Draw `n` patients' statics and lengths (at least 2 steps) and their first state."""
         given = self.net.statics.unknown(n, torch.device("cpu"))
@@ -124,15 +131,21 @@ class Simulator:
         self.static_tokens = tokens
         self.lengths = (tokens[:, -1] + 1).numpy()
         self.tokens = torch.zeros(n, int(self.lengths.max()), sum(self.width), dtype=torch.long)
+        self.drawer = StepDrawer(self.net.sequence, tokens, self.temperature)
         statics = self.tok.decode_columns(self.tok.static_columns, tokens[:, :-1].numpy(), np_rng)
-        self.static_values = pd.DataFrame(statics)
-        self.history: list[pd.DataFrame] = []
+        schema = self.tok.schema
+        self.constraints = StepConstraints(schema)
+        self.static_values = self.constraints.apply(statics, first=True)
+        self.repeats = {}  # a real's last observed (tokens, value), for holding it (`held`)
+        self.filled = {v.name: np.full(n, None, dtype=object) for v in schema.dynamic}
+        self.history: list[dict[str, np.ndarray]] = []
         self.t = 0
         self._draw_state(rng, np_rng)
 
     def draw_state(self, static: torch.Tensor, prefix: torch.Tensor, rng: torch.Generator) -> None:
         """Draw, in place, the state tokens of the last step of `prefix` (B, t + 1, D) given
-        the steps before it (treatments included) and the statics (B, S)."""
+        the steps before it (treatments included) and the statics (B, S): for histories that
+        were not drawn here (the fidelity report's real patients)."""
         t, sequence = prefix.shape[1] - 1, self.net.sequence
         with torch.no_grad():
             for j in range(self.first_action_token):
@@ -142,70 +155,91 @@ class Simulator:
 
     def _draw_state(self, rng: torch.Generator, np_rng: np.random.Generator) -> None:
         """Draw the state of step t given everything before, then decode it."""
-        t = self.t
-        prefix = self.tokens[:, : t + 1]
-        self.draw_state(self.static_tokens, prefix, rng)
-        values = self.tok.decode_columns(
-            self.tok.dynamic_columns, self.tokens[:, t].numpy(), np_rng
-        )
-        if self.hold and t > 0:  # `Tokenizer.inverse_transform(hold=True)`, one step at a time
-            n = len(self.lengths)
+        t, n, stop = self.t, len(self.lengths), self.first_action_token
+        u = torch.rand(stop, n, generator=rng).double()
+        self.tokens[:, t, :stop] = self.drawer.draw(u, stop)
+        step = self.tokens[:, t].numpy()
+        values = self.tok.decode_columns(self.tok.dynamic_columns, step, np_rng)
+        if self.hold:  # `Tokenizer.inverse_transform(hold=True)`, one step at a time
             for c in self.tok.dynamic_columns:
                 if c.kind == "bins":
                     _, at = self.tok.column_at(c.name)
-                    steps = self.tokens[:, : t + 1, at : at + len(c.vocab)].numpy()
-                    x = np.stack([*(f[c.name] for f in self.history), values[c.name]], 1)
-                    x = held(x.ravel(), steps.reshape(n * (t + 1), -1), np.arange(n).repeat(t + 1))
-                    values[c.name] = x.reshape(n, t + 1)[:, t]
-        self.history.append(pd.DataFrame(values))
+                    values[c.name] = self._held(
+                        c.name, values[c.name], step[:, at : at + len(c.vocab)]
+                    )
+        self._record(values)
+
+    def _held(self, name: str, x: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """`x` where an observed value's tokens repeat its last observed value's: that value."""
+        observed = ~np.isnan(x)
+        if name in self.repeats:
+            last_tokens, last_x = self.repeats[name]
+            same = observed & (tokens == last_tokens).all(1) & ~np.isnan(last_x)
+            x = np.where(same, last_x, x)
+            self.repeats[name] = (
+                np.where(observed[:, None], tokens, last_tokens),
+                np.where(observed, x, last_x),
+            )
+        else:
+            self.repeats[name] = (tokens.copy(), np.where(observed, x, np.nan))
+        return x
+
+    def _record(self, values: dict[str, Any]) -> None:
+        """Step t's values (constrained; treatments missing until set), carried forward."""
+        values = self.constraints.apply(values, first=self.t == 0)
+        for name in self.actions:
+            values[name] = np.full(len(self.lengths), None, dtype=object)
+        self.history.append(values)
+        self.raw = values
+        self._carry(values)
+
+    def _carry(self, values: dict[str, Any]) -> None:
+        for name, x in values.items():
+            present = ~pd.isna(x)
+            self.filled[name] = np.where(present, x, self.filled[name])
 
     def _act(self, action: np.ndarray) -> None:
-        """Set the treatment tokens of step t (level indices, (n, A))."""
+        """Set the treatment tokens and values of step t (level indices, (n, A))."""
+        levels = {}
         for k, name in enumerate(self.actions):
-            column, at = self.tok.column_at(name)
-            tokens = np.asarray([column.token_of(column.values[i]) for i in action[:, k]])
-            self.tokens[:, self.t, at : at + len(column.vocab)] = torch.as_tensor(tokens)
-            self.history[-1][name] = [column.values[i] for i in action[:, k]]
+            at, tokens, values = self.action_codes[name]
+            self.tokens[:, self.t, at : at + tokens.shape[1]] = tokens[action[:, k]]
+            levels[name] = values[action[:, k]]
+        levels = self.constraints.apply(levels, first=self.t == 0)
+        self.raw.update(levels)
+        self._carry(levels)
 
-    def _table(self) -> pd.DataFrame:
-        """The patients' states so far as a long table, declared constraints applied."""
-        n, schema = len(self.lengths), self.tok.schema
-        steps = []
-        for t, frame in enumerate(self.history):
-            rows = pd.concat([self.static_values, frame.reset_index(drop=True)], axis=1)
-            rows[schema.id], rows[schema.time] = np.arange(n), self.tok.time_origin + t
-            steps.append(rows)
-        table = pd.concat(steps).sort_values([schema.id, schema.time], kind="stable")
-        for v in schema.variables:
-            if v.name not in table:
-                table[v.name] = None
-        return enforce(table.reset_index(drop=True), schema)
+    def _state(self) -> dict[str, np.ndarray]:
+        """Step t's carried-forward values, statics included, by variable."""
+        return {**self.static_values, **self.filled}
 
-    def _observe(self) -> tuple[np.ndarray, pd.DataFrame]:
-        """(n, d) observations of step t and the table (carried forward) they come from."""
-        schema = self.tok.schema
-        table = self._table()
-        filled = table.groupby(schema.id, sort=False).ffill()
-        filled[schema.id] = table[schema.id].to_numpy()
-        rows = filled[filled[schema.time] == self.tok.time_origin + self.t]
-        measured = table.loc[rows.index].notna()
-        return self.layout.encode(rows, measured), filled
+    def _observe(self) -> np.ndarray:
+        """(n, d) observations of step t."""
+        measured = {k: ~pd.isna(x) for k, x in {**self.static_values, **self.raw}.items()}
+        return self.layout.encode(self._state(), measured)
 
     def _advance(self, action: np.ndarray, rng: torch.Generator, np_rng: np.random.Generator):
         """Act at step t, draw step t + 1: (observations, rewards, terminated, truncated)."""
         self._act(action)
-        _, before = self._observe()
+        now = self._state()
+        self.drawer.commit(self.tokens[:, self.t])
         self.t += 1
         self._draw_state(rng, np_rng)
-        obs, after = self._observe()
-        time = self.tok.schema.time
-        now = before[before[time] == self.tok.time_origin + self.t - 1].reset_index(drop=True)
-        nxt = after[after[time] == self.tok.time_origin + self.t].reset_index(drop=True)
+        obs, nxt = self._observe(), self._state()
         done = self.t == self.lengths - 1
-        reward = self.reward(now, nxt, done)
+        reward = self.reward(self._frame(now, self.t - 1), self._frame(nxt, self.t), done)
         reward = np.where(np.isfinite(reward), reward, 0.0)
         cut = self.lengths == self.longest
         return obs, reward, done & ~cut, done & cut
+
+    def _frame(self, values: dict[str, np.ndarray], t: int) -> Any:
+        """A step's values for the reward: as they are for an expression, as a table (id and
+        time columns included, as the export's) for a callable."""
+        if not callable(self.reward.spec):
+            return values
+        schema, n = self.tok.schema, len(self.lengths)
+        frame = pd.DataFrame({schema.id: np.arange(n), schema.time: self.tok.time_origin + t})
+        return pd.concat([frame, pd.DataFrame(values)], axis=1)
 
 
 class PatientEnv(Simulator, gym.Env):
@@ -217,8 +251,7 @@ class PatientEnv(Simulator, gym.Env):
         super(Simulator, self).reset(seed=seed)  # gymnasium seeds self.np_random
         self._rng = torch.Generator().manual_seed(int(self.np_random.integers(2**63)))
         self._begin(1, self._rng, self.np_random, (options or {}).get("static"))
-        obs, _ = self._observe()
-        return obs[0], {"length": int(self.lengths[0]), "static": self._static_info()}
+        return self._observe()[0], {"length": int(self.lengths[0]), "static": self._static_info()}
 
     def step(self, action: Any):
         a = np.asarray(action, dtype=np.int64).reshape(1, -1)
@@ -230,7 +263,7 @@ class PatientEnv(Simulator, gym.Env):
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
 
     def _static_info(self) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in self.static_values.iloc[0].items()}
+        return {k: _plain(v[0]) for k, v in self.static_values.items()}
 
 
 class VectorPatientEnv(Simulator):
@@ -258,8 +291,7 @@ class VectorPatientEnv(Simulator):
         self._rng = torch.Generator().manual_seed(int(self._np.integers(2**63)))
         self._begin(self.num_envs, self._rng, self._np, None)
         self._done = np.zeros(self.num_envs, dtype=bool)
-        obs, _ = self._observe()
-        return obs, {"length": self.lengths.copy()}
+        return self._observe(), {"length": self.lengths.copy()}
 
     def step(self, actions: Any):
         if self._done.all():  # every patient finished: a new cohort of patients

@@ -10,8 +10,9 @@ over its levels (all zeros when missing).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,16 +44,17 @@ class ObservationLayout:
                 names += [f"{v.name}={level}" for level in v.levels]
         return cls(tuple(observed), dict(medians), tuple(names))
 
-    def encode(self, filled: pd.DataFrame, measured: pd.DataFrame) -> np.ndarray:
-        """(rows, d) float32 from carried-forward values and where values were measured."""
+    def encode(self, filled: Mapping[str, Any], measured: Mapping[str, Any]) -> np.ndarray:
+        """(rows, d) float32 from carried-forward values and where values were measured
+        (tables, or arrays by variable)."""
         columns = []
         for v in self.variables:
             if v.kind == "real":
-                x = pd.to_numeric(filled[v.name], errors="coerce").to_numpy(dtype=np.float64)
+                x = np.asarray(pd.to_numeric(filled[v.name], errors="coerce"), dtype=np.float64)
                 columns.append(np.where(np.isnan(x), self.medians.get(v.name, 0.0), x))
                 if v.missing == "flag":
-                    columns.append(measured[v.name].to_numpy(dtype=np.float64))
+                    columns.append(np.asarray(measured[v.name], dtype=np.float64))
             else:
-                code = level_codes(filled[v.name].to_numpy(), v.levels)  # -1 where missing
+                code = level_codes(np.asarray(filled[v.name]), v.levels)  # -1 where missing
                 columns += [(code == j).astype(np.float64) for j in range(len(v.levels))]
         return np.stack(columns, axis=1).astype(np.float32)

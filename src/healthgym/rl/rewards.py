@@ -39,6 +39,7 @@ class Reward:
 
     def __init__(self, spec: str | Callable[..., Any], names: list[str]) -> None:
         self.spec = spec
+        self.used: set[str] = set()  # the names an expression reads (only those are converted)
         if callable(spec):
             return
         if not isinstance(spec, str) or not spec.strip():
@@ -57,22 +58,24 @@ class Reward:
             )
         if any(isinstance(n, ast.Attribute | ast.Subscript | ast.Lambda) for n in ast.walk(tree)):
             raise ValueError(f"reward {spec!r}: attributes, indexing and lambdas are not allowed")
+        self.used = used
 
-    def __call__(self, now: pd.DataFrame, nxt: pd.DataFrame, last: np.ndarray) -> np.ndarray:
-        """Rewards (float64, one per row of ``now``/``nxt``)."""
+    def __call__(self, now: Any, nxt: Any, last: np.ndarray) -> np.ndarray:
+        """Rewards (float64, one per row of ``now``/``nxt``: tables, or for an expression
+        also arrays by variable)."""
         if callable(self.spec):
             out = self.spec(now.reset_index(drop=True), nxt.reset_index(drop=True))
         else:
             out = self._evaluate(now, nxt, last)
-        out = np.broadcast_to(np.asarray(out, dtype=np.float64), (len(now),))
+        out = np.broadcast_to(np.asarray(out, dtype=np.float64), (len(last),))
         return out.copy()
 
     def _evaluate(self, now: pd.DataFrame, nxt: pd.DataFrame, last: np.ndarray) -> Any:
         require("rl", "a reward expression")
         from simpleeval import DEFAULT_OPERATORS, EvalWithCompoundTypes
 
-        names: dict[str, Any] = {c: _values(now[c]) for c in now}
-        names |= {c + NEXT: _values(nxt[c]) for c in nxt}
+        names: dict[str, Any] = {c: _values(now[c]) for c in now if c in self.used}
+        names |= {c + NEXT: _values(nxt[c]) for c in nxt if c + NEXT in self.used}
         names["last"] = last.astype(np.float64)
         operators = dict(DEFAULT_OPERATORS)
         operators[ast.USub] = lambda x: -np.asarray(x, dtype=np.float64)  # -(a < b) on bools
@@ -84,8 +87,10 @@ class Reward:
             raise ValueError(f"reward {self.spec!r} failed: {type(e).__name__}: {e}") from None
 
 
-def _values(col: pd.Series) -> np.ndarray:
-    """A column as numbers where it can be (missing -> NaN), else as its labels."""
+def _values(col: Any) -> np.ndarray:
+    """A column (a Series or an array) as numbers where it can be (missing -> NaN), else as
+    its labels."""
+    col = col if isinstance(col, pd.Series) else pd.Series(col)
     numeric = pd.to_numeric(col, errors="coerce")
     if numeric.notna().sum() == col.notna().sum():
         return numeric.to_numpy(dtype=np.float64)

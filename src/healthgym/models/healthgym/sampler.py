@@ -81,87 +81,123 @@ def draw_steps(
     rng: torch.Generator,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Steps (B, T, D) given static tokens (B, S) and lengths (B,); zeros past each length.
-    With `model.last`, each column's variable's last observed tokens, whether there is one,
-    the steps since and the sum and count of its observed places are kept as it draws, as
-    `LastValue.history` computes them from the steps."""
+    """Steps (B, T, D) given static tokens (B, S) and lengths (B,); zeros past each length."""
     b, steps, d = static.shape[0], int(lengths.max()), len(model.vocab)
-    dev = static.device
-    c = model.static_context(static, b)  # (B, W)
-    step_table, step_at = joined_tables(model.step_in)
-    column_table = model.column_in.joined()
-    previous_table, previous_at = joined_tables(model.previous)
-    heads = head_matrices(model.heads, temperature)
-    first = model.same.argmax(1)  # (D,): the first token column of each column's variable
-    u = torch.rand(steps, d, b, generator=rng, device=dev).double()
-    tables = column_table.split(model.vocab)  # column j's rows, as views
-    out = torch.zeros(b, model.max_length, d, dtype=torch.long, device=dev)
-    x, h = torch.zeros_like(c), None
-    before = c.new_zeros(d, b, c.shape[1])  # (D, B, W): each column's variable one step back
-    kernel = model.last
-    if kernel is not None:
-        last = torch.zeros(b, d, dtype=torch.long, device=dev)  # (B, D) last observed tokens
-        has = torch.zeros(b, d, dtype=torch.bool, device=dev)
-        age = torch.zeros(b, d, dtype=torch.long, device=dev)
-        total, count = torch.zeros(b, d, device=dev), torch.zeros(b, d, device=dev)
+    u = torch.rand(steps, d, b, generator=rng, device=static.device).double()
+    stepper = StepDrawer(model, static, temperature)
+    out = torch.zeros(b, model.max_length, d, dtype=torch.long, device=static.device)
+    for t in range(steps):
+        out[:, t] = stepper.draw(u[t])
+        stepper.commit(out[:, t])
+    return out * (torch.arange(model.max_length, device=out.device) < lengths[:, None])[..., None]
+
+
+class StepDrawer:
+    """Patients' steps drawn one at a time, the recurrent state carried from step to step (a
+    step costs the same whatever came before): `draw` the next step's token columns (all, or
+    the first `stop`: the simulator sets the treatments itself), then `commit` the step's
+    tokens. With `model.last`, each column's variable's last observed tokens, whether there
+    is one, the steps since and the sum and count of its observed places are kept, as
+    `LastValue.history` computes them from the steps."""
+
+    @torch.no_grad()
+    def __init__(self, model: SequenceModel, static: torch.Tensor, temperature: float) -> None:
+        b, d = static.shape[0], len(model.vocab)
+        dev = static.device
+        self.model, self.static, self.temperature, self.t = model, static, temperature, 0
+        self.c = model.static_context(static, b)  # (B, W)
+        self.step_table, self.step_at = joined_tables(model.step_in)
+        self.previous_table, self.previous_at = joined_tables(model.previous)
+        self.heads = head_matrices(model.heads, temperature)
+        self.first = model.same.argmax(1)  # (D,): the first token column of each variable
+        self.tables = model.column_in.joined().split(model.vocab)  # column j's rows (views)
+        self.x, self.h = torch.zeros_like(self.c), None
+        self.before = self.c.new_zeros(d, b, self.c.shape[1])  # (D, B, W): one step back
+        kernel = self.kernel = model.last
+        if kernel is None:
+            return
+        self.last = torch.zeros(b, d, dtype=torch.long, device=dev)  # (B, D) last observed
+        self.has = torch.zeros(b, d, dtype=torch.bool, device=dev)
+        self.age = torch.zeros(b, d, dtype=torch.long, device=dev)
+        self.total, self.count = torch.zeros(b, d, device=dev), torch.zeros(b, d, device=dev)
         # each head and its column's kernel coefficients as one linear map; the temperature
         # divides the sum
-        heads = [
+        self.heads = [
             (torch.cat([w, kernel.weight[j]]), torch.cat([b_, kernel.bias[j]]))
             for j, (w, b_) in enumerate(head_matrices(model.heads, 1.0))
         ]
-        coarse = kernel.first.tolist()
+        self.coarse = kernel.first.tolist()
         # columns whose values' total probability the kernel would change (`combine`)
-        shifted = ((kernel.missing >= 0) & ~kernel.fine).tolist()
-        none = torch.zeros(b, dtype=torch.long, device=dev)
+        self.shifted = ((kernel.missing >= 0) & ~kernel.fine).tolist()
+        self.none = torch.zeros(b, dtype=torch.long, device=dev)
         # with levels, the step's tokens so far and where each variable's first column is
-        levels = kernel.levels
-        step_tokens = torch.zeros(b, d, dtype=torch.long, device=dev)
-        starts = (kernel.first == torch.arange(d, device=dev)).tolist()
-    for t in range(steps):
-        s, h = model.gru((x + model.position.weight[t] + c)[:, None], h)
+        self.step_tokens = torch.zeros(b, d, dtype=torch.long, device=dev)
+        self.starts = (kernel.first == torch.arange(d, device=dev)).tolist()
+
+    @torch.no_grad()
+    def draw(self, u: torch.Tensor, stop: int | None = None) -> torch.Tensor:
+        """Step t's first `stop` token columns (B, stop) (default: all), from uniforms u
+        (>= stop, B) given the steps committed so far."""
+        model, kernel, c, b = self.model, self.kernel, self.c, self.c.shape[0]
+        t, stop = self.t, len(model.vocab) if stop is None else stop
+        s, self.h = model.gru((self.x + model.position.weight[t] + c)[:, None], self.h)
         if kernel is not None:
-            prev = F.embedding(last.T + previous_at[:, None], previous_table) * has.T[..., None]
-            before = torch.zeros_like(prev).index_add_(0, first, prev)[first]
-            before += kernel.age.weight[age.T] + kernel.seen.weight[count.T.long().clamp(max=SEEN)]
-            level = total.new_zeros(b, d) if levels else None  # set at each variable
-            anchors = kernel.anchors(last, total / count.clamp(min=1), level)  # (B, D, 4|5)
+            has, count = self.has, self.count
+            prev = F.embedding(self.last.T + self.previous_at[:, None], self.previous_table)
+            prev = prev * has.T[..., None]
+            before = torch.zeros_like(prev).index_add_(0, self.first, prev)[self.first]
+            before += (
+                kernel.age.weight[self.age.T] + kernel.seen.weight[count.T.long().clamp(max=SEEN)]
+            )
+            level = self.total.new_zeros(b, len(model.vocab)) if kernel.levels else None
+            anchors = kernel.anchors(self.last, self.total / count.clamp(min=1), level)
+        else:
+            before = self.before
         base = before + (s[:, 0] + c) + model.column_pos[:, None]  # (D, B, W)
         earlier, drawn = None, []  # (B, W): the step's columns so far; their tokens
-        for j in range(d):
+        for j in range(stop):
             z = base[j] if earlier is None else base[j] + earlier
             z = _mlp(z, model.blocks, model.norm)
-            logits = F.linear(z, *heads[j])
+            logits = F.linear(z, *self.heads[j])
             if kernel is not None:
                 logits, coef = logits[:, : model.vocab[j]], logits[:, model.vocab[j] :, None]
-                now = drawn[coarse[j]] if coarse[j] < j else none  # the step's coarse token
+                now = drawn[self.coarse[j]] if self.coarse[j] < j else self.none
                 at = slice(j, j + 1)
-                if levels and starts[j]:  # its level reads the variables drawn before it
-                    anchors[:, :, 4] = kernel.level_of(static, last, has, step_tokens)
-                kern = kernel.kernel(coef.mT, now[:, None], anchors[:, at], has[:, at], at)
+                if kernel.levels and self.starts[j]:  # its level reads the variables before
+                    anchors[:, :, 4] = kernel.level_of(
+                        self.static, self.last, self.has, self.step_tokens
+                    )
+                kern = kernel.kernel(coef.mT, now[:, None], anchors[:, at], self.has[:, at], at)
                 kern = kern[:, 0, : model.vocab[j]]
-                if shifted[j]:  # else a constant shift: the same softmax
+                if self.shifted[j]:  # else a constant shift: the same softmax
                     logits = kernel.combine(logits[:, None], kern[:, None], at)[:, 0]
                 else:
                     logits = logits + kern
-                logits = logits / temperature
-            tok = pick(logits, u[t, j])
-            if kernel is not None and levels:
-                step_tokens[:, j] = tok
+                logits = logits / self.temperature
+            tok = pick(logits, u[j])
+            if kernel is not None and kernel.levels:
+                self.step_tokens[:, j] = tok
             drawn.append(tok)
-            e = F.embedding(tok, tables[j])
+            e = F.embedding(tok, self.tables[j])
             earlier = e if earlier is None else earlier + e
-        out[:, t] = torch.stack(drawn, 1)
-        x = F.embedding(out[:, t] + step_at, step_table).sum(1)
-        if kernel is not None:
-            observed = out[:, t, first] != kernel.missing  # (B, D)
-            last = torch.where(observed, out[:, t], last)
-            age = torch.where(has, (age + 1).clamp(max=AGES), AGES + 1)
-            age = torch.where(observed, 1, age)
-            has |= observed
-            total += kernel.place(out[:, t]) * observed
-            count += observed
-            continue
-        prev = F.embedding(out[:, t].T + previous_at[:, None], previous_table)  # (D, B, W)
-        before = torch.zeros_like(prev).index_add_(0, first, prev)[first]
-    return out * (torch.arange(model.max_length, device=out.device) < lengths[:, None])[..., None]
+        return torch.stack(drawn, 1) if drawn else self.none.new_zeros(b, 0)
+
+    @torch.no_grad()
+    def commit(self, tokens: torch.Tensor) -> None:
+        """Step t's tokens (B, D), those drawn and those set: the state moves to step t + 1."""
+        self.t += 1
+        self.x = F.embedding(tokens + self.step_at, self.step_table).sum(1)
+        kernel = self.kernel
+        if kernel is None:
+            prev = F.embedding(tokens.T + self.previous_at[:, None], self.previous_table)
+            self.before = torch.zeros_like(prev).index_add_(0, self.first, prev)[self.first]
+            return
+        if kernel.levels:
+            self.step_tokens.copy_(tokens)
+        observed = tokens[:, self.first] != kernel.missing  # (B, D)
+        self.last = torch.where(observed, tokens, self.last)
+        age = torch.where(self.has, (self.age + 1).clamp(max=AGES), AGES + 1)
+        self.age = torch.where(observed, 1, age)
+        self.has |= observed
+        self.total += kernel.place(tokens) * observed
+        self.count += observed

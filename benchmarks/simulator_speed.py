@@ -1,0 +1,137 @@
+"""How fast the simulator steps patients (issue 29): single-env steps/s and vector-env
+patient-steps/s, the model's recurrent state carried from step to step, against the 0.2.0
+simulator's model calls, which re-ran the network over the whole history for each token
+column (measured here in the same run, on the same network).
+
+    python -m benchmarks.simulator_speed [--patients 1,64,512,4096] [--seconds 5] [--no-record]
+
+The default model is trained for one step on the demo cohort with mechanical ventilation as
+the treatment (speed does not depend on the weights). For each number of patients:
+
+- new: `VectorPatientEnv` (or `PatientEnv` for one patient) stepped with random treatments
+  for about ``--seconds``: patient-steps per second of the whole `step` (model, decoding,
+  constraints, observations, reward);
+- 0.2.0 model calls: `Simulator.draw_state` (the history re-run) for every step of the same
+  episodes: patient-steps per second of the model calls alone, so the ratio new / old
+  understates the speed-up (0.2.0 also rebuilt a pandas table of the history every step);
+- flat: the new step's time at the episode's last steps over its first steps (1 = the cost
+  does not grow with the episode's length);
+- bound: the machine's matmul GFLOP/s (one thread) over the network's FLOPs per patient-step,
+  the rate no implementation on this CPU thread can beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import header, machine, matmul_peak, record, table
+
+SECTION = "## The simulator at RL speed (issue 29)"
+ACTION = "MechVent"
+
+
+def train_run(folder: Path) -> Path:
+    """The default model, one step on the demo cohort, MechVent the treatment."""
+    import healthgym as hg
+
+    demo = hg.datasets.demo()
+    demo.schema[ACTION].role = "action"
+    hg.HealthGym().fit(demo, folder, max_minutes=1e-6, progress=False)
+    return folder
+
+
+def step_flops(sim: Any) -> float:
+    """Multiply-adds x 2 of one patient-step: the GRU step and, per token column, the column
+    MLP and its head (embedding lookups and the kernel's few features left out)."""
+    seq = sim.net.sequence
+    w = seq.position.embedding_dim
+    gru = 2 * 3 * (w * w + w * w)
+    blocks = sum(2 * (b.up.weight.numel() + b.down.weight.numel()) for b in seq.blocks)
+    heads = sum(2 * w * v for v in seq.vocab)
+    return float(gru + len(seq.vocab) * blocks + heads)
+
+
+def new_rate(env: Any, n: int, seconds: float) -> tuple[float, float]:
+    """Patient-steps/s of `env.step` for about `seconds`, and the time of the episode's late
+    steps over its early ones (steps 8+ vs 1-4 of 12)."""
+    rng = np.random.default_rng(0)
+    sizes = env.action_space.nvec if hasattr(env.action_space, "nvec") else [env.action_space.n]
+    by_step: dict[int, list[float]] = {}
+    done_steps, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        env.reset(seed=int(rng.integers(2**31)))
+        for t in range(int(env.lengths.max()) - 1):
+            act = rng.integers(0, sizes[0], size=n) if n > 1 else int(rng.integers(0, sizes[0]))
+            t0 = time.perf_counter()
+            env.step(act)
+            by_step.setdefault(t, []).append(time.perf_counter() - t0)
+            done_steps += n
+    elapsed = time.perf_counter() - began
+    early = np.median([x for t, xs in by_step.items() if 1 <= t <= 4 for x in xs])
+    late = [x for t, xs in by_step.items() if t >= 8 for x in xs]
+    return done_steps / elapsed, float(np.median(late) / early) if late else float("nan")
+
+
+def old_rate(sim: Any, n: int, seconds: float) -> float:
+    """Patient-steps/s of 0.2.0's model calls: `draw_state` over the whole history."""
+    gen = torch.Generator().manual_seed(0)
+    done_steps, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        sim._begin(n, gen, np.random.default_rng(0), None)
+        prefix = torch.zeros(n, sim.longest, sum(sim.width), dtype=torch.long)
+        for t in range(1, int(sim.lengths.max())):
+            sim.draw_state(sim.static_tokens, prefix[:, : t + 1], gen)
+            done_steps += n
+    return done_steps / (time.perf_counter() - began)
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--patients", default="1,64,512,4096", help="patients stepped together")
+    p.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
+    p.add_argument("--no-record", action="store_true", help="print only")
+    args = p.parse_args(argv)
+    from healthgym.rl import env as simulator
+
+    torch.set_num_threads(1)
+    info = machine()
+    run = train_run(Path(tempfile.mkdtemp(prefix="hg-simspeed-")) / "run")
+    gflops = matmul_peak(threads=1, size=1024)
+    rows = []
+    for n in (int(x) for x in args.patients.split(",")):
+        env = simulator.make(run, reward="-(MAP_next < 65)", num_envs=None if n == 1 else n)
+        new, flat = new_rate(env, n, args.seconds)
+        old = old_rate(env, n, args.seconds)
+        bound = gflops * 1e9 / step_flops(env)
+        rows.append(
+            {
+                "patients": n,
+                "new patient-steps/s": new,
+                "0.2.0 model calls/s": old,
+                "new / 0.2.0": new / old,
+                "late / early step": flat,
+                "FLOP bound/s": bound,
+                "new / bound": new / bound,
+            }
+        )
+        print(rows[-1], flush=True)
+    text = (
+        header("Simulator speed, 1 thread", "benchmarks.simulator_speed", argv, info)
+        + f"\nmatmul {gflops:.1f} GFLOP/s (1 thread); network {step_flops(env) / 1e3:.0f} "
+        "kFLOP per patient-step\n\n" + table(rows) + "\n"
+    )
+    print(text)
+    if not args.no_record:
+        record(text, section=SECTION)
+    return text
+
+
+if __name__ == "__main__":
+    main()
