@@ -67,7 +67,7 @@ def new_rate(env: Any, n: int, seconds: float) -> tuple[float, float]:
     done_steps, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
         env.reset(seed=int(rng.integers(2**31)))
-        for t in range(int(env.lengths.max()) - 1):
+        for t in range(int(env.sim.lengths.max()) - 1):
             act = rng.integers(0, sizes[0], size=n) if n > 1 else int(rng.integers(0, sizes[0]))
             t0 = time.perf_counter()
             env.step(act)
@@ -84,8 +84,8 @@ def old_rate(sim: Any, n: int, seconds: float) -> float:
     gen = torch.Generator().manual_seed(0)
     done_steps, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
-        sim._begin(n, gen, np.random.default_rng(0), None)
-        prefix = torch.zeros(n, sim.longest, sum(sim.width), dtype=torch.long)
+        sim.begin(n, gen, np.random.default_rng(0), None)
+        prefix = torch.zeros(n, sim.longest, sim.width, dtype=torch.long)
         for t in range(1, int(sim.lengths.max())):
             sim.draw_state(sim.static_tokens, prefix[:, : t + 1], gen)
             done_steps += n
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> str:
     for n in (int(x) for x in args.patients.split(",")):
         env = simulator.make(run, reward="-(MAP_next < 65)", num_envs=None if n == 1 else n)
         new, flat = new_rate(env, n, args.seconds)
-        old = old_rate(env, n, args.seconds)
-        bound = gflops * 1e9 / step_flops(env)
+        old = old_rate(env.sim, n, args.seconds)
+        bound = gflops * 1e9 / step_flops(env.sim)
         rows.append(
             {
                 "patients": n,
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> str:
         print(rows[-1], flush=True)
     text = (
         header("Simulator speed, 1 thread", "benchmarks.simulator_speed", argv, info)
-        + f"\nmatmul {gflops:.1f} GFLOP/s (1 thread); network {step_flops(env) / 1e3:.0f} "
+        + f"\nmatmul {gflops:.1f} GFLOP/s (1 thread); network {step_flops(env.sim) / 1e3:.0f} "
         "kFLOP per patient-step\n\n" + table(rows) + "\n"
     )
     print(text)

@@ -57,7 +57,7 @@ def test_it_is_a_gymnasium_env_reproducible_by_seed(run):
     assert not (len(a[0]) == len(c[0]) and np.array_equal(a[0], c[0]))
     obs, _ = env.reset(seed=1, options={"static": {"sex": "F"}})
     assert obs[:2].tolist() == [1.0, 0.0]
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match=r"level index 0\.\.1"):
         env.step(2)
 
 
@@ -123,13 +123,19 @@ def test_a_value_is_held_while_its_tokens_repeat(run):
     """As `sample` (issue 15): the simulator keeps a real's value while its tokens repeat."""
     env = simulator.make(run, num_envs=64)
     env.reset(seed=3)
-    for _ in range(3):
-        env.step(np.ones(64, dtype=int))
-    column, at = env.tok.column_at("hr")
-    tokens = env.tokens[:, : len(env.history), at : at + len(column.vocab)].numpy()
-    hr = np.stack([f["hr"] for f in env.history], 1)
-    same = (tokens[:, 1:] == tokens[:, :-1]).all(-1)
-    assert same.any() and np.array_equal(hr[:, 1:][same], hr[:, :-1][same])
+    column, at = env.sim.tok.column_at("hr")
+    steps = []
+    for k in range(4):
+        if k:
+            env.step(np.ones(64, dtype=int))
+        tokens = env.sim.step_tokens[:, at : at + len(column.vocab)].numpy().copy()
+        steps.append((env.sim.t.copy(), tokens, env.sim.raw["hr"].copy()))
+    held = 0
+    for (t0, tok0, hr0), (t1, tok1, hr1) in zip(steps, steps[1:], strict=False):
+        same = (t1 == t0 + 1) & (tok1 == tok0).all(1) & ~np.isnan(hr0) & ~np.isnan(hr1)
+        assert np.array_equal(hr1[same], hr0[same])
+        held += same.sum()
+    assert held > 0
 
 
 def test_carried_state_draws_what_the_whole_history_would(run):
@@ -154,3 +160,75 @@ def test_carried_state_draws_what_the_whole_history_would(run):
                 prefix[:, t, j] = pick(logits, u[t, j].double())
         assert torch.equal(drawn, prefix[:, t]), t
         drawer.commit(dynamic[:, t])  # the real step, as the fidelity report reads it
+
+
+def test_the_vector_env_is_a_gymnasium_vector_env_with_next_step_autoreset(run):
+    envs = gym.make_vec(
+        "healthgym/Patient-v0", num_envs=32, run=str(run), reward="-(hr_next > 100)"
+    )
+    assert isinstance(envs, gym.vector.VectorEnv)
+    assert envs.single_action_space == gym.spaces.Discrete(2)
+    assert envs.single_observation_space.shape == (3,)
+    assert envs.observation_space.shape == (32, 3) and envs.action_space.shape == (32,)
+    obs, info = envs.reset(seed=0, options={"static": {"sex": "F"}})
+    assert envs.observation_space.contains(obs) and info["_length"].all()
+    ended = np.zeros(32, dtype=bool)
+    restarted = 0
+    for _ in range(12):  # stays are 3-6 steps: every patient ends and is replaced
+        obs, reward, term, trunc, info = envs.step(envs.action_space.sample())
+        assert obs.shape == (32, 3) and (obs[:, :2] == [1.0, 0.0]).all()  # replacements too
+        if ended.any():  # last step's ended patients are new: no reward, no end, a length
+            assert (reward[ended] == 0).all() and not (term | trunc)[ended].any()
+            assert info["_length"][ended].all() and (envs.sim.t[ended] == 0).all()
+            assert (info["length"][ended] >= 2).all()
+            restarted += ended.sum()
+        ended = term | trunc
+    assert restarted >= 32
+    single = gym.make("healthgym/Patient-v0", run=str(run), reward="-(hr_next > 100)")
+    assert single.reset(seed=0)[0].shape == (3,)
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        (1.7, "whole level indices"),
+        (-1, r"level index 0\.\.1 \(levels \[0, 1\]\), got -1"),
+        (2, r"level index 0\.\.1"),
+        ([0, 1], r"level indices \(vent\), got shape"),
+    ],
+)
+def test_actions_are_checked_in_both_envs(run, action, message):
+    single = simulator.make(run)
+    single.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        single.step(action)
+    many = simulator.make(run, num_envs=4)
+    many.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        many.step(np.asarray([action] * 4))
+    assert single.step(1.0)[0].shape == (3,)  # a whole float is a level index
+
+
+def test_a_restarted_row_draws_as_a_fresh_patient(run):
+    """The auto-reset's state: a row restarted mid-stay draws, from the same uniforms, what
+    a new drawer of that patient draws."""
+    import torch
+
+    from healthgym.models.healthgym.sampler import StepDrawer
+
+    net, tok = hg.load(run)._fitted()
+    tokens = tok.transform(hg.Cohort(treated_cohort(8, seed=5).table, tok.schema))
+    static, dynamic = torch.from_numpy(tokens.static), torch.from_numpy(tokens.dynamic)
+    drawer = StepDrawer(net.sequence, static, 1.0)
+    for t in range(2):
+        drawer.draw(torch.rand(len(net.sequence.vocab), 8).double())
+        drawer.commit(dynamic[:, t])
+    rows = torch.tensor([True, False] * 4)
+    fresh_static = static.flip(0)[rows]
+    drawer.restart(rows, fresh_static)
+    fresh = StepDrawer(net.sequence, fresh_static, 1.0)
+    for t in range(3):
+        u = torch.rand(len(net.sequence.vocab), 8).double()
+        assert torch.equal(drawer.draw(u)[rows], fresh.draw(u[:, rows]))
+        drawer.commit(dynamic[:, t])
+        fresh.commit(dynamic[rows, t])

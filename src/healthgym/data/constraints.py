@@ -215,9 +215,9 @@ class StepConstraints:
         self.variables = {v.name: v for v in schema.variables if declares(v)}
         self.extreme: dict[str, np.ndarray] = {}  # running max or min; NaN before a value
 
-    def apply(self, values: dict[str, Any], first: bool) -> dict[str, Any]:
+    def apply(self, values: dict[str, Any], first: bool | np.ndarray) -> dict[str, Any]:
         """One step's values by variable (arrays over patients), constrained; ``first``:
-        the stay's first step (where `start` holds)."""
+        whether it is the stay's first step (where `start` holds), per patient or for all."""
         out = dict(values)
         for name, x in values.items():
             v = self.variables.get(name)
@@ -227,20 +227,25 @@ class StepConstraints:
                 x = np.asarray(x, dtype=float).copy()
                 if v.min is not None or v.max is not None:
                     x = np.clip(x, v.min, v.max)
-                if v.start is not None and first:
-                    x[:] = v.start
+                if v.start is not None:
+                    x = np.where(first, v.start, x)
                 out[name] = x if v.monotone is None else self._running(name, x, v.monotone)
                 continue
             if v.start is None and v.monotone is None:
                 continue
             codes = _ordered(pd.Series(x, dtype=object), v)
-            if v.start is not None and first:
-                codes[:] = _level_index(v.start, v.levels)
+            if v.start is not None:
+                codes = np.where(first, _level_index(v.start, v.levels), codes)
             if v.monotone is not None:
                 codes = self._running(name, codes, v.monotone)
             levels = np.asarray([*v.levels, None], dtype=object)
             out[name] = levels[np.where(np.isfinite(codes), codes, len(v.levels)).astype(int)]
         return out
+
+    def restart(self, rows: np.ndarray) -> None:
+        """New stays begin in ``rows`` (bool): their running extremes start afresh."""
+        for extreme in self.extreme.values():
+            extreme[rows] = np.nan
 
     def _running(self, name: str, x: np.ndarray, monotone: str) -> np.ndarray:
         """`_running` continued from the previous steps: NaN stays NaN, skipped."""

@@ -1,19 +1,20 @@
-"""A learned patient simulator: a gymnasium environment on a trained default model.
+"""The learned patient simulator as gymnasium environments, on a trained default model.
 
 ``env = hg.env.make(run_dir, reward="-(MAP_next < 65)")`` (actions: the run's role "action"
-variables, or ``actions=[...]``). ``reset(seed=)`` draws a new patient from the model (its
-statics, stay length and first state; or given statics, ``options={"static": {...}}``);
-``step(action)`` sets the treatment of the current step and draws the next state from the
-model given the whole history, the treatments included. An episode has the drawn length's
-steps and one transition fewer; it ends terminated, or truncated when the stay reaches the
-longest training stay (as `healthgym.rl.offline` exports real stays). Observations and
-actions are laid out exactly as in the Minari export, so a policy trained offline on the
-exported real (or synthetic) cohort runs here unchanged.
+variables, or ``actions=[...]``), or through gymnasium: ``gymnasium.make("healthgym/Patient-v0",
+run=run_dir, reward=...)`` and ``gymnasium.make_vec("healthgym/Patient-v0", num_envs=512,
+run=run_dir, ...)``. ``reset(seed=)`` draws a new patient from the model (its statics, stay
+length and first state; or given statics, ``options={"static": {...}}``); ``step(action)``
+sets the treatment of the current step and draws the next state from the model given the
+stay so far, the treatments included (`healthgym.rl.simulator`). An episode has the drawn
+length's steps and one transition fewer; it ends terminated, or truncated when the stay
+reaches the longest training stay (as `healthgym.rl.offline` exports real stays).
+Observations and actions are laid out exactly as in the Minari export, so a policy trained
+offline on the exported real (or synthetic) cohort runs here unchanged.
 
-The model learned the recorded care: what it simulates under other treatments is what the
-observational data suggests, not a causal effect (docs/rl.md).
-
-`VectorPatientEnv` steps many patients in one model call per token column.
+`VectorPatientEnv` is a `gymnasium.vector.VectorEnv`: many patients stepped in one model call
+per token column, each at its own step, a finished one replaced by a new patient on the next
+step (gymnasium 1.x's next-step auto-reset).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from ..extras import require
 require("rl", "the simulator (healthgym.rl.env)")  # one line naming the extra, not an ImportError
 import gymnasium as gym
 import numpy as np
-import pandas as pd
 import torch
+from gymnasium.vector.utils import batch_space
 
-from ..data.constraints import StepConstraints
 from ..models.healthgym.model import HealthGym
-from ..models.healthgym.sampler import StepDrawer, draw_statics
-from .observations import ObservationLayout
-from .rewards import Reward
+from .simulator import Simulator
+
+#: The gymnasium id of the simulator (`gymnasium.make(ENV_ID, run=RUN_DIR, ...)`).
+ENV_ID = "healthgym/Patient-v0"
 
 
 def make(
@@ -54,266 +55,114 @@ def make(
     return VectorPatientEnv(model, num_envs, **kw)
 
 
-class Simulator:
-    """Patients drawn step by step from a default model, treatments set from outside; what
-    the single and the vector environment (and the fidelity report) share."""
-
-    def __init__(
-        self,
-        model: HealthGym,
-        *,
-        reward: Any = "0",
-        actions: list[str] | None = None,
-        hidden: list[str] | None = None,
-    ) -> None:
-        net, tok = model._fitted()
-        self.net, self.tok, self.temperature = net.eval(), tok, model.config.temperature
-        self.hold = model.config.last_value  # values held while tokens repeat, as in sample
-        schema = tok.schema
-        self.actions = list(actions) if actions else [v.name for v in schema.actions]
-        if not self.actions:
-            raise ValueError(
-                "no action variable: give actions=[...] or train on a schema with role: action"
-            )
-        order = [c.name for c in tok.dynamic_columns]
-        tail = order[len(order) - len(self.actions) :]
-        if sorted(tail) != sorted(self.actions):
-            raise ValueError(
-                f"the run's model draws {self.actions} before other variables of a step; "
-                "mark them role: action in the schema and train again (treatments come last "
-                "within a step, so the next state can follow the chosen treatment)"
-            )
-        for name in self.actions:
-            if schema[name].kind == "real":
-                raise ValueError(f"action {name!r} is real: make it categorical (bins) to act")
-        self.levels = {c.name: c.values for c in tok.dynamic_columns if c.name in self.actions}
-        self.action_codes = {}  # per treatment: where its tokens go, each level's, its levels
-        for name in self.actions:
-            column, at = tok.column_at(name)
-            tokens = torch.as_tensor(np.stack([column.token_of(v) for v in column.values]))
-            self.action_codes[name] = (at, tokens, np.asarray(column.values, dtype=object))
-        sizes = [len(self.levels[a]) for a in self.actions]
-        self.action_space = (
-            gym.spaces.Discrete(sizes[0]) if len(sizes) == 1 else gym.spaces.MultiDiscrete(sizes)
-        )
-        medians = {c.name: _median(c) for c in [*tok.static_columns, *tok.dynamic_columns]}
-        self.layout = ObservationLayout.of(schema, [*self.actions, *(hidden or [])], medians)
-        self.observation_space = gym.spaces.Box(
-            -np.inf, np.inf, (len(self.layout.names),), np.float32
-        )
-        self.reward = Reward(reward, schema.names)
-        self.longest = tok.max_length
-        self.width = [len(c.vocab) for c in tok.dynamic_columns]
-        self.first_action_token = sum(self.width) - sum(
-            len(c.vocab) for c in tok.dynamic_columns if c.name in self.actions
-        )
-
-    # ---- patients ----------------------------------------------------------------------------
-    # A step costs the same whatever came before: the model's recurrent state is carried
-    # (`StepDrawer`), and values are held, constrained and carried forward one step at a time
-    # from per-patient arrays (no table of the whole history is rebuilt).
-    def _begin(self, n: int, rng: torch.Generator, np_rng: np.random.Generator, static: Any):
-        """Draw `n` patients' statics and lengths (at least 2 steps) and their first state."""
-        given = self.net.statics.unknown(n, torch.device("cpu"))
-        for name, value in (static or {}).items():
-            column, at = self.tok.column_at(name)
-            given[:, at : at + len(column.vocab)] = torch.as_tensor(column.token_of(value))
-        with torch.no_grad():
-            tokens = draw_statics(self.net.statics, given, rng, self.temperature)
-            for _ in range(100):  # a stay of one step has no transition: draw the length again
-                short = tokens[:, -1] == 0
-                if not short.any():
-                    break
-                again = given.clone()
-                again[short, -1] = self.net.statics.vocab[-1]
-                tokens[short] = draw_statics(self.net.statics, again[short], rng, self.temperature)
-            tokens[:, -1] = tokens[:, -1].clamp(min=1)
-        self.static_tokens = tokens
-        self.lengths = (tokens[:, -1] + 1).numpy()
-        self.tokens = torch.zeros(n, int(self.lengths.max()), sum(self.width), dtype=torch.long)
-        self.drawer = StepDrawer(self.net.sequence, tokens, self.temperature)
-        statics = self.tok.decode_columns(self.tok.static_columns, tokens[:, :-1].numpy(), np_rng)
-        schema = self.tok.schema
-        self.constraints = StepConstraints(schema)
-        self.static_values = self.constraints.apply(statics, first=True)
-        self.repeats = {}  # a real's last observed (tokens, value), for holding it (`held`)
-        self.filled = {v.name: np.full(n, None, dtype=object) for v in schema.dynamic}
-        self.history: list[dict[str, np.ndarray]] = []
-        self.t = 0
-        self._draw_state(rng, np_rng)
-
-    def draw_state(self, static: torch.Tensor, prefix: torch.Tensor, rng: torch.Generator) -> None:
-        """Draw, in place, the state tokens of the last step of `prefix` (B, t + 1, D) given
-        the steps before it (treatments included) and the statics (B, S): for histories that
-        were not drawn here (the fidelity report's real patients)."""
-        t, sequence = prefix.shape[1] - 1, self.net.sequence
-        with torch.no_grad():
-            for j in range(self.first_action_token):
-                logits = sequence.last_logits(static, prefix)[:, j, : sequence.vocab[j]]
-                probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-                prefix[:, t, j] = torch.multinomial(probs, 1, generator=rng).squeeze(1)
-
-    def _draw_state(self, rng: torch.Generator, np_rng: np.random.Generator) -> None:
-        """Draw the state of step t given everything before, then decode it."""
-        t, n, stop = self.t, len(self.lengths), self.first_action_token
-        u = torch.rand(stop, n, generator=rng).double()
-        self.tokens[:, t, :stop] = self.drawer.draw(u, stop)
-        step = self.tokens[:, t].numpy()
-        values = self.tok.decode_columns(self.tok.dynamic_columns, step, np_rng)
-        if self.hold:  # `Tokenizer.inverse_transform(hold=True)`, one step at a time
-            for c in self.tok.dynamic_columns:
-                if c.kind == "bins":
-                    _, at = self.tok.column_at(c.name)
-                    values[c.name] = self._held(
-                        c.name, values[c.name], step[:, at : at + len(c.vocab)]
-                    )
-        self._record(values)
-
-    def _held(self, name: str, x: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """`x` where an observed value's tokens repeat its last observed value's: that value."""
-        observed = ~np.isnan(x)
-        if name in self.repeats:
-            last_tokens, last_x = self.repeats[name]
-            same = observed & (tokens == last_tokens).all(1) & ~np.isnan(last_x)
-            x = np.where(same, last_x, x)
-            self.repeats[name] = (
-                np.where(observed[:, None], tokens, last_tokens),
-                np.where(observed, x, last_x),
-            )
-        else:
-            self.repeats[name] = (tokens.copy(), np.where(observed, x, np.nan))
-        return x
-
-    def _record(self, values: dict[str, Any]) -> None:
-        """Step t's values (constrained; treatments missing until set), carried forward."""
-        values = self.constraints.apply(values, first=self.t == 0)
-        for name in self.actions:
-            values[name] = np.full(len(self.lengths), None, dtype=object)
-        self.history.append(values)
-        self.raw = values
-        self._carry(values)
-
-    def _carry(self, values: dict[str, Any]) -> None:
-        for name, x in values.items():
-            present = ~pd.isna(x)
-            self.filled[name] = np.where(present, x, self.filled[name])
-
-    def _act(self, action: np.ndarray) -> None:
-        """Set the treatment tokens and values of step t (level indices, (n, A))."""
-        levels = {}
-        for k, name in enumerate(self.actions):
-            at, tokens, values = self.action_codes[name]
-            self.tokens[:, self.t, at : at + tokens.shape[1]] = tokens[action[:, k]]
-            levels[name] = values[action[:, k]]
-        levels = self.constraints.apply(levels, first=self.t == 0)
-        self.raw.update(levels)
-        self._carry(levels)
-
-    def _state(self) -> dict[str, np.ndarray]:
-        """Step t's carried-forward values, statics included, by variable."""
-        return {**self.static_values, **self.filled}
-
-    def _observe(self) -> np.ndarray:
-        """(n, d) observations of step t."""
-        measured = {k: ~pd.isna(x) for k, x in {**self.static_values, **self.raw}.items()}
-        return self.layout.encode(self._state(), measured)
-
-    def _advance(self, action: np.ndarray, rng: torch.Generator, np_rng: np.random.Generator):
-        """Act at step t, draw step t + 1: (observations, rewards, terminated, truncated)."""
-        self._act(action)
-        now = self._state()
-        self.drawer.commit(self.tokens[:, self.t])
-        self.t += 1
-        self._draw_state(rng, np_rng)
-        obs, nxt = self._observe(), self._state()
-        done = self.t == self.lengths - 1
-        reward = self.reward(self._frame(now, self.t - 1), self._frame(nxt, self.t), done)
-        reward = np.where(np.isfinite(reward), reward, 0.0)
-        cut = self.lengths == self.longest
-        return obs, reward, done & ~cut, done & cut
-
-    def _frame(self, values: dict[str, np.ndarray], t: int) -> Any:
-        """A step's values for the reward: as they are for an expression, as a table (id and
-        time columns included, as the export's) for a callable."""
-        if not callable(self.reward.spec):
-            return values
-        schema, n = self.tok.schema, len(self.lengths)
-        frame = pd.DataFrame({schema.id: np.arange(n), schema.time: self.tok.time_origin + t})
-        return pd.concat([frame, pd.DataFrame(values)], axis=1)
-
-
-class PatientEnv(Simulator, gym.Env):
+class PatientEnv(gym.Env):
     """One simulated patient at a time (a gymnasium.Env)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
 
+    def __init__(self, model: HealthGym, **options: Any) -> None:
+        self.sim = Simulator(model, **options)
+        sizes = [len(self.sim.levels[a]) for a in self.sim.actions]
+        self.action_space = _action_space(sizes)
+        self.observation_space = gym.spaces.Box(
+            -np.inf, np.inf, (len(self.sim.layout.names),), np.float32
+        )
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super(Simulator, self).reset(seed=seed)  # gymnasium seeds self.np_random
+        super().reset(seed=seed)  # gymnasium seeds self.np_random
         self._rng = torch.Generator().manual_seed(int(self.np_random.integers(2**63)))
-        self._begin(1, self._rng, self.np_random, (options or {}).get("static"))
-        return self._observe()[0], {"length": int(self.lengths[0]), "static": self._static_info()}
+        self.sim.begin(1, self._rng, self.np_random, (options or {}).get("static"))
+        info = {"length": int(self.sim.lengths[0]), "static": self._static_info()}
+        return self.sim.observe()[0], info
 
     def step(self, action: Any):
-        a = np.asarray(action, dtype=np.int64).reshape(1, -1)
-        if not self.action_space.contains(
-            np.asarray(action, dtype=np.int64).reshape(() if len(self.actions) == 1 else (-1,))
-        ):
-            raise ValueError(f"action {action!r} is outside {self.action_space}")
-        obs, reward, terminated, truncated = self._advance(a, self._rng, self.np_random)
+        if not hasattr(self, "_rng"):
+            raise RuntimeError("call reset() before step()")
+        if self.sim.t[0] >= self.sim.lengths[0] - 1:
+            raise RuntimeError("the episode has ended: call reset()")
+        a = self.sim.check_actions(action, 1)
+        obs, reward, terminated, truncated = self.sim.advance(a, self._rng, self.np_random)
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
 
     def _static_info(self) -> dict[str, Any]:
-        return {k: _plain(v[0]) for k, v in self.static_values.items()}
+        hidden = set(self.sim.hidden)
+        return {k: _plain(v[0]) for k, v in self.sim.static_values.items() if k not in hidden}
 
 
-class VectorPatientEnv(Simulator):
-    """`num_envs` simulated patients stepped together (one model call per token column).
+class VectorPatientEnv(gym.vector.VectorEnv):
+    """`num_envs` simulated patients stepped together (a gymnasium.vector.VectorEnv).
 
-    ``reset(seed=)`` -> observations (n, d); ``step(actions (n,) or (n, A))`` -> observations,
-    rewards, terminated, truncated, info; a finished patient is replaced by a new one on the
-    next step (auto-reset), its final observation in ``info["final_observation"]``.
+    ``reset(seed=, options={"static": {...}})`` -> observations (n, d), infos;
+    ``step(actions (n,) or (n, A))`` -> observations, rewards, terminations, truncations,
+    infos. A patient whose episode ended is replaced on the next step by a new one (its
+    action is ignored; reward 0; ``infos["length"]`` with ``infos["_length"]`` marking the
+    new patients), the options of the last reset applying to it too.
     """
 
-    def __init__(
-        self,
-        model: HealthGym,
-        num_envs: int,
-        *,
-        reward: Any = "0",
-        actions: list[str] | None = None,
-        hidden: list[str] | None = None,
-    ) -> None:
-        super().__init__(model, reward=reward, actions=actions, hidden=hidden)
-        self.num_envs = num_envs
+    metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": "next_step"}
 
-    def reset(self, *, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def __init__(self, model: HealthGym, num_envs: int, **options: Any) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive number of patients, got {num_envs!r}")
+        self.sim = Simulator(model, **options)
+        self.num_envs = num_envs
+        sizes = [len(self.sim.levels[a]) for a in self.sim.actions]
+        self.single_action_space = _action_space(sizes)
+        self.single_observation_space = gym.spaces.Box(
+            -np.inf, np.inf, (len(self.sim.layout.names),), np.float32
+        )
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        if isinstance(seed, list):
+            seed = seed[0]
         self._np = np.random.default_rng(seed)
         self._rng = torch.Generator().manual_seed(int(self._np.integers(2**63)))
-        self._begin(self.num_envs, self._rng, self._np, None)
+        self._static = (options or {}).get("static")
+        self.sim.begin(self.num_envs, self._rng, self._np, self._static)
         self._done = np.zeros(self.num_envs, dtype=bool)
-        return self._observe(), {"length": self.lengths.copy()}
+        every = np.ones(self.num_envs, dtype=bool)
+        return self.sim.observe(), {"length": self.sim.lengths.copy(), "_length": every}
 
     def step(self, actions: Any):
-        if self._done.all():  # every patient finished: a new cohort of patients
-            obs, info = self.reset(seed=int(self._np.integers(2**31)))
-            zeros = np.zeros(self.num_envs)
-            return obs, zeros, self._done.copy(), self._done.copy(), info
-        a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs, -1)
-        live = ~self._done
-        obs, reward, terminated, truncated = self._advance(a, self._rng, self._np)
-        reward = np.where(live, reward, 0.0)
-        self._done |= terminated | truncated
-        return obs, reward, terminated & live, truncated & live, {}
+        if not hasattr(self, "_rng"):
+            raise RuntimeError("call reset() before step()")
+        a = self.sim.check_actions(actions, self.num_envs)
+        restart = self._done
+        obs, reward, terminated, truncated = self.sim.advance(
+            a, self._rng, self._np, restart=restart, static=self._static
+        )
+        self._done = terminated | truncated
+        infos: dict[str, Any] = {}
+        if restart.any():
+            infos = {"length": self.sim.lengths.copy(), "_length": restart.copy()}
+        return obs, reward, terminated, truncated, infos
 
 
-def _median(column: Any) -> float:
-    """A real token column's training median (0 for levels: unused)."""
-    if column.kind == "bins":
-        return float(np.interp(0.5, np.linspace(0, 1, len(column.grid)), column.grid))
-    if column.kind == "values":
-        return float(np.median(np.asarray(column.values, dtype=float)))
-    return 0.0
+def _action_space(sizes: list[int]) -> gym.Space:
+    return gym.spaces.Discrete(sizes[0]) if len(sizes) == 1 else gym.spaces.MultiDiscrete(sizes)
 
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _make_env(run: str | Path, **options: Any) -> PatientEnv:
+    """`gymnasium.make(ENV_ID, run=...)`."""
+    return make(run, **options)
+
+
+def _make_vector_env(run: str | Path, num_envs: int = 1, **options: Any) -> VectorPatientEnv:
+    """`gymnasium.make_vec(ENV_ID, num_envs=..., run=...)`."""
+    options.pop("vectorization_mode", None)
+    return make(run, num_envs=num_envs, **options)
+
+
+if ENV_ID not in gym.registry:
+    gym.register(
+        ENV_ID,
+        entry_point=_make_env,
+        vector_entry_point=_make_vector_env,
+        disable_env_checker=True,  # observations are unbounded reals, which it warns about
+    )

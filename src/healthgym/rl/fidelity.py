@@ -49,7 +49,7 @@ def simulator_fidelity(
 ) -> Report:
     """The fidelity report of the simulator of `run_dir` on held-out real patients."""
     from ..models.healthgym.model import HealthGym
-    from .env import Simulator
+    from .simulator import Simulator
 
     model = HealthGym.load(run_dir)
     sim = Simulator(model, reward=reward, actions=actions)

@@ -96,15 +96,17 @@ class StepDrawer:
     """Patients' steps drawn one at a time, the recurrent state carried from step to step (a
     step costs the same whatever came before): `draw` the next step's token columns (all, or
     the first `stop`: the simulator sets the treatments itself), then `commit` the step's
-    tokens. With `model.last`, each column's variable's last observed tokens, whether there
-    is one, the steps since and the sum and count of its observed places are kept, as
-    `LastValue.history` computes them from the steps."""
+    tokens. Patients may be at different steps: `restart` begins new stays in some rows (the
+    simulator's auto-reset). With `model.last`, each column's variable's last observed tokens,
+    whether there is one, the steps since and the sum and count of its observed places are
+    kept, as `LastValue.history` computes them from the steps."""
 
     @torch.no_grad()
     def __init__(self, model: SequenceModel, static: torch.Tensor, temperature: float) -> None:
         b, d = static.shape[0], len(model.vocab)
         dev = static.device
-        self.model, self.static, self.temperature, self.t = model, static, temperature, 0
+        self.model, self.static, self.temperature = model, static.clone(), temperature
+        self.t = torch.zeros(b, dtype=torch.long, device=dev)  # (B,) each patient's step
         self.c = model.static_context(static, b)  # (B, W)
         self.step_table, self.step_at = joined_tables(model.step_in)
         self.previous_table, self.previous_at = joined_tables(model.previous)
@@ -139,8 +141,8 @@ class StepDrawer:
         """Step t's first `stop` token columns (B, stop) (default: all), from uniforms u
         (>= stop, B) given the steps committed so far."""
         model, kernel, c, b = self.model, self.kernel, self.c, self.c.shape[0]
-        t, stop = self.t, len(model.vocab) if stop is None else stop
-        s, self.h = model.gru((self.x + model.position.weight[t] + c)[:, None], self.h)
+        stop = len(model.vocab) if stop is None else stop
+        s, self.h = model.gru((self.x + model.position.weight[self.t] + c)[:, None], self.h)
         if kernel is not None:
             has, count = self.has, self.count
             prev = F.embedding(self.last.T + self.previous_at[:, None], self.previous_table)
@@ -201,3 +203,18 @@ class StepDrawer:
         self.has |= observed
         self.total += kernel.place(tokens) * observed
         self.count += observed
+
+    @torch.no_grad()
+    def restart(self, rows: torch.Tensor, static: torch.Tensor) -> None:
+        """Begin new stays in ``rows`` (B,) bool, with their static tokens (rows, S)."""
+        self.static[rows] = static
+        self.c[rows] = self.model.static_context(static, len(static))
+        self.t[rows] = 0
+        self.x[rows] = 0
+        if self.h is not None:
+            self.h[:, rows] = 0
+        if self.kernel is None:
+            self.before[:, rows] = 0
+            return
+        for state in (self.last, self.has, self.age, self.total, self.count, self.step_tokens):
+            state[rows] = 0

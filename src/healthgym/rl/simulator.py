@@ -1,0 +1,271 @@
+"""Patients drawn step by step from a trained default model, treatments set from outside: what
+the gymnasium environments (`healthgym.rl.env`) and the fidelity report share.
+
+A step costs the same whatever came before: the model's recurrent state is carried
+(`StepDrawer`), and values are held, constrained and carried forward one step at a time from
+per-patient arrays. Each patient has its own step, so a finished stay can be replaced by a new
+one while the others go on (`restart`, the vector environment's auto-reset).
+
+The model learned the recorded care: what it simulates under other treatments is what the
+observational data suggests, not a causal effect (docs/rl.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.constraints import StepConstraints
+from ..models.healthgym.model import HealthGym
+from ..models.healthgym.sampler import StepDrawer, draw_statics
+from .observations import ObservationLayout
+from .rewards import Reward
+
+
+class Simulator:
+    """`n` patients (`begin`), each at its own step; `advance` sets the treatments of their
+    current step and draws the next state."""
+
+    def __init__(
+        self,
+        model: HealthGym,
+        *,
+        reward: Any = "0",
+        actions: list[str] | None = None,
+        hidden: list[str] | None = None,
+    ) -> None:
+        net, tok = model._fitted()
+        self.net, self.tok, self.temperature = net.eval(), tok, model.config.temperature
+        self.hold = model.config.last_value  # values held while tokens repeat, as in sample
+        schema = tok.schema
+        self.actions = list(actions) if actions else [v.name for v in schema.actions]
+        if not self.actions:
+            raise ValueError(
+                "no action variable: give actions=[...] or train on a schema with role: action"
+            )
+        order = [c.name for c in tok.dynamic_columns]
+        tail = order[len(order) - len(self.actions) :]
+        if sorted(tail) != sorted(self.actions):
+            raise ValueError(
+                f"the run's model draws {self.actions} before other variables of a step; "
+                "mark them role: action in the schema and train again (treatments come last "
+                "within a step, so the next state can follow the chosen treatment)"
+            )
+        for name in self.actions:
+            if schema[name].kind == "real":
+                raise ValueError(f"action {name!r} is real: make it categorical (bins) to act")
+        self.levels = {c.name: c.values for c in tok.dynamic_columns if c.name in self.actions}
+        self.action_codes = {}  # per treatment: where its tokens go, each level's, its levels
+        for name in self.actions:
+            column, at = tok.column_at(name)
+            tokens = torch.as_tensor(np.stack([column.token_of(v) for v in column.values]))
+            self.action_codes[name] = (at, tokens, np.asarray(column.values, dtype=object))
+        medians = {c.name: _median(c) for c in [*tok.static_columns, *tok.dynamic_columns]}
+        self.hidden = list(hidden or [])
+        self.layout = ObservationLayout.of(schema, [*self.actions, *self.hidden], medians)
+        self.reward = Reward(reward, schema.names)
+        self.longest = tok.max_length
+        self.width = sum(len(c.vocab) for c in tok.dynamic_columns)
+        self.first_action_token = self.width - sum(
+            len(c.vocab) for c in tok.dynamic_columns if c.name in self.actions
+        )
+
+    # ---- actions -------------------------------------------------------------------------------
+    def check_actions(self, actions: Any, n: int) -> np.ndarray:
+        """(n, A) level indices from what a policy gave, or a ValueError naming the treatment
+        and its levels (a float that is not whole, a level out of range, a wrong shape)."""
+        a = np.asarray(actions)
+        shape = (n, len(self.actions))
+        if a.size != n * len(self.actions):
+            raise ValueError(
+                f"actions must be {n} x {len(self.actions)} level indices "
+                f"({', '.join(self.actions)}), got shape {a.shape}"
+            )
+        a = a.reshape(shape)
+        if a.dtype.kind not in "iub" and not (
+            a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a))
+        ):
+            raise ValueError(f"actions must be whole level indices, got {actions!r}")
+        a = a.astype(np.int64)
+        for k, name in enumerate(self.actions):
+            bad = (a[:, k] < 0) | (a[:, k] >= len(self.levels[name]))
+            if bad.any():
+                raise ValueError(
+                    f"action for {name} must be a level index 0..{len(self.levels[name]) - 1} "
+                    f"(levels {self.levels[name]}), got {a[bad, k][0]}"
+                )
+        return a
+
+    # ---- patients ------------------------------------------------------------------------------
+    def begin(self, n: int, rng: torch.Generator, np_rng: np.random.Generator, static: Any) -> None:
+        """`n` new patients (statics, lengths of at least 2 steps) and their first state."""
+        tokens = self._statics(n, rng, static)
+        self.static_tokens = tokens
+        self.lengths = (tokens[:, -1] + 1).numpy()
+        self.t = np.zeros(n, dtype=np.int64)
+        self.step_tokens = torch.zeros(n, self.width, dtype=torch.long)
+        self.drawer = StepDrawer(self.net.sequence, tokens, self.temperature)
+        self.constraints = StepConstraints(self.tok.schema)
+        self.static_values = self._static_values(tokens, np_rng)
+        self.repeats: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # a real's last observed
+        self.filled = {v.name: np.full(n, None, dtype=object) for v in self.tok.schema.dynamic}
+        self._draw_state(rng, np_rng)
+
+    def _restart(
+        self, rows: np.ndarray, rng: torch.Generator, np_rng: np.random.Generator, static: Any
+    ) -> None:
+        """New patients in ``rows`` (bool, n): their stays begin (state at step 0, not drawn)."""
+        k = int(rows.sum())
+        tokens = self._statics(k, rng, static)
+        self.static_tokens[rows] = tokens
+        self.lengths[rows] = (tokens[:, -1] + 1).numpy()
+        self.drawer.restart(torch.as_tensor(rows), tokens)
+        self.constraints.restart(rows)
+        for name, x in self._static_values(tokens, np_rng).items():
+            self.static_values[name][rows] = x
+        for _, values in self.repeats.values():
+            values[rows] = np.nan
+        for x in self.filled.values():
+            x[rows] = None
+
+    def _statics(self, n: int, rng: torch.Generator, static: Any) -> torch.Tensor:
+        """Static tokens (n, S) of new patients (`static`: values to give them)."""
+        given = self.net.statics.unknown(n, torch.device("cpu"))
+        for name, value in (static or {}).items():
+            column, at = self.tok.column_at(name)
+            given[:, at : at + len(column.vocab)] = torch.as_tensor(column.token_of(value))
+        with torch.no_grad():
+            tokens = draw_statics(self.net.statics, given, rng, self.temperature)
+            for _ in range(100):  # a stay of one step has no transition: draw the length again
+                short = tokens[:, -1] == 0
+                if not short.any():
+                    break
+                again = given.clone()
+                again[short, -1] = self.net.statics.vocab[-1]
+                tokens[short] = draw_statics(self.net.statics, again[short], rng, self.temperature)
+            tokens[:, -1] = tokens[:, -1].clamp(min=1)
+        return tokens
+
+    def _static_values(
+        self, tokens: torch.Tensor, np_rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        values = self.tok.decode_columns(self.tok.static_columns, tokens[:, :-1].numpy(), np_rng)
+        return self.constraints.apply(values, first=True)
+
+    def draw_state(self, static: torch.Tensor, prefix: torch.Tensor, rng: torch.Generator) -> None:
+        """Draw, in place, the state tokens of the last step of `prefix` (B, t + 1, D) given
+        the steps before it (treatments included) and the statics (B, S): for histories that
+        were not drawn here (the fidelity report's real patients)."""
+        t, sequence = prefix.shape[1] - 1, self.net.sequence
+        with torch.no_grad():
+            for j in range(self.first_action_token):
+                logits = sequence.last_logits(static, prefix)[:, j, : sequence.vocab[j]]
+                probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+                prefix[:, t, j] = torch.multinomial(probs, 1, generator=rng).squeeze(1)
+
+    def _draw_state(self, rng: torch.Generator, np_rng: np.random.Generator) -> None:
+        """Draw every patient's state at its current step given its stay so far; decode it."""
+        n, stop = len(self.lengths), self.first_action_token
+        u = torch.rand(stop, n, generator=rng).double()
+        self.step_tokens.zero_()
+        self.step_tokens[:, :stop] = self.drawer.draw(u, stop)
+        step = self.step_tokens.numpy()
+        values = self.tok.decode_columns(self.tok.dynamic_columns, step, np_rng)
+        if self.hold:  # `Tokenizer.inverse_transform(hold=True)`, one step at a time
+            for c in self.tok.dynamic_columns:
+                if c.kind == "bins":
+                    _, at = self.tok.column_at(c.name)
+                    tokens = step[:, at : at + len(c.vocab)]
+                    values[c.name] = self._held(c.name, values[c.name], tokens)
+        values = self.constraints.apply(values, first=self.t == 0)
+        for name in self.actions:
+            values[name] = np.full(n, None, dtype=object)
+        self.raw = values  # this step's values, not carried forward
+        self._carry(values)
+
+    def _held(self, name: str, x: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """`x` where an observed value's tokens repeat its last observed value's: that value."""
+        observed = ~np.isnan(x)
+        if name in self.repeats:
+            last_tokens, last_x = self.repeats[name]
+            same = observed & (tokens == last_tokens).all(1) & ~np.isnan(last_x)
+            x = np.where(same, last_x, x)
+            self.repeats[name] = (
+                np.where(observed[:, None], tokens, last_tokens),
+                np.where(observed, x, last_x),
+            )
+        else:
+            self.repeats[name] = (tokens.copy(), np.where(observed, x, np.nan))
+        return x
+
+    def _carry(self, values: dict[str, Any]) -> None:
+        for name, x in values.items():
+            self.filled[name] = np.where(pd.isna(x), self.filled[name], x)
+
+    def _act(self, action: np.ndarray) -> None:
+        """Set the treatment tokens and values of the current step (level indices, (n, A))."""
+        levels = {}
+        for k, name in enumerate(self.actions):
+            at, tokens, values = self.action_codes[name]
+            self.step_tokens[:, at : at + tokens.shape[1]] = tokens[action[:, k]]
+            levels[name] = values[action[:, k]]
+        levels = self.constraints.apply(levels, first=self.t == 0)
+        self.raw.update(levels)
+        self._carry(levels)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The current step's carried-forward values, statics included, by variable."""
+        return {**self.static_values, **self.filled}
+
+    def observe(self) -> np.ndarray:
+        """(n, d) observations of the current step."""
+        measured = {k: ~pd.isna(x) for k, x in {**self.static_values, **self.raw}.items()}
+        return self.layout.encode(self.state(), measured)
+
+    def advance(
+        self,
+        action: np.ndarray,
+        rng: torch.Generator,
+        np_rng: np.random.Generator,
+        restart: np.ndarray | None = None,
+        static: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Treat at the current step, draw the next: (observations, rewards, terminated,
+        truncated). ``restart`` rows (bool, n) begin new stays instead (given ``static``
+        values): their treatment is ignored, they get their first state, reward 0, and
+        neither end (the vector environment's auto-reset)."""
+        restarted = np.zeros(len(self.lengths), bool) if restart is None else restart
+        self._act(action)
+        now = self.state()
+        self.drawer.commit(self.step_tokens)
+        self.t = np.where(restarted, 0, self.t + 1)
+        if restarted.any():
+            self._restart(restarted, rng, np_rng, static)
+        self._draw_state(rng, np_rng)
+        obs, nxt = self.observe(), self.state()
+        done = (self.t == self.lengths - 1) & ~restarted
+        reward = self.reward(self._frame(now, self.t - 1), self._frame(nxt, self.t), done)
+        reward = np.where(np.isfinite(reward) & ~restarted, reward, 0.0)
+        cut = self.lengths == self.longest
+        return obs, reward, done & ~cut, done & cut
+
+    def _frame(self, values: dict[str, np.ndarray], t: np.ndarray) -> Any:
+        """A step's values for the reward: as they are for an expression, as a table (id and
+        time columns included, as the export's) for a callable."""
+        if not callable(self.reward.spec):
+            return values
+        schema, n = self.tok.schema, len(self.lengths)
+        frame = pd.DataFrame({schema.id: np.arange(n), schema.time: self.tok.time_origin + t})
+        return pd.concat([frame, pd.DataFrame(values)], axis=1)
+
+
+def _median(column: Any) -> float:
+    """A real token column's training median (0 for levels: unused)."""
+    if column.kind == "bins":
+        return float(np.interp(0.5, np.linspace(0, 1, len(column.grid)), column.grid))
+    if column.kind == "values":
+        return float(np.median(np.asarray(column.values, dtype=float)))
+    return 0.0
