@@ -232,3 +232,30 @@ def test_a_restarted_row_draws_as_a_fresh_patient(run):
         assert torch.equal(drawer.draw(u)[rows], fresh.draw(u[:, rows]))
         drawer.commit(dynamic[:, t])
         fresh.commit(dynamic[rows, t])
+
+
+def test_an_export_beside_its_run_recovers_the_simulator(run, tmp_path, monkeypatch):
+    """Issue 29: the Minari dataset names the simulator (recover_environment, d3rlpy's
+    get_minari), and both end stays truncated at the same longest stay."""
+    minari = pytest.importorskip("minari")
+    d3rlpy = pytest.importorskip("d3rlpy")
+    from healthgym.rl.offline import export_minari
+
+    cohort = treated_cohort(30, seed=7)
+    with pytest.raises(ValueError, match=r"hidden \['nope'\] are not variables"):
+        export_minari(cohort, tmp_path / "x", reward="-(hr_next > 100)", hidden=["nope"])
+    export_minari(cohort, tmp_path / "m", reward="-(hr_next > 100)", run=run,
+                  dataset_id="healthgym/vent-v0")  # fmt: skip
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "m"))
+    dataset = minari.load_dataset("healthgym/vent-v0")
+    env = dataset.recover_environment()
+    assert env.observation_space == dataset.observation_space
+    assert env.action_space == dataset.action_space
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    longest = simulator.make(run).sim.longest
+    for episode in dataset.iterate_episodes():
+        assert episode.truncations[-1] == (len(episode.rewards) + 1 >= longest)
+    replay, recovered = d3rlpy.datasets.get_minari("healthgym/vent-v0")
+    assert replay.size() == dataset.total_episodes
+    assert recovered.observation_space == dataset.observation_space

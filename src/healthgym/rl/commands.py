@@ -33,6 +33,13 @@ from ..console import friendly_errors, load_cohort
     "after the stay); the reward may still use them.",
 )
 @click.option("--action-bins", default=5, show_default=True, help="Quantile bins of a real action.")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(),
+    help="A default model's run folder on this schema: the dataset names its simulator as the "
+    "environment (recover_environment, d3rlpy.datasets.get_minari).",
+)
 @click.option("-o", "--output", required=True, type=click.Path(), help="Minari datasets folder.")
 @friendly_errors
 def export(
@@ -46,6 +53,7 @@ def export(
     dataset_id: str,
     hide: str,
     action_bins: int,
+    run_dir: str | None,
     output: str,
 ) -> None:
     """Export DATA (real or synthetic cohort) as an offline-RL dataset (Minari)."""
@@ -69,6 +77,7 @@ def export(
         dataset_id=dataset_id,
         action_bins=action_bins,
         hidden=[h.strip() for h in hide.split(",") if h.strip()],
+        run=run_dir,
     )
     click.echo(
         f"wrote Minari dataset {dataset_id!r} to {path}; read it with "

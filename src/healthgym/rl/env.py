@@ -162,7 +162,7 @@ def _make_vector_env(run: str | Path, num_envs: int = 1, **options: Any) -> Vect
 if ENV_ID not in gym.registry:
     gym.register(
         ENV_ID,
-        entry_point=_make_env,
-        vector_entry_point=_make_vector_env,
+        entry_point="healthgym.rl.env:_make_env",  # text: a spec of it serialises (Minari)
+        vector_entry_point="healthgym.rl.env:_make_vector_env",
         disable_env_checker=True,  # observations are unbounded reals, which it warns about
     )

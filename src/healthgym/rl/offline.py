@@ -56,11 +56,16 @@ def transitions(
     actions: Sequence[str] = (),
     action_bins: int = DEFAULT_ACTION_BINS,
     hidden: Sequence[str] = (),
+    longest: int | None = None,
 ) -> Transitions:
     """The cohort's stays as observation, action and reward arrays (see the module);
     `hidden` variables (an outcome known only at the end, say) are left out of the
-    observations but may appear in the reward."""
+    observations but may appear in the reward. A stay of `longest` steps (default: the
+    cohort's longest; the simulator's run's, when exported beside one) ends truncated."""
     schema, table = cohort.schema, cohort.table
+    unknown = sorted(set(hidden) - set(schema.names))
+    if unknown:
+        raise ValueError(f"hidden {unknown} are not variables; the schema has {schema.names}")
     actions = list(actions) or [v.name for v in schema.actions]
     if not actions:
         raise ValueError(
@@ -84,7 +89,7 @@ def transitions(
     layout = ObservationLayout.of(schema, [*actions, *hidden], medians)
     obs, names = layout.encode(filled, table.notna()), list(layout.names)
     codes, levels = _action_codes(cohort, filled, actions, action_bins)
-    longest = int(lengths.max())
+    longest = int(lengths.max()) if longest is None else longest
     out = Transitions([], [], [], [], names, levels, int((lengths < 2).sum()))
     now_rows = np.concatenate(
         [np.arange(s, s + n - 1) for s, n in zip(starts, lengths, strict=True)]
@@ -108,7 +113,7 @@ def transitions(
             codes[s : s + n - 1].squeeze(1) if len(actions) == 1 else codes[s : s + n - 1]
         )
         out.rewards.append(rewards[at : at + n - 1])
-        out.truncated.append(bool(n == longest))
+        out.truncated.append(bool(n >= longest))
         at += n - 1
     return out
 
@@ -123,18 +128,25 @@ def export_minari(
     action_bins: int = DEFAULT_ACTION_BINS,
     hidden: Sequence[str] = (),
     description: str | None = None,
+    run: str | Path | None = None,
 ) -> Path:
     """Write the cohort as Minari dataset `dataset_id` under `out_dir`, a Minari datasets
     root (read it back with ``MINARI_DATASETS_PATH=out_dir`` and
     ``minari.load_dataset(dataset_id)``); `actions` default to the schema's role-"action"
-    variables. Returns the dataset's folder."""
+    variables. With `run` (a default model's run folder trained on this schema) the dataset
+    names that run's simulator as its environment (`recover_environment()`,
+    `d3rlpy.datasets.get_minari`), and stays end truncated at the run's longest stay, as
+    there. Returns the dataset's folder."""
     check_dataset_id(dataset_id)
     require("rl", "the Minari export")
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
 
-    data = transitions(cohort, reward, actions, action_bins, hidden)
+    spec, longest = None, None
+    if run is not None:
+        spec, longest = _simulator_spec(cohort, run, reward, actions, hidden)
+    data = transitions(cohort, reward, actions, action_bins, hidden, longest)
     actions = list(data.action_levels)
     if not data.observations:
         raise ValueError("no stay has two steps: there is no transition to export")
@@ -172,6 +184,7 @@ def export_minari(
         minari.create_dataset_from_buffers(
             dataset_id=dataset_id,
             buffer=episodes,
+            env=spec,
             action_space=action_space,
             observation_space=observation_space,
             algorithm_name="recorded care (behaviour policy)",
@@ -184,6 +197,45 @@ def export_minari(
             f"{data.skipped} stays of one step have no transition: left out", stacklevel=2
         )
     return Path(out_dir) / dataset_id
+
+
+def _simulator_spec(
+    cohort: Cohort,
+    run: str | Path,
+    reward: str | Callable[..., Any],
+    actions: Sequence[str],
+    hidden: Sequence[str],
+) -> tuple[Any, int]:
+    """The gymnasium spec of the simulator of `run` with these settings, and its longest
+    stay; a ValueError where its observations or actions would not be the dataset's."""
+    from gymnasium.envs.registration import EnvSpec
+
+    from ..models.healthgym.tokenizer import Tokenizer
+    from ..training import run_folder
+    from .env import ENV_ID
+
+    if callable(reward):
+        raise ValueError("an environment spec names its reward as an expression, not a function")
+    tok = Tokenizer.load(Path(run) / run_folder.TOKENIZER_FILE)
+    names = list(actions) or [v.name for v in cohort.schema.actions]
+    mine = ObservationLayout.of(cohort.schema, [*names, *hidden], {}).names
+    theirs = ObservationLayout.of(tok.schema, [*names, *hidden], {}).names
+    levels = {c.name: c.values for c in tok.dynamic_columns if c.name in names}
+    ours = {n: cohort.schema[n].levels for n in names}
+    if mine != theirs or levels != ours:
+        raise ValueError(
+            f"{run}: its simulator's observations or treatment levels differ from this "
+            "cohort's (train it on this schema)"
+        )
+    kwargs = {"run": str(Path(run).resolve()), "reward": reward, "actions": names}
+    spec = EnvSpec(
+        ENV_ID,
+        entry_point="healthgym.rl.env:_make_env",
+        kwargs={**kwargs, "hidden": list(hidden)},
+        disable_env_checker=True,
+        max_episode_steps=max(1, tok.max_length - 1),  # transitions of the longest stay
+    )
+    return spec, tok.max_length
 
 
 #: A Minari dataset id: [namespace/]name-vN, each part a plain name (no "..", no leading "/").
