@@ -320,10 +320,10 @@ def test_sampling_processes_are_capped_at_the_usable_cores(runs, tmp_path, monke
 
 # ---- 16. a missing extra is named in one line ----------------------------------------------------
 def test_missing_extras_name_their_pip_command(data, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "simpleeval", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "minari", None)  # as if not installed
     r = run("export", data, "--id", "pid", "--time", "hour", "--actions", "vent", "--reward",
             "-hr_next", "-o", tmp_path / "rl")  # fmt: skip
-    one_line_error(r, "pip install 'healthgym[rl]'", "simpleeval")
+    one_line_error(r, "pip install 'healthgym[rl]'", "minari")
     assert not (tmp_path / "rl").exists()
     monkeypatch.setitem(sys.modules, "opacus", None)
     with pytest.raises(MissingExtra, match=r"pip install 'healthgym\[dp\]'"):

@@ -8,7 +8,7 @@ import sys
 
 #: The modules each extra installs that the package imports (d3rlpy, in `rl`, is for the
 #: quick start and the tests only).
-EXTRAS = {"rl": ("gymnasium", "minari", "simpleeval"), "dp": ("opacus",)}
+EXTRAS = {"rl": ("gymnasium", "minari"), "dp": ("opacus",)}
 
 
 class MissingExtra(ImportError):
