@@ -96,3 +96,20 @@ def make_cohort(n=300, length=8, seed=0, min_length=None, first_id=0) -> hg.Coho
 def small_cohort() -> hg.Cohort:
     """24 patients of `make_table`, the fixture of the model families' tests."""
     return hg.Cohort(make_table(24, seed=3), id="pid", time="hour")
+
+
+def treated_cohort(n: int = 120, seed: int = 0) -> hg.Cohort:
+    """Ventilation drawn at random each step; the next heart rate is ~70 after ventilation,
+    ~110 without: a treatment effect the simulator must reproduce."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n):
+        sex, length, hr = rng.choice(["F", "M"]), int(rng.integers(3, 7)), 90.0
+        for t in range(length):
+            vent = int(rng.integers(0, 2))
+            rows.append({"pid": p, "t": t, "sex": sex, "hr": round(hr, 1), "vent": vent})
+            hr = (70.0 if vent else 110.0) + rng.normal(0, 3)
+    table = pd.DataFrame(rows)
+    cohort = hg.Cohort(table, id="pid", time="t")
+    cohort.schema["vent"].role = "action"
+    return cohort

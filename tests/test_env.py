@@ -1,7 +1,6 @@
 """The learned patient simulator: a gymnasium Env that follows the chosen treatment."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import healthgym as hg
@@ -10,23 +9,7 @@ gym = pytest.importorskip("gymnasium")
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 from healthgym.rl import env as simulator  # noqa: E402
-
-
-def treated_cohort(n: int = 120, seed: int = 0) -> hg.Cohort:
-    """Ventilation drawn at random each step; the next heart rate is ~70 after ventilation,
-    ~110 without: a treatment effect the simulator must reproduce."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for p in range(n):
-        sex, length, hr = rng.choice(["F", "M"]), int(rng.integers(3, 7)), 90.0
-        for t in range(length):
-            vent = int(rng.integers(0, 2))
-            rows.append({"pid": p, "t": t, "sex": sex, "hr": round(hr, 1), "vent": vent})
-            hr = (70.0 if vent else 110.0) + rng.normal(0, 3)
-    table = pd.DataFrame(rows)
-    cohort = hg.Cohort(table, id="pid", time="t")
-    cohort.schema["vent"].role = "action"
-    return cohort
+from helpers import treated_cohort  # noqa: E402
 
 
 @pytest.fixture(scope="module")

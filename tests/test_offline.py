@@ -145,3 +145,13 @@ def test_role_action_variables_are_the_default_actions(cohort, tmp_path, monkeyp
     marked = {name: [v.name for v in lay.schema().actions] for name, lay in LAYOUTS.items()}
     assert marked["hypotension"] == ["fluid_boluses", "vasopressors"]
     assert marked["sepsis"] == ["Input4H", "MaxVaso"] and len(marked["art-for-hiv"]) == 5
+
+
+@pytest.mark.parametrize("bins", [0, -3, 10**9])
+def test_action_bins_are_bounded_before_any_work(bins, tmp_path):
+    """Issue 29: --action-bins 1e9 grew to 23 GB; -3 and 0 blamed the data."""
+    from healthgym.rl.offline import transitions
+
+    cohort = hg.Cohort(make_table(10, seed=1), id="pid", time="hour")
+    with pytest.raises(ValueError, match="action bins must be 2 to 100"):
+        transitions(cohort, "0", ["hr"], action_bins=bins)

@@ -32,7 +32,13 @@ from ..console import friendly_errors, load_cohort
     help="Variables left out of the observations, comma-separated (e.g. an outcome known only "
     "after the stay); the reward may still use them.",
 )
-@click.option("--action-bins", default=5, show_default=True, help="Quantile bins of a real action.")
+@click.option(
+    "--action-bins",
+    type=click.IntRange(2, 100),
+    default=5,
+    show_default=True,
+    help="Quantile bins of a real action (2 to 100).",
+)
 @click.option(
     "--run",
     "run_dir",

@@ -35,6 +35,8 @@ from .observations import ObservationLayout
 from .rewards import Reward
 
 DEFAULT_ACTION_BINS = 5
+#: The most quantile bins of a real treatment (a policy's choices, not a resolution).
+MAX_ACTION_BINS = 100
 
 
 @dataclass
@@ -63,6 +65,10 @@ def transitions(
     observations but may appear in the reward. A stay of `longest` steps (default: the
     cohort's longest; the simulator's run's, when exported beside one) ends truncated."""
     schema, table = cohort.schema, cohort.table
+    if isinstance(action_bins, bool) or not isinstance(action_bins, int):
+        raise ValueError(f"action_bins must be an integer, got {action_bins!r}")
+    if not 2 <= action_bins <= MAX_ACTION_BINS:
+        raise ValueError(f"action bins must be 2 to {MAX_ACTION_BINS}, got {action_bins}")
     unknown = sorted(set(hidden) - set(schema.names))
     if unknown:
         raise ValueError(f"hidden {unknown} are not variables; the schema has {schema.names}")
