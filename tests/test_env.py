@@ -242,3 +242,33 @@ def test_an_export_beside_its_run_recovers_the_simulator(run, tmp_path, monkeypa
     replay, recovered = d3rlpy.datasets.get_minari("healthgym/vent-v0")
     assert replay.size() == dataset.total_episodes
     assert recovered.observation_space == dataset.observation_space
+
+
+def test_the_previous_treatment_is_observed_alike_in_export_and_simulator(run, tmp_path):
+    """Issue 29: an option to observe the treatment of the step before, the same columns in
+    the export (from the record) and the simulator (from the policy's last action)."""
+    minari = pytest.importorskip("minari")
+    from healthgym.rl.offline import export_minari, transitions
+
+    cohort = treated_cohort(20, seed=8)
+    data = transitions(cohort, "0", previous=True)
+    assert data.observation_names[-2:] == ["vent__previous=0", "vent__previous=1"]
+    for obs, acts in zip(data.observations, data.actions, strict=True):
+        assert (obs[0, -2:] == 0).all()  # nothing before the first step
+        assert (obs[1:, -1] == acts).all() and (obs[1:, -2] == 1 - acts).all()
+    env = simulator.make(run, previous=True)
+    assert env.observation_space.shape == (5,)
+    obs, _ = env.reset(seed=0)
+    assert (obs[-2:] == 0).all()
+    assert env.step(1)[0][-2:].tolist() == [0.0, 1.0]
+    assert env.step(0)[0][-2:].tolist() == [1.0, 0.0]
+    export_minari(cohort, tmp_path / "m", reward="0", run=run, previous=True,
+                  dataset_id="healthgym/prev-v0")  # fmt: skip
+    import os
+
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp_path / "m")
+    try:
+        dataset = minari.load_dataset("healthgym/prev-v0")
+        assert dataset.recover_environment().observation_space == dataset.observation_space
+    finally:
+        del os.environ["MINARI_DATASETS_PATH"]

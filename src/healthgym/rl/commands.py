@@ -46,6 +46,13 @@ from ..console import friendly_errors, load_cohort
     help="A default model's run folder on this schema: the dataset names its simulator as the "
     "environment (recover_environment, d3rlpy.datasets.get_minari).",
 )
+@click.option(
+    "--previous-treatment",
+    "previous",
+    is_flag=True,
+    help="Observations hold the treatments of the step before (one-hot), as "
+    "env.make(previous=True).",
+)
 @click.option("-o", "--output", required=True, type=click.Path(), help="Minari datasets folder.")
 @friendly_errors
 def export(
@@ -60,6 +67,7 @@ def export(
     hide: str,
     action_bins: int,
     run_dir: str | None,
+    previous: bool,
     output: str,
 ) -> None:
     """Export DATA (real or synthetic cohort) as an offline-RL dataset (Minari)."""
@@ -84,6 +92,7 @@ def export(
         action_bins=action_bins,
         hidden=[h.strip() for h in hide.split(",") if h.strip()],
         run=run_dir,
+        previous=previous,
     )
     click.echo(
         f"wrote Minari dataset {dataset_id!r} to {path}; read it with "

@@ -44,12 +44,14 @@ def make(
     actions: list[str] | None = None,
     hidden: list[str] | None = None,
     num_envs: int | None = None,
+    previous: bool = False,
 ) -> Any:
     """The simulator of the default model in `run_dir`: a `PatientEnv`, or with `num_envs`
     a `VectorPatientEnv` stepping that many patients at once. `hidden` variables are left
-    out of the observations (as in the export), not out of the reward."""
+    out of the observations (as in the export), not out of the reward; `previous` adds the
+    treatments of the step before to the observations (as the export's ``previous``)."""
     model = HealthGym.load(run_dir)
-    kw = {"reward": reward, "actions": actions, "hidden": hidden}
+    kw = {"reward": reward, "actions": actions, "hidden": hidden, "previous": previous}
     if num_envs is None:
         return PatientEnv(model, **kw)
     return VectorPatientEnv(model, num_envs, **kw)

@@ -28,13 +28,20 @@ class ObservationLayout:
     variables: tuple[Variable, ...]
     medians: dict[str, float]
     names: tuple[str, ...]
+    previous: tuple[int, ...] = ()  # levels of each treatment observed one step back
 
     @classmethod
     def of(
-        cls, schema: Schema, left_out: Sequence[str], medians: dict[str, float]
+        cls,
+        schema: Schema,
+        left_out: Sequence[str],
+        medians: dict[str, float],
+        previous: dict[str, list[Any]] | None = None,
     ) -> ObservationLayout:
         """The layout of `schema` without `left_out` (the actions: the policy's choice; and
-        any variable not to be observed)."""
+        any variable not to be observed); `previous` (treatment -> its levels) adds the
+        treatments of the step before, one-hot (`NAME__previous=LEVEL`, all zeros at a
+        stay's first step), after the rest."""
         observed = [v for v in [*schema.static, *schema.dynamic] if v.name not in left_out]
         names: list[str] = []
         for v in observed:
@@ -42,11 +49,20 @@ class ObservationLayout:
                 names += [v.name] + ([f"{v.name}__measured"] if v.missing == "flag" else [])
             else:
                 names += [f"{v.name}={level}" for level in v.levels]
-        return cls(tuple(observed), dict(medians), tuple(names))
+        for name, levels in (previous or {}).items():
+            names += [f"{name}__previous={level}" for level in levels]
+        sizes = tuple(len(levels) for levels in (previous or {}).values())
+        return cls(tuple(observed), dict(medians), tuple(names), sizes)
 
-    def encode(self, filled: Mapping[str, Any], measured: Mapping[str, Any]) -> np.ndarray:
+    def encode(
+        self,
+        filled: Mapping[str, Any],
+        measured: Mapping[str, Any],
+        previous: np.ndarray | None = None,
+    ) -> np.ndarray:
         """(rows, d) float32 from carried-forward values and where values were measured
-        (tables, or arrays by variable)."""
+        (tables, or arrays by variable); with `previous` treatments in the layout, their
+        level indices at the step before (rows, A), -1 where there is none."""
         columns = []
         for v in self.variables:
             if v.kind == "real":
@@ -57,4 +73,7 @@ class ObservationLayout:
             else:
                 code = level_codes(np.asarray(filled[v.name]), v.levels)  # -1 where missing
                 columns += [(code == j).astype(np.float64) for j in range(len(v.levels))]
+        for k, size in enumerate(self.previous):
+            assert previous is not None, "the layout observes the previous treatments"
+            columns += [(previous[:, k] == j).astype(np.float64) for j in range(size)]
         return np.stack(columns, axis=1).astype(np.float32)

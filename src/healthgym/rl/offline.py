@@ -59,11 +59,13 @@ def transitions(
     action_bins: int = DEFAULT_ACTION_BINS,
     hidden: Sequence[str] = (),
     longest: int | None = None,
+    previous: bool = False,
 ) -> Transitions:
     """The cohort's stays as observation, action and reward arrays (see the module);
     `hidden` variables (an outcome known only at the end, say) are left out of the
     observations but may appear in the reward. A stay of `longest` steps (default: the
-    cohort's longest; the simulator's run's, when exported beside one) ends truncated."""
+    cohort's longest; the simulator's run's, when exported beside one) ends truncated.
+    `previous`: the observations hold the treatments of the step before (one-hot)."""
     schema, table = cohort.schema, cohort.table
     if isinstance(action_bins, bool) or not isinstance(action_bins, int):
         raise ValueError(f"action_bins must be an integer, got {action_bins!r}")
@@ -92,9 +94,13 @@ def transitions(
     medians = {
         name: float(np.nanmedian(table[name])) for name in reals if table[name].notna().any()
     }
-    layout = ObservationLayout.of(schema, [*actions, *hidden], medians)
-    obs, names = layout.encode(filled, table.notna()), list(layout.names)
     codes, levels = _action_codes(cohort, filled, actions, action_bins)
+    layout = ObservationLayout.of(
+        schema, [*actions, *hidden], medians, levels if previous else None
+    )
+    before = np.vstack([np.full((1, codes.shape[1]), -1), codes[:-1]])
+    before[starts] = -1  # a stay's first step has no treatment before it
+    obs, names = layout.encode(filled, table.notna(), before), list(layout.names)
     longest = int(lengths.max()) if longest is None else longest
     out = Transitions([], [], [], [], names, levels, int((lengths < 2).sum()))
     now_rows = np.concatenate(
@@ -135,6 +141,7 @@ def export_minari(
     hidden: Sequence[str] = (),
     description: str | None = None,
     run: str | Path | None = None,
+    previous: bool = False,
 ) -> Path:
     """Write the cohort as Minari dataset `dataset_id` under `out_dir`, a Minari datasets
     root (read it back with ``MINARI_DATASETS_PATH=out_dir`` and
@@ -142,7 +149,8 @@ def export_minari(
     variables. With `run` (a default model's run folder trained on this schema) the dataset
     names that run's simulator as its environment (`recover_environment()`,
     `d3rlpy.datasets.get_minari`), and stays end truncated at the run's longest stay, as
-    there. Returns the dataset's folder."""
+    there. `previous`: observations hold the treatments of the step before. Returns the
+    dataset's folder."""
     check_dataset_id(dataset_id)
     require("rl", "the Minari export")
     import gymnasium as gym
@@ -151,8 +159,8 @@ def export_minari(
 
     spec, longest = None, None
     if run is not None:
-        spec, longest = _simulator_spec(cohort, run, reward, actions, hidden)
-    data = transitions(cohort, reward, actions, action_bins, hidden, longest)
+        spec, longest = _simulator_spec(cohort, run, reward, actions, hidden, previous)
+    data = transitions(cohort, reward, actions, action_bins, hidden, longest, previous)
     actions = list(data.action_levels)
     if not data.observations:
         raise ValueError("no stay has two steps: there is no transition to export")
@@ -211,6 +219,7 @@ def _simulator_spec(
     reward: str | Callable[..., Any],
     actions: Sequence[str],
     hidden: Sequence[str],
+    previous: bool,
 ) -> tuple[Any, int]:
     """The gymnasium spec of the simulator of `run` with these settings, and its longest
     stay; a ValueError where its observations or actions would not be the dataset's."""
@@ -224,16 +233,18 @@ def _simulator_spec(
         raise ValueError("an environment spec names its reward as an expression, not a function")
     tok = Tokenizer.load(Path(run) / run_folder.TOKENIZER_FILE)
     names = list(actions) or [v.name for v in cohort.schema.actions]
-    mine = ObservationLayout.of(cohort.schema, [*names, *hidden], {}).names
-    theirs = ObservationLayout.of(tok.schema, [*names, *hidden], {}).names
     levels = {c.name: c.values for c in tok.dynamic_columns if c.name in names}
     ours = {n: cohort.schema[n].levels for n in names}
+    back = levels if previous else None
+    mine = ObservationLayout.of(cohort.schema, [*names, *hidden], {}, back).names
+    theirs = ObservationLayout.of(tok.schema, [*names, *hidden], {}, back).names
     if mine != theirs or levels != ours:
         raise ValueError(
             f"{run}: its simulator's observations or treatment levels differ from this "
             "cohort's (train it on this schema)"
         )
     kwargs = {"run": str(Path(run).resolve()), "reward": reward, "actions": names}
+    kwargs["previous"] = previous
     spec = EnvSpec(
         ENV_ID,
         entry_point="healthgym.rl.env:_make_env",

@@ -36,6 +36,7 @@ class Simulator:
         reward: Any = "0",
         actions: list[str] | None = None,
         hidden: list[str] | None = None,
+        previous: bool = False,
     ) -> None:
         net, tok = model._fitted()
         self.net, self.tok, self.temperature = net.eval(), tok, model.config.temperature
@@ -65,7 +66,8 @@ class Simulator:
             self.action_codes[name] = (at, tokens, np.asarray(column.values, dtype=object))
         medians = {c.name: _median(c) for c in [*tok.static_columns, *tok.dynamic_columns]}
         self.hidden = list(hidden or [])
-        self.layout = ObservationLayout.of(schema, [*self.actions, *self.hidden], medians)
+        back = {a: self.levels[a] for a in self.actions} if previous else None
+        self.layout = ObservationLayout.of(schema, [*self.actions, *self.hidden], medians, back)
         self.reward = Reward(reward, schema.names)
         self.longest = tok.max_length
         self.width = sum(len(c.vocab) for c in tok.dynamic_columns)
@@ -106,6 +108,7 @@ class Simulator:
         self.static_tokens = tokens
         self.lengths = (tokens[:, -1] + 1).numpy()
         self.t = np.zeros(n, dtype=np.int64)
+        self.before = np.full((n, len(self.actions)), -1)  # the treatments one step back
         self.step_tokens = torch.zeros(n, self.width, dtype=torch.long)
         self.drawer = StepDrawer(self.net.sequence, tokens, self.temperature)
         self.constraints = StepConstraints(self.tok.schema)
@@ -123,6 +126,7 @@ class Simulator:
         self.static_tokens[rows] = tokens
         self.lengths[rows] = (tokens[:, -1] + 1).numpy()
         self.drawer.restart(torch.as_tensor(rows), tokens)
+        self.before[rows] = -1
         self.constraints.restart(rows)
         for name, x in self._static_values(tokens, np_rng).items():
             self.static_values[name][rows] = x
@@ -223,7 +227,7 @@ class Simulator:
     def observe(self) -> np.ndarray:
         """(n, d) observations of the current step."""
         measured = {k: ~pd.isna(x) for k, x in {**self.static_values, **self.raw}.items()}
-        return self.layout.encode(self.state(), measured)
+        return self.layout.encode(self.state(), measured, self.before)
 
     def advance(
         self,
@@ -239,6 +243,7 @@ class Simulator:
         neither end (the vector environment's auto-reset)."""
         restarted = np.zeros(len(self.lengths), bool) if restart is None else restart
         self._act(action)
+        self.before = action.copy()
         now = self.state()
         self.drawer.commit(self.step_tokens)
         self.t = np.where(restarted, 0, self.t + 1)
