@@ -155,3 +155,17 @@ def test_action_bins_are_bounded_before_any_work(bins, tmp_path):
     cohort = hg.Cohort(make_table(10, seed=1), id="pid", time="hour")
     with pytest.raises(ValueError, match="action bins must be 2 to 100"):
         transitions(cohort, "0", ["hr"], action_bins=bins)
+
+
+def test_a_reward_reading_an_observed_static_warns_of_a_leak():
+    """Issue 29: a reward on an outcome known after the stay (a static such as death) that
+    the observations also show hands the policy the answer: say so, unless it is hidden."""
+    import warnings
+
+    cohort = hg.Cohort(make_table(10, seed=1), id="pid", time="hour")
+    with pytest.warns(UserWarning, match=r"the reward reads \['age'\].*hide it"):
+        transitions(cohort, "where(last, -age, 0)", ["vent"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        transitions(cohort, "where(last, -age, 0)", ["vent"], hidden=["age"])
+        transitions(cohort, "-hr_next", ["vent"])

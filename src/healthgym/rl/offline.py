@@ -32,7 +32,7 @@ import pandas as pd
 from ..data.cohort import Cohort, level_codes
 from ..extras import require
 from .observations import ObservationLayout
-from .rewards import Reward
+from .rewards import Reward, warn_of_leaks
 
 DEFAULT_ACTION_BINS = 5
 #: The most quantile bins of a real treatment (a policy's choices, not a resolution).
@@ -85,6 +85,7 @@ def transitions(
         if schema[name].is_static:
             raise ValueError(f"action {name!r} is static: a treatment must vary over the stay")
     rule = Reward(reward, schema.names)
+    warn_of_leaks(rule, [v.name for v in schema.static], hidden)
     ids = table[schema.id].to_numpy()
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     lengths = np.diff(np.r_[starts, len(ids)])

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import ast
 import operator
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,18 @@ class Reward:
                 return _Evaluation(names, str(self.spec)).run(self.tree.body)
         except (TypeError, OverflowError, ZeroDivisionError) as e:
             raise ValueError(f"reward {self.spec!r} failed: {e}") from None
+
+
+def warn_of_leaks(reward: Reward, statics: list[str], hidden: Sequence[str]) -> None:
+    """Warn where the reward reads a static variable that the observations show: an outcome
+    known only after the stay (death, say) would hand the policy the answer."""
+    seen = sorted({n.removesuffix(NEXT) for n in reward.used} & set(statics) - set(hidden))
+    if seen:
+        warnings.warn(
+            f"the reward reads {seen}, which the observations also show: if one is an outcome "
+            f"known only after the stay, hide it (--hide / hidden=[...])",
+            stacklevel=3,
+        )
 
 
 def _check_node(node: ast.AST, spec: str) -> None:

@@ -22,7 +22,7 @@ from ..data.constraints import StepConstraints
 from ..models.healthgym.model import HealthGym
 from ..models.healthgym.sampler import StepDrawer, draw_statics
 from .observations import ObservationLayout
-from .rewards import Reward
+from .rewards import Reward, warn_of_leaks
 
 
 class Simulator:
@@ -69,6 +69,7 @@ class Simulator:
         back = {a: self.levels[a] for a in self.actions} if previous else None
         self.layout = ObservationLayout.of(schema, [*self.actions, *self.hidden], medians, back)
         self.reward = Reward(reward, schema.names)
+        warn_of_leaks(self.reward, [v.name for v in schema.static], self.hidden)
         self.longest = tok.max_length
         self.width = sum(len(c.vocab) for c in tok.dynamic_columns)
         self.first_action_token = self.width - sum(
