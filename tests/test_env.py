@@ -272,3 +272,31 @@ def test_the_previous_treatment_is_observed_alike_in_export_and_simulator(run, t
         assert dataset.recover_environment().observation_space == dataset.observation_space
     finally:
         del os.environ["MINARI_DATASETS_PATH"]
+
+
+def test_normalised_observations_are_scaled_alike_in_export_and_simulator(
+    run, tmp_path, monkeypatch
+):
+    """Issue 29: observation scaling (mean, scale per column) from patients drawn from the
+    run: recorded in the export and used by the simulator the export names."""
+    import json
+
+    minari = pytest.importorskip("minari")
+    from healthgym.rl.offline import export_minari
+
+    raw, scaled = simulator.make(run), simulator.make(run, normalize=True)
+    mean, scale = scaled.sim.scaling
+    a, b = raw.reset(seed=3)[0], scaled.reset(seed=3)[0]
+    np.testing.assert_allclose(b, (a - mean) / scale, rtol=1e-5, atol=1e-5)
+    assert abs(mean[2] - 90) < 25 and scale[2] > 5  # hr: the cohort's, not 0 and 1
+    export_minari(treated_cohort(40, seed=9), tmp_path / "m", reward="0", run=run,
+                  normalize=True, dataset_id="healthgym/norm-v0")  # fmt: skip
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "m"))
+    dataset = minari.load_dataset("healthgym/norm-v0")
+    layout = json.loads(dataset.storage.metadata["description"].split("Layout (JSON): ")[1])
+    np.testing.assert_allclose(layout["mean"], mean, rtol=1e-6)
+    np.testing.assert_allclose(layout["scale"], scale, rtol=1e-6)
+    observed = np.concatenate([e.observations for e in dataset.iterate_episodes()])
+    assert np.abs(observed.mean(0)).max() < 1  # the real cohort, scaled like the simulator's
+    env = dataset.recover_environment()
+    np.testing.assert_allclose(env.unwrapped.sim.scaling[0], mean)

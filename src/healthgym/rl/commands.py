@@ -53,6 +53,12 @@ from ..console import friendly_errors, load_cohort
     help="Observations hold the treatments of the step before (one-hot), as "
     "env.make(previous=True).",
 )
+@click.option(
+    "--normalize",
+    is_flag=True,
+    help="Scale each observation column by its mean and standard deviation (the --run's "
+    "simulated patients', else DATA's), as env.make(normalize=True).",
+)
 @click.option("-o", "--output", required=True, type=click.Path(), help="Minari datasets folder.")
 @friendly_errors
 def export(
@@ -68,6 +74,7 @@ def export(
     action_bins: int,
     run_dir: str | None,
     previous: bool,
+    normalize: bool,
     output: str,
 ) -> None:
     """Export DATA (real or synthetic cohort) as an offline-RL dataset (Minari)."""
@@ -93,6 +100,7 @@ def export(
         hidden=[h.strip() for h in hide.split(",") if h.strip()],
         run=run_dir,
         previous=previous,
+        normalize=normalize,
     )
     click.echo(
         f"wrote Minari dataset {dataset_id!r} to {path}; read it with "

@@ -45,13 +45,17 @@ def make(
     hidden: list[str] | None = None,
     num_envs: int | None = None,
     previous: bool = False,
+    normalize: bool = False,
 ) -> Any:
     """The simulator of the default model in `run_dir`: a `PatientEnv`, or with `num_envs`
     a `VectorPatientEnv` stepping that many patients at once. `hidden` variables are left
     out of the observations (as in the export), not out of the reward; `previous` adds the
-    treatments of the step before to the observations (as the export's ``previous``)."""
+    treatments of the step before to the observations (as the export's ``previous``);
+    `normalize` scales each observation column by the mean and standard deviation of patients
+    drawn from the run (`observations.scaling_of_run`, as the export's ``normalize``)."""
     model = HealthGym.load(run_dir)
     kw = {"reward": reward, "actions": actions, "hidden": hidden, "previous": previous}
+    kw["normalize"] = normalize
     if num_envs is None:
         return PatientEnv(model, **kw)
     return VectorPatientEnv(model, num_envs, **kw)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..data.cohort import Cohort, level_codes
 from ..extras import require
-from .observations import ObservationLayout
+from .observations import ObservationLayout, scaling, scaling_of_run
 from .rewards import Reward, warn_of_leaks
 
 DEFAULT_ACTION_BINS = 5
@@ -143,6 +143,7 @@ def export_minari(
     description: str | None = None,
     run: str | Path | None = None,
     previous: bool = False,
+    normalize: bool = False,
 ) -> Path:
     """Write the cohort as Minari dataset `dataset_id` under `out_dir`, a Minari datasets
     root (read it back with ``MINARI_DATASETS_PATH=out_dir`` and
@@ -150,8 +151,10 @@ def export_minari(
     variables. With `run` (a default model's run folder trained on this schema) the dataset
     names that run's simulator as its environment (`recover_environment()`,
     `d3rlpy.datasets.get_minari`), and stays end truncated at the run's longest stay, as
-    there. `previous`: observations hold the treatments of the step before. Returns the
-    dataset's folder."""
+    there. `previous`: observations hold the treatments of the step before. `normalize`:
+    each observation column scaled by its mean and standard deviation (those of patients
+    drawn from `run` when given, as its simulator's; else this cohort's), both recorded in
+    the description. Returns the dataset's folder."""
     check_dataset_id(dataset_id)
     require("rl", "the Minari export")
     import gymnasium as gym
@@ -161,7 +164,19 @@ def export_minari(
     spec, longest = None, None
     if run is not None:
         spec, longest = _simulator_spec(cohort, run, reward, actions, hidden, previous)
+        spec.kwargs["normalize"] = normalize
     data = transitions(cohort, reward, actions, action_bins, hidden, longest, previous)
+    layout: dict[str, Any] = {}
+    if normalize:
+        if run is None:
+            mean, scale = scaling(np.concatenate(data.observations))
+        else:
+            from ..models.healthgym.model import HealthGym
+
+            names = list(data.action_levels)
+            mean, scale = scaling_of_run(HealthGym.load(run), names, hidden, previous)
+        data.observations = [((o - mean) / scale).astype(np.float32) for o in data.observations]
+        layout = {"mean": mean.tolist(), "scale": scale.tolist()}
     actions = list(data.action_levels)
     if not data.observations:
         raise ValueError("no stay has two steps: there is no transition to export")
@@ -186,7 +201,7 @@ def export_minari(
                 truncations=[*end, cut],
             )
         )
-    layout = {"observations": data.observation_names, "actions": data.action_levels}
+    layout = {"observations": data.observation_names, "actions": data.action_levels, **layout}
     text = description or "A healthgym cohort exported for offline RL."
     text += " Layout (JSON): " + json.dumps(layout, default=str)
     made = _new_folders(Path(out_dir) / dataset_id)  # a failed export leaves none of them

@@ -21,7 +21,7 @@ import torch
 from ..data.constraints import StepConstraints
 from ..models.healthgym.model import HealthGym
 from ..models.healthgym.sampler import StepDrawer, draw_statics
-from .observations import ObservationLayout
+from .observations import ObservationLayout, scaling_of_run
 from .rewards import Reward, warn_of_leaks
 
 
@@ -37,6 +37,7 @@ class Simulator:
         actions: list[str] | None = None,
         hidden: list[str] | None = None,
         previous: bool = False,
+        normalize: bool = False,
     ) -> None:
         net, tok = model._fitted()
         self.net, self.tok, self.temperature = net.eval(), tok, model.config.temperature
@@ -68,6 +69,9 @@ class Simulator:
         self.hidden = list(hidden or [])
         back = {a: self.levels[a] for a in self.actions} if previous else None
         self.layout = ObservationLayout.of(schema, [*self.actions, *self.hidden], medians, back)
+        self.scaling = None  # (mean, scale) of each observation column, `normalize`
+        if normalize:
+            self.scaling = scaling_of_run(model, self.actions, self.hidden, previous)
         self.reward = Reward(reward, schema.names)
         warn_of_leaks(self.reward, [v.name for v in schema.static], self.hidden)
         self.longest = tok.max_length
@@ -228,7 +232,10 @@ class Simulator:
     def observe(self) -> np.ndarray:
         """(n, d) observations of the current step."""
         measured = {k: ~pd.isna(x) for k, x in {**self.static_values, **self.raw}.items()}
-        return self.layout.encode(self.state(), measured, self.before)
+        obs = self.layout.encode(self.state(), measured, self.before)
+        if self.scaling is None:
+            return obs
+        return ((obs - self.scaling[0]) / self.scaling[1]).astype(np.float32)
 
     def advance(
         self,
