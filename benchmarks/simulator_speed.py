@@ -14,6 +14,8 @@ the treatment (speed does not depend on the weights). For each number of patient
 - 0.2.0 model calls: `Simulator.draw_state` (the history re-run) for every step of the same
   episodes: patient-steps per second of the model calls alone, so the ratio new / old
   understates the speed-up (0.2.0 also rebuilt a pandas table of the history every step);
+- sampler: `HealthGym.sample` of whole patients in batches of the same size, on the same
+  network (what the model allows without a policy in the loop);
 - flat: the new step's time at the episode's last steps over its first steps (1 = the cost
   does not grow with the episode's length);
 - bound: the machine's matmul GFLOP/s (one thread) over the network's FLOPs per patient-step,
@@ -92,6 +94,19 @@ def old_rate(sim: Any, n: int, seconds: float) -> float:
     return done_steps / (time.perf_counter() - began)
 
 
+def sampler_rate(run: Path, n: int, seconds: float) -> float:
+    """Patient-steps/s of `HealthGym.sample_batches` in batches of `n` patients."""
+    import healthgym as hg
+
+    model = hg.load(run)
+    done_steps, began, seed = 0, time.perf_counter(), 0
+    while time.perf_counter() - began < seconds:
+        for rows in model.sample_batches(max(n, 16), seed=seed, batch_size=max(n, 16)):
+            done_steps += len(rows)
+        seed += 1
+    return done_steps / (time.perf_counter() - began)
+
+
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--patients", default="1,64,512,4096", help="patients stepped together")
@@ -109,6 +124,7 @@ def main(argv: list[str] | None = None) -> str:
         env = simulator.make(run, reward="-(MAP_next < 65)", num_envs=None if n == 1 else n)
         new, flat = new_rate(env, n, args.seconds)
         old = old_rate(env.sim, n, args.seconds)
+        sampler = sampler_rate(run, n, args.seconds)
         bound = gflops * 1e9 / step_flops(env.sim)
         rows.append(
             {
@@ -116,6 +132,7 @@ def main(argv: list[str] | None = None) -> str:
                 "new patient-steps/s": new,
                 "0.2.0 model calls/s": old,
                 "new / 0.2.0": new / old,
+                "sampler patient-steps/s": sampler,
                 "late / early step": flat,
                 "FLOP bound/s": bound,
                 "new / bound": new / bound,

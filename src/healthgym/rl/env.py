@@ -31,10 +31,8 @@ import torch
 from gymnasium.vector.utils import batch_space
 
 from ..models.healthgym.model import HealthGym
+from . import ENV_ID
 from .simulator import Simulator
-
-#: The gymnasium id of the simulator (`gymnasium.make(ENV_ID, run=RUN_DIR, ...)`).
-ENV_ID = "healthgym/Patient-v0"
 
 
 def make(

@@ -79,23 +79,6 @@ class ObservationLayout:
         return np.stack(columns, axis=1).astype(np.float32)
 
 
-#: Patients drawn from a run to scale its observations by (`scaling_of_run`), and their seed:
-#: fixed, so the export and the simulator of one run scale alike.
-SCALING_PATIENTS, SCALING_SEED = 2000, 0
-
-
 def scaling(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and scale (standard deviation, at least 1e-6) of each observation column."""
     return observations.mean(0), np.maximum(observations.std(0), 1e-6)
-
-
-def scaling_of_run(
-    model: Any, actions: Sequence[str], hidden: Sequence[str], previous: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """`scaling` of the observations of patients drawn from a trained default model: the
-    same for the export (`normalize=True` with `run=`) and the simulator of that run."""
-    from .offline import transitions  # the export's observations of a drawn cohort
-
-    cohort = model.sample(SCALING_PATIENTS, seed=SCALING_SEED)
-    data = transitions(cohort, "0", actions, hidden=hidden, previous=previous)
-    return scaling(np.concatenate(data.observations))

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..data.cohort import Cohort, level_codes
 from ..extras import require
-from .observations import ObservationLayout, scaling, scaling_of_run
+from .observations import ObservationLayout, scaling
 from .rewards import Reward, warn_of_leaks
 
 DEFAULT_ACTION_BINS = 5
@@ -229,6 +229,21 @@ def export_minari(
     return Path(out_dir) / dataset_id
 
 
+#: Patients drawn from a run to scale its observations by (`scaling_of_run`), and their seed:
+#: fixed, so the export and the simulator of one run scale alike.
+SCALING_PATIENTS, SCALING_SEED = 2000, 0
+
+
+def scaling_of_run(
+    model: Any, actions: Sequence[str], hidden: Sequence[str], previous: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """`scaling` of the observations of patients drawn from a trained default model: the
+    same for the export (`normalize=True` with `run=`) and the simulator of that run."""
+    cohort = model.sample(SCALING_PATIENTS, seed=SCALING_SEED)
+    data = transitions(cohort, "0", actions, hidden=hidden, previous=previous)
+    return scaling(np.concatenate(data.observations))
+
+
 def _simulator_spec(
     cohort: Cohort,
     run: str | Path,
@@ -243,7 +258,7 @@ def _simulator_spec(
 
     from ..models.healthgym.tokenizer import Tokenizer
     from ..training import run_folder
-    from .env import ENV_ID
+    from . import ENV_ID
 
     if callable(reward):
         raise ValueError("an environment spec names its reward as an expression, not a function")

@@ -21,7 +21,8 @@ import torch
 from ..data.constraints import StepConstraints
 from ..models.healthgym.model import HealthGym
 from ..models.healthgym.sampler import StepDrawer, draw_statics
-from .observations import ObservationLayout, scaling_of_run
+from .observations import ObservationLayout
+from .offline import scaling_of_run
 from .rewards import Reward, warn_of_leaks
 
 
