@@ -14,7 +14,7 @@ the treatment (speed does not depend on the weights). For each number of patient
 - 0.2.0 model calls: `Simulator.draw_state` (the history re-run) for every step of the same
   episodes: patient-steps per second of the model calls alone, so the ratio new / old
   understates the speed-up (0.2.0 also rebuilt a pandas table of the history every step);
-- sampler: `HealthGym.sample` of whole patients in batches of the same size, on the same
+- sampler: `HealthGym.sample_batches` of whole patients, batches of the same size, on the same
   network (what the model allows without a policy in the loop);
 - flat: the new step's time at the episode's last steps over its first steps (1 = the cost
   does not grow with the episode's length);
@@ -101,7 +101,7 @@ def sampler_rate(run: Path, n: int, seconds: float) -> float:
     model = hg.load(run)
     done_steps, began, seed = 0, time.perf_counter(), 0
     while time.perf_counter() - began < seconds:
-        for rows in model.sample_batches(max(n, 16), seed=seed, batch_size=max(n, 16)):
+        for rows in model.sample_batches(n, seed=seed, batch_size=n):
             done_steps += len(rows)
         seed += 1
     return done_steps / (time.perf_counter() - began)
