@@ -9,6 +9,13 @@ import healthgym as hg
 from healthgym.cli import main
 from healthgym.console import MAX_MESSAGE
 
+#: Settings that train each family in a second or two (the safety tests' runs).
+TINY_FAMILIES = {
+    "healthgym": {"width": 8, "epochs": 2},
+    "gan": {"hidden": 8, "noise_dim": 4, "batch_size": 8, "epochs": 2, "calibration_patients": 16},
+    "v1": {"hidden": 8, "noise_dim": 4, "batch_size": 8, "epochs": 2},
+}
+
 
 def run(*args: object) -> Result:
     """The `healthgym` command with these arguments, in this process."""

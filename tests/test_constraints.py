@@ -171,3 +171,37 @@ def _random_tokens(tokenizer, n):
     static = np.stack([rng.integers(0, k, n) for k in tokenizer.static_vocab], 1)
     dynamic = np.stack([rng.integers(0, k, (n, t)) for k in tokenizer.dynamic_vocab], 2)
     return static, dynamic, rng.integers(1, t + 1, n)
+
+
+def test_step_by_step_constraints_equal_the_tables(schema):
+    """The simulator's `StepConstraints`, fed one step of every patient at a time (stays of
+    different lengths, restarted rows), leaves what `enforce` leaves on the whole table."""
+    rng = np.random.default_rng(3)
+    n, steps = 40, 6
+    raw = pd.DataFrame(
+        {
+            "pid": np.repeat(np.arange(n), steps),
+            "t": np.tile(np.arange(steps), n),
+            "day": rng.uniform(-5, 20, n * steps),
+            "lab": np.where(rng.random(n * steps) < 0.2, np.nan, rng.normal(50, 60, n * steps)),
+            "stage": rng.choice([*STAGES, None], n * steps),
+        }
+    )
+    expected = constraints.enforce(raw.copy(), schema)
+    step = constraints.StepConstraints(schema)
+    names = ["day", "lab", "stage"]
+    for t in range(steps):
+        rows = raw[raw["t"] == t]
+        got = step.apply({c: rows[c].to_numpy() for c in names}, first=t == 0)
+        want = expected[expected["t"] == t]
+        np.testing.assert_allclose(got["day"], want["day"], equal_nan=True)
+        np.testing.assert_allclose(got["lab"], want["lab"], equal_nan=True)
+        assert _levels(got["stage"]) == _levels(want["stage"])
+    step.restart(np.ones(n, dtype=bool))  # new stays: the running extremes start afresh
+    again = step.apply({c: raw[raw["t"] == 0][c].to_numpy() for c in names}, first=True)
+    assert _levels(again["stage"]) == _levels(expected[expected["t"] == 0]["stage"])
+
+
+def _levels(values) -> list:
+    """Levels with every missing value as None (a table may hold NaN where a step holds None)."""
+    return [v if pd.notna(v) else None for v in values]

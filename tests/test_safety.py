@@ -30,13 +30,8 @@ from healthgym.console import REPORT_TITLE
 from healthgym.models import MODELS
 from healthgym.models.conditioning import parse_condition
 from healthgym.training import run_folder
+from helpers import TINY_FAMILIES as TINY
 from helpers import make_table, one_line_error, run
-
-TINY = {
-    "healthgym": {"width": 8, "epochs": 2},
-    "gan": {"hidden": 8, "noise_dim": 4, "batch_size": 8, "epochs": 2, "calibration_patients": 16},
-    "v1": {"hidden": 8, "noise_dim": 4, "batch_size": 8, "epochs": 2},
-}
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -22,13 +22,8 @@ import healthgym as hg
 from healthgym.console import MAX_MESSAGE
 from healthgym.extras import MissingExtra
 from healthgym.models import MODELS
+from helpers import TINY_FAMILIES as TINY
 from helpers import make_table, one_line_error, run
-
-TINY = {
-    "healthgym": {"width": 8, "epochs": 2},
-    "gan": {"hidden": 8, "noise_dim": 4, "batch_size": 8, "epochs": 2, "calibration_patients": 16},
-    "v1": {"hidden": 8, "noise_dim": 4, "batch_size": 8, "epochs": 2},
-}
 
 
 def table_with_scores(n: int = 20) -> pd.DataFrame:

@@ -27,6 +27,7 @@ One module, one job per function:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -185,25 +186,9 @@ def enforce(table: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     run = _runs(table, schema.id)
     first = np.r_[True, run[1:] != run[:-1]]
     for v in variables:
-        if v.kind == "real":
-            x = table[v.name].to_numpy(dtype=float, copy=True)
-            if v.min is not None or v.max is not None:
-                x = np.clip(x, v.min, v.max)  # NaN stays NaN
-            if v.start is not None:
-                x[first] = v.start
-            if v.monotone is not None:
-                x = _running(x, run, v.monotone)
+        x = _constrained(v, table[v.name], first, lambda x, m: _running(x, run, m))
+        if x is not None:
             table[v.name] = x
-            continue
-        if v.start is None and v.monotone is None:
-            continue
-        codes = _ordered(table[v.name], v)
-        if v.start is not None:
-            codes[first] = _level_index(v.start, v.levels)
-        if v.monotone is not None:
-            codes = _running(codes, run, v.monotone)
-        levels = np.asarray([*v.levels, None], dtype=object)
-        table[v.name] = levels[np.where(np.isfinite(codes), codes, len(v.levels)).astype(int)]
     return table
 
 
@@ -223,23 +208,12 @@ class StepConstraints:
             v = self.variables.get(name)
             if v is None:
                 continue
-            if v.kind == "real":
-                x = np.asarray(x, dtype=float).copy()
-                if v.min is not None or v.max is not None:
-                    x = np.clip(x, v.min, v.max)
-                if v.start is not None:
-                    x = np.where(first, v.start, x)
-                out[name] = x if v.monotone is None else self._running(name, x, v.monotone)
-                continue
-            if v.start is None and v.monotone is None:
-                continue
-            codes = _ordered(pd.Series(x, dtype=object), v)
-            if v.start is not None:
-                codes = np.where(first, _level_index(v.start, v.levels), codes)
-            if v.monotone is not None:
-                codes = self._running(name, codes, v.monotone)
-            levels = np.asarray([*v.levels, None], dtype=object)
-            out[name] = levels[np.where(np.isfinite(codes), codes, len(v.levels)).astype(int)]
+            first_rows = np.broadcast_to(first, np.shape(x))
+            y = _constrained(
+                v, pd.Series(x), first_rows, lambda x, m, name=name: self._running(name, x, m)
+            )
+            if y is not None:
+                out[name] = y
         return out
 
     def restart(self, rows: np.ndarray) -> None:
@@ -253,6 +227,33 @@ class StepConstraints:
         extreme = np.fmax(before, x) if monotone == "increasing" else np.fmin(before, x)
         self.extreme[name] = np.where(np.isnan(x), before, extreme)
         return np.where(np.isnan(x), np.nan, extreme)
+
+
+def _constrained(
+    v: Variable,
+    col: pd.Series,
+    first: np.ndarray,
+    running: Callable[[np.ndarray, str], np.ndarray],
+) -> np.ndarray | None:
+    """The column ``col`` of a declaring variable ``v`` with its constraints applied (None:
+    nothing to change): clipped to [min, max], `start` on the ``first`` rows (a stay's first
+    step), then ``running`` (x, monotone) extremes: one rule for a table and for one step."""
+    if v.kind == "real":
+        x = col.to_numpy(dtype=float, copy=True)
+        if v.min is not None or v.max is not None:
+            x = np.clip(x, v.min, v.max)  # NaN stays NaN
+        if v.start is not None:
+            x[first] = v.start
+        return x if v.monotone is None else running(x, v.monotone)
+    if v.start is None and v.monotone is None:
+        return None
+    codes = _ordered(col, v)
+    if v.start is not None:
+        codes[first] = _level_index(v.start, v.levels)
+    if v.monotone is not None:
+        codes = running(codes, v.monotone)
+    levels = np.asarray([*v.levels, None], dtype=object)
+    return levels[np.where(np.isfinite(codes), codes, len(v.levels)).astype(int)]
 
 
 def _running(x: np.ndarray, run: np.ndarray, monotone: str) -> np.ndarray:

@@ -141,9 +141,7 @@ class RunFolderModel:
         """
         if not isinstance(cohort, self.accepts):
             raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
-        budget = None if max_minutes is None else Budget(max_minutes)  # checked before work
-        if budget is not None and budget_began is not None:
-            budget.began = budget_began
+        budget = Budget.of(max_minutes, began=budget_began)  # checked before any work
         if run_dir is None:
             with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
                 return self._fit(cohort, Path(tmp), resume, budget, progress)
@@ -240,15 +238,8 @@ class RunFolderModel:
         # Written once the loop has matched a resumed run's checkpoint (or starts a new one):
         # a refused resume leaves the folder as it was.
         trainer.before_training = lambda: self._write_metadata(run_dir)
-        minutes, began = (None, None) if budget is None else (budget.minutes, budget.began)
         self.result = trainer.fit(
-            *data,
-            run_dir,
-            resume=resume,
-            max_minutes=minutes,
-            budget_began=began,
-            progress=progress,
-            **options,
+            *data, run_dir, resume=resume, max_minutes=budget, progress=progress, **options
         )
         self.network = trainer.network.cpu().eval()
         if ctx.main:

@@ -52,8 +52,7 @@ def make(
     `normalize` scales each observation column by the mean and standard deviation of patients
     drawn from the run (`observations.scaling_of_run`, as the export's ``normalize``)."""
     model = HealthGym.load(run_dir)
-    kw = {"reward": reward, "actions": actions, "hidden": hidden, "previous": previous}
-    kw["normalize"] = normalize
+    kw = dict(reward=reward, actions=actions, hidden=hidden, previous=previous, normalize=normalize)
     if num_envs is None:
         return PatientEnv(model, **kw)
     return VectorPatientEnv(model, num_envs, **kw)
@@ -66,11 +65,7 @@ class PatientEnv(gym.Env):
 
     def __init__(self, model: HealthGym, **options: Any) -> None:
         self.sim = Simulator(model, **options)
-        sizes = [len(self.sim.levels[a]) for a in self.sim.actions]
-        self.action_space = _action_space(sizes)
-        self.observation_space = gym.spaces.Box(
-            -np.inf, np.inf, (len(self.sim.layout.names),), np.float32
-        )
+        self.action_space, self.observation_space = _spaces(self.sim)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)  # gymnasium seeds self.np_random
@@ -110,11 +105,7 @@ class VectorPatientEnv(gym.vector.VectorEnv):
             raise ValueError(f"num_envs must be a positive number of patients, got {num_envs!r}")
         self.sim = Simulator(model, **options)
         self.num_envs = num_envs
-        sizes = [len(self.sim.levels[a]) for a in self.sim.actions]
-        self.single_action_space = _action_space(sizes)
-        self.single_observation_space = gym.spaces.Box(
-            -np.inf, np.inf, (len(self.sim.layout.names),), np.float32
-        )
+        self.single_action_space, self.single_observation_space = _spaces(self.sim)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
 
@@ -144,8 +135,11 @@ class VectorPatientEnv(gym.vector.VectorEnv):
         return obs, reward, terminated, truncated, infos
 
 
-def _action_space(sizes: list[int]) -> gym.Space:
-    return gym.spaces.Discrete(sizes[0]) if len(sizes) == 1 else gym.spaces.MultiDiscrete(sizes)
+def _spaces(sim: Simulator) -> tuple[gym.Space, gym.Space]:
+    """One patient's action space (a level index per treatment) and observation space."""
+    sizes = [len(sim.levels[a]) for a in sim.actions]
+    action = gym.spaces.Discrete(sizes[0]) if len(sizes) == 1 else gym.spaces.MultiDiscrete(sizes)
+    return action, gym.spaces.Box(-np.inf, np.inf, (len(sim.layout.names),), np.float32)
 
 
 def _plain(value: Any) -> Any:

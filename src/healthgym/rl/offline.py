@@ -99,8 +99,10 @@ def transitions(
     layout = ObservationLayout.of(
         schema, [*actions, *hidden], medians, levels if previous else None
     )
-    before = np.vstack([np.full((1, codes.shape[1]), -1), codes[:-1]])
-    before[starts] = -1  # a stay's first step has no treatment before it
+    before = None
+    if previous:
+        before = np.vstack([np.full((1, codes.shape[1]), -1), codes[:-1]])
+        before[starts] = -1  # a stay's first step has no treatment before it
     obs, names = layout.encode(filled, table.notna(), before), list(layout.names)
     longest = int(lengths.max()) if longest is None else longest
     out = Transitions([], [], [], [], names, levels, int((lengths < 2).sum()))

@@ -187,9 +187,11 @@ class _Evaluation:
         left, out = self.run(node.left), None
         for op, right_node in zip(node.ops, node.comparators, strict=True):
             right = self.run(right_node)
-            if type(op) in _EQUAL:
+            if type(op) in _EQUAL and (_is_text(left) or _is_text(right)):  # levels by name
                 result = _EQUAL[type(op)](np.asarray(left, dtype=object), right)
                 result = np.asarray(result, dtype=bool)
+            elif type(op) in _EQUAL:
+                result = _EQUAL[type(op)](self.number(left, node.left), right)
             else:
                 a, b = self.number(left, node.left), self.number(right, right_node)
                 result = _ORDER[type(op)](a, b)
@@ -210,6 +212,11 @@ class _Evaluation:
 
     def truth(self, x: Any, node: ast.AST) -> Any:
         return self.number(x, node) != 0
+
+
+def _is_text(x: Any) -> bool:
+    """A level name, or a column of levels (labels, not numbers)."""
+    return isinstance(x, str) or (isinstance(x, np.ndarray) and x.dtype == object)
 
 
 def _values(col: Any) -> np.ndarray:

@@ -23,6 +23,14 @@ class Budget:
         if not 0 < self.minutes < float("inf"):
             raise ValueError(f"max_minutes must be a number > 0, got {self.minutes}")
 
+    @classmethod
+    def of(cls, max_minutes: float | Budget | None, began: float | None = None) -> Budget | None:
+        """A `max_minutes` argument as a budget: None, one already begun, or minutes from
+        ``began`` (a `time.monotonic()` reading; default: now)."""
+        if max_minutes is None or isinstance(max_minutes, Budget):
+            return max_minutes
+        return cls(max_minutes, time.monotonic() if began is None else began)
+
     def took(self, what: str, seconds: float) -> None:
         """Record how long a step, an epoch's end or a checkpoint took."""
         old = self.seconds.get(what)

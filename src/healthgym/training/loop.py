@@ -176,20 +176,19 @@ class Trainer:
         self,
         *data: Any,
         resume: bool = False,
-        max_minutes: float | None = None,
+        max_minutes: float | Budget | None = None,
         progress: bool = True,
         stop_after_steps: int | None = None,
-        budget_began: float | None = None,
     ) -> TrainResult:
         """Train on the family's tensors, then the run folder: ``fit(*tensors, run_dir, ...)``.
 
         ``resume=True`` continues from the newest loadable checkpoint (or starts fresh if there
         is none) with the same data and settings (but ``resumable`` ones). ``max_minutes``
-        is a wall-time budget from ``budget_began`` (`time.monotonic()`; default: now), see
-        `training.budget`; training stops cleanly after a step and checkpoints the exact
-        position. Raises TrainingDiverged when a loss blows up.
+        is a wall-time budget from now, or a `Budget` already begun (`training.budget`);
+        training stops cleanly after a step and checkpoints the exact position. Raises
+        TrainingDiverged when a loss blows up.
         """
-        began = time.monotonic() if budget_began is None else budget_began
+        budget = Budget.of(max_minutes)  # the clock starts before the data are prepared
         *tensors, run_dir = data
         single = contextlib.nullcontext(distributed.Context(device=self.device))
         group = distributed.process_group(self.device) if self.distributable else single
@@ -203,10 +202,9 @@ class Trainer:
                     run_dir,
                     digest,
                     resume=resume,
-                    max_minutes=max_minutes,
+                    max_minutes=budget,
                     progress=progress,
                     stop_after_steps=stop_after_steps,
-                    budget_began=began,
                 )
             finally:
                 self.ddp = None  # the process group ends with this call
@@ -217,16 +215,13 @@ class Trainer:
         data_fingerprint: str,
         *,
         resume: bool = False,
-        max_minutes: float | None = None,
+        max_minutes: float | Budget | None = None,
         progress: bool = True,
         stop_after_steps: int | None = None,
-        budget_began: float | None = None,
     ) -> TrainResult:
         """Train into ``run_dir``; see the module docstring. Raises FileExistsError when
         ``run_dir`` holds a run and ``resume`` is False, TrainingDiverged on a blown-up loss."""
-        budget = None
-        if max_minutes is not None:
-            budget = Budget(max_minutes, time.monotonic() if budget_began is None else budget_began)
+        budget = Budget.of(max_minutes)
         if self.device.type != "cpu":
             return self._run(
                 Path(run_dir), data_fingerprint, resume, budget, progress, stop_after_steps
