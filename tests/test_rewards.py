@@ -73,4 +73,4 @@ def test_arithmetic_on_levels_names_the_column_and_stays_small():
         began = time.monotonic()
         with pytest.raises(ValueError, match="unit holds levels \\(text\\)"):
             Reward(expr, ["MAP", "unit"])(NOW, NEXT, LAST)
-        assert time.monotonic() - began < 1
+        assert time.monotonic() - began < 5  # bounded: no string grows, whatever the load
