@@ -22,6 +22,7 @@ from .console import (
 from .demo import demo, demo_data
 from .extras import require
 from .rl.commands import export
+from .sources.commands import cohort
 
 # Start-up: the command imports click and the standard library only; each verb imports what
 # it needs (torch, pandas, the models, the evaluation stack) when it runs, so `healthgym
@@ -449,6 +450,7 @@ def models_command() -> None:
 
 
 main.add_command(export)  # the offline-RL export lives with the rest of rl/
+main.add_command(cohort)  # cohorts from clinical databases live in sources/
 main.add_command(demo)
 main.add_command(demo_data)
 

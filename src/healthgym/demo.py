@@ -62,14 +62,31 @@ def demo(out_dir: str, minutes: float, n: int, seed: int) -> None:
 
 
 @click.command("demo-data")
-@click.option("-o", "--output", required=True, type=click.Path(), help="OUT.csv or OUT.parquet")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(),
+    help="OUT.csv or OUT.parquet; OUT.duckdb: the cohort as an OMOP CDM (healthgym cohort).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT and its schema if they exist.")
 @friendly_errors
 def demo_data(output: str, overwrite: bool) -> None:
-    """Write the bundled demo cohort and its schema (OUT.schema.yaml) to try the other verbs."""
+    """Write the bundled demo cohort and its schema (OUT.schema.yaml) to try the other verbs;
+    OUT.duckdb writes it as an OMOP CDM database to try `healthgym cohort` on."""
     from .data.cohort import table_format
     from .datasets import demo as demo_cohort
 
+    if output.endswith(".duckdb"):
+        from .sources.demo_cdm import write_demo_cdm
+
+        path = write_demo_cdm(output_path(output, overwrite))
+        click.echo(
+            f"wrote the demo cohort as an OMOP CDM to {path}; try: healthgym cohort --example "
+            f"omop-icu-demo > icu.yaml && healthgym cohort icu.yaml --db duckdb:///{path} "
+            "-o demo.parquet"
+        )
+        return
     table_format(output, write=True)  # the extension first: it names the schema file
     path = output_path(output, overwrite)
     schema_path = path.with_name(path.stem + ".schema.yaml")  # patients.v2.schema.yaml

@@ -1,4 +1,4 @@
-"""The optional extras (`pip install 'healthgym[rl]'`, `[dp]`): what each brings, and one
+"""The optional extras (`pip install 'healthgym[rl]'`, `[dp]`, `[db]`): what each brings, and one
 clear error, before any work, where a verb or function needs one that is not installed."""
 
 from __future__ import annotations
@@ -8,7 +8,12 @@ import sys
 
 #: The modules each extra installs that the package imports (d3rlpy, in `rl`, is for the
 #: quick start and the tests only).
-EXTRAS = {"rl": ("gymnasium", "minari"), "dp": ("opacus",)}
+EXTRAS = {
+    "rl": ("gymnasium", "minari"),
+    "dp": ("opacus",),
+    "db": ("duckdb",),
+    "postgresql": ("psycopg",),
+}
 
 
 class MissingExtra(ImportError):
