@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +31,19 @@ def postgres_bin() -> Path | None:
 
 
 @contextmanager
-def postgres_server(folder: Path) -> Iterator[str]:
-    """Start a server with its data in `folder`; yield its URL; stop it."""
+def postgres_server() -> Iterator[str]:
+    """Start a server with its data in a new temporary folder; yield its URL; stop it and
+    remove the folder. (Not under pytest's tmp_path: the postgres user cannot enter it.)"""
+    folder = Path(tempfile.mkdtemp(prefix="healthgym-pg-"))
+    try:
+        with _server(folder) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _server(folder: Path) -> Iterator[str]:
     bin_dir = postgres_bin()
     if bin_dir is None:
         raise RuntimeError("no PostgreSQL server binaries (initdb) on this machine")
@@ -73,6 +85,7 @@ def load_tables(url: str, tables: dict[str, pd.DataFrame], schema: str | None = 
             with con.cursor().copy(f"COPY {qualified} FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
+        con.execute("ANALYZE")  # as a loaded CDM has: the planner's row counts
 
 
 def _sql_type(col: pd.Series) -> str:

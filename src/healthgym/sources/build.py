@@ -124,7 +124,7 @@ def check_against(d: Definition, database: Database) -> None:
                 f"variable {item.name!r}: no {table} rows with concepts {list(item.concepts)} "
                 "for the cohort's stays"
             )
-        if len(units[i]) > 1:
+        if len(units[i]) > 1 and item.agg not in ("count", "any"):  # values, not events
             raise ValueError(
                 f"variable {item.name!r} mixes units {', '.join(sorted(units[i]))} in {table}; "
                 "keep one with `unit:` (or split the variable)"

@@ -39,6 +39,7 @@ class Item:
     kind: str | None = None
     unit: int | str | None = None
     range: tuple[float, float] | None = None
+    empty: str = "missing"  # what a step without events reads: "missing" or "zero"
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,9 @@ def duration(value: Any, what: str) -> int:
 
 
 def _item(e: dict[str, Any], layout: Layout, where: str, role: str | None = None) -> Item:
-    _known(e, {"name", "domain", "concepts", "agg", "role", "kind", "unit", "range"}, where)
+    _known(
+        e, {"name", "domain", "concepts", "agg", "role", "kind", "unit", "range", "empty"}, where
+    )
     name = _name(e, where)
     where = f"variable {name!r}"
     domain = e.get("domain")
@@ -183,6 +186,9 @@ def _item(e: dict[str, Any], layout: Layout, where: str, role: str | None = None
     unit = e.get("unit")
     if unit is not None and not isinstance(unit, int | str):
         raise ValueError(f"{where}: unit must be one unit id or name, got {unit!r}")
+    empty = e.get("empty", "zero" if agg in ("count", "any") else "missing")
+    if empty not in ("missing", "zero") or (agg in ("count", "any") and empty != "zero"):
+        raise ValueError(f"{where}: empty must be missing or zero (count and any: zero)")
     bounds = e.get("range")
     if bounds is not None:
         if not (
@@ -202,6 +208,7 @@ def _item(e: dict[str, Any], layout: Layout, where: str, role: str | None = None
         kind=kind,
         unit=unit,
         range=bounds,
+        empty=empty,
     )
 
 

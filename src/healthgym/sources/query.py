@@ -162,7 +162,7 @@ def cohort_sql(d: Definition) -> str:
         joins.append(f"LEFT JOIN {alias}_agg {alias} ON {on}")
         for i, it in chosen:
             column = f"{alias}.c{i}"
-            if it.agg in ZERO_WHEN_ABSENT:
+            if it.empty == "zero":
                 column = f"COALESCE({column}, 0)"
             select.append(f"{column} AS {ident(it.name)}")
     return (
