@@ -210,3 +210,26 @@ def _schema(d: Definition, stats: dict[str, _Stats]) -> Schema:
 def _level(value: Any) -> Any:
     value = _plain(value)
     return int(value) if isinstance(value, float) and value == int(value) else value
+
+
+def read_provenance(path: str | Path) -> dict[str, str] | None:
+    """What `build_cohort` recorded in a Parquet file it wrote (the definition's text, the
+    database without its password, the build time); None for any other file."""
+    path = Path(path)
+    if path.suffix != ".parquet" or not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError):
+        return None
+    found = {
+        key: meta[f"healthgym.{key}".encode()].decode()
+        for key in ("definition", "source", "built")
+        if f"healthgym.{key}".encode() in meta
+    }
+    if "definition" not in found:
+        return None
+    return {"definition": found["definition"], "database": found.get("source", "?"),
+            "built": found.get("built", "?")}
