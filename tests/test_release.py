@@ -12,7 +12,7 @@ import pytest
 import healthgym as hg
 from healthgym.release import ReleaseRefused, attribute_inference, build_release, copied_records
 from healthgym.sources.demo_cdm import write_demo_cdm
-from tests.helpers import make_cohort, one_line_error, run
+from helpers import make_cohort, one_line_error, run
 
 GEBRU = ("Motivation", "Composition", "Collection process", "Preprocessing", "Uses",
          "Distribution", "Maintenance")  # fmt: skip
@@ -125,7 +125,9 @@ def test_the_whole_path_from_an_omop_cdm_to_a_release(tmp_path: Path) -> None:
     cdm = write_demo_cdm(tmp_path / "cdm.duckdb", cohort=small)
     (tmp_path / "icu.yaml").write_text(run("cohort", "--example", "omop-icu-demo").output)
     built = tmp_path / "icu.parquet"
-    assert run("cohort", tmp_path / "icu.yaml", "--db", f"duckdb:///{cdm}", "-o", built).exit_code == 0
+    assert (
+        run("cohort", tmp_path / "icu.yaml", "--db", f"duckdb:///{cdm}", "-o", built).exit_code == 0
+    )
     table = pd.read_parquet(built)
     ids = table["RecordID"].unique()
     table[table["RecordID"].isin(ids[:240])].to_parquet(tmp_path / "train.parquet")
@@ -135,7 +137,8 @@ def test_the_whole_path_from_an_omop_cdm_to_a_release(tmp_path: Path) -> None:
     hg.HealthGym(width=8, epochs=1, seed=0).fit(train, tmp_path / "run")
     out = tmp_path / "bundle"
     r = run("release", tmp_path / "run", "--real", tmp_path / "train.parquet", "--holdout",
-            tmp_path / "holdout.parquet", "-n", 60, "-o", out, "--max-mia", 0.9, "--cohort", built)  # fmt: skip
+            tmp_path / "holdout.parquet", "-n", 60, "-o", out, "--max-mia", 0.9,
+            "--cohort", built)  # fmt: skip
     assert r.exit_code == 0, r.output
     sheet = (out / "datasheet.md").read_text()
     assert "built by `healthgym cohort`" in sheet and f"duckdb:///{cdm}" in sheet

@@ -21,8 +21,8 @@ from .console import (
 )
 from .demo import demo, demo_data
 from .extras import require
-from .rl.commands import export
 from .release.commands import manifest, release
+from .rl.commands import export
 from .sources.commands import cohort
 
 # Start-up: the command imports click and the standard library only; each verb imports what

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pg_server import load_tables, postgres_bin, postgres_server
 
 import healthgym as hg
 from healthgym.data.cohort import Cohort
 from healthgym.data.schema import Schema
 from healthgym.sources import build_cohort, example_definition, parse_definition
 from healthgym.sources.demo_cdm import cdm_tables, write_demo_cdm
-from tests.helpers import one_line_error, run
-from tests.sources.postgres import load_tables, postgres_bin, postgres_server
+from helpers import one_line_error, run
 
 TEXT = ("Gender", "ICUType")
 
@@ -57,8 +57,12 @@ def test_the_demo_cohort_comes_back_from_its_omop_cdm(cdm: Path, tmp_path: Path)
     assert schema["GCS"].levels == list(range(3, 16)) and schema["Gender"].missing == "flag"
     assert len(Cohort(table, schema).lengths) == 4000  # trains as it stands
     # small batches stream the same table
-    again = build_cohort(parse_definition(yaml.safe_load(example_definition("omop-icu-demo"))),
-                         f"duckdb:///{cdm}", tmp_path / "again.parquet", batch_rows=1000)
+    again = build_cohort(
+        parse_definition(yaml.safe_load(example_definition("omop-icu-demo"))),
+        f"duckdb:///{cdm}",
+        tmp_path / "again.parquet",
+        batch_rows=1000,
+    )
     pd.testing.assert_frame_equal(pd.read_parquet(again.path), table)
 
 
@@ -75,8 +79,14 @@ def test_the_demo_cohort_comes_back_from_postgresql(tmp_path: Path) -> None:
         r = run("cohort", tmp_path / "icu.yaml", "--db", url, "-o", out)
         assert r.exit_code == 0, r.output
         assert_demo(pd.read_parquet(out))
-        bad = run("cohort", tmp_path / "icu.yaml", "--db", url.replace("/postgres", "/nodb"),
-                  "-o", tmp_path / "x.parquet")
+        bad = run(
+            "cohort",
+            tmp_path / "icu.yaml",
+            "--db",
+            url.replace("/postgres", "/nodb"),
+            "-o",
+            tmp_path / "x.parquet",
+        )
         one_line_error(bad, "cannot connect", "nodb")
 
 
@@ -86,14 +96,27 @@ def _mimic_folder(root: Path) -> Path:
     (root / "icu").mkdir()
     t = pd.Timestamp("2150-01-01")
     h = pd.Timedelta(hours=1)
-    pd.DataFrame({"stay_id": [1, 2], "subject_id": [10, 20], "hadm_id": [100, 200],
-                  "intime": [t, t + 744 * h], "outtime": [t + 10 * h, t + 840 * h],
-                  "first_careunit": ["MICU", "SICU"]}).to_csv(root / "icu/icustays.csv", index=False)
-    pd.DataFrame({"subject_id": [10, 20], "gender": ["F", "M"], "anchor_age": [60, 70],
-                  "anchor_year": [2150, 2148]}).to_csv(root / "hosp/patients.csv", index=False)
-    pd.DataFrame({"hadm_id": [100, 200], "hospital_expire_flag": [1, 0],
-                  "deathtime": [t + 10 * h, pd.NaT]}).to_csv(root / "hosp/admissions.csv",
-                                                              index=False)
+    pd.DataFrame(
+        {
+            "stay_id": [1, 2],
+            "subject_id": [10, 20],
+            "hadm_id": [100, 200],
+            "intime": [t, t + 744 * h],
+            "outtime": [t + 10 * h, t + 840 * h],
+            "first_careunit": ["MICU", "SICU"],
+        }
+    ).to_csv(root / "icu/icustays.csv", index=False)
+    pd.DataFrame(
+        {
+            "subject_id": [10, 20],
+            "gender": ["F", "M"],
+            "anchor_age": [60, 70],
+            "anchor_year": [2150, 2148],
+        }
+    ).to_csv(root / "hosp/patients.csv", index=False)
+    pd.DataFrame(
+        {"hadm_id": [100, 200], "hospital_expire_flag": [1, 0], "deathtime": [t + 10 * h, pd.NaT]}
+    ).to_csv(root / "hosp/admissions.csv", index=False)
     s2 = t + 744 * h
     chart = [  # stay, item, time, value, unit
         (1, 220052, t + 10 * pd.Timedelta(minutes=1), 60.0, "mmHg"),
@@ -116,15 +139,25 @@ def _mimic_folder(root: Path) -> Path:
     pd.DataFrame(chart, columns=["stay_id", "itemid", "charttime", "valuenum", "valueuom"]).to_csv(
         root / "icu/chartevents.csv", index=False
     )
-    pd.DataFrame({"stay_id": [1, 1], "itemid": [226559, 226560], "charttime": [t + 3 * h,
-                  t + 3.5 * h], "value": [100.0, 50.0], "valueuom": ["mL", "mL"]}).to_csv(
-        root / "icu/outputevents.csv", index=False
-    )
-    pd.DataFrame({"stay_id": [1, 1], "itemid": [225158, 221906],
-                  "starttime": [t + 4.5 * h, t + 1 * h], "endtime": [t + 6.5 * h, t + 3 * h],
-                  "amount": [200.0, 2.0], "amountuom": ["mL", "mg"]}).to_csv(
-        root / "icu/inputevents.csv", index=False
-    )
+    pd.DataFrame(
+        {
+            "stay_id": [1, 1],
+            "itemid": [226559, 226560],
+            "charttime": [t + 3 * h, t + 3.5 * h],
+            "value": [100.0, 50.0],
+            "valueuom": ["mL", "mL"],
+        }
+    ).to_csv(root / "icu/outputevents.csv", index=False)
+    pd.DataFrame(
+        {
+            "stay_id": [1, 1],
+            "itemid": [225158, 221906],
+            "starttime": [t + 4.5 * h, t + 1 * h],
+            "endtime": [t + 6.5 * h, t + 3 * h],
+            "amount": [200.0, 2.0],
+            "amountuom": ["mL", "mg"],
+        }
+    ).to_csv(root / "icu/inputevents.csv", index=False)
     return root
 
 
@@ -145,9 +178,15 @@ def test_the_mimic_iv_hypotension_definition(tmp_path: Path) -> None:
     assert one["Norepinephrine"].tolist()[:4] == [0, 1, 1, 0]
     assert two["MAP"].iloc[47] == 80.0 and two["MAP"].notna().sum() == 1
     assert (one["Age"].iloc[0], one["Gender"].iloc[0], one["died_in_hospital"].iloc[0]) == (
-        60, "Female", 1)
+        60,
+        "Female",
+        1,
+    )
     assert (two["Age"].iloc[0], two["Gender"].iloc[0], two["died_in_hospital"].iloc[0]) == (
-        72, "Male", 0)
+        72,
+        "Male",
+        0,
+    )
     schema = Schema.from_yaml(tmp_path / "hypo.schema.yaml")
     assert [v.name for v in schema.actions] == ["Fluids", "Vasopressor"]
 
@@ -202,7 +241,10 @@ def test_the_database_is_never_written_and_outputs_are_not_replaced(
     again = run("cohort", definition, "--db", f"duckdb:///{cdm}", "-o", out)
     one_line_error(again, "exists", "--overwrite")
     assert out.read_bytes() == written and cdm.read_bytes() == before
-    one_line_error(run("cohort", definition, "--db", "mysql://x/y", "-o", tmp_path / "b.parquet"),
-                   "give duckdb:///")
-    one_line_error(run("cohort", definition, "--db", f"duckdb:///{cdm}", "-o", tmp_path / "b.csv"),
-                   "Parquet")
+    one_line_error(
+        run("cohort", definition, "--db", "mysql://x/y", "-o", tmp_path / "b.parquet"),
+        "give duckdb:///",
+    )
+    one_line_error(
+        run("cohort", definition, "--db", f"duckdb:///{cdm}", "-o", tmp_path / "b.csv"), "Parquet"
+    )

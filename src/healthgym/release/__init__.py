@@ -1,19 +1,27 @@
 """A release: the synthetic cohort with what a data custodian hands to an ethics board and
 then to the public (report, datasheet, model card, disclosure risk with attribute inference,
 SHA-256 manifest), or a refusal naming the failed check. `healthgym release` is the command;
-docs/release.md describes the bundle."""
+docs/release.md describes the bundle. The names below load their modules when first used,
+so the command starts without them."""
 
 from __future__ import annotations
 
-from .attribute import attribute_inference
-from .build import MAX_MIA, ReleaseRefused, build_release, copied_records
-from .manifest import check_manifest
+import importlib
+from typing import Any
 
-__all__ = [
-    "MAX_MIA",
-    "ReleaseRefused",
-    "attribute_inference",
-    "build_release",
-    "check_manifest",
-    "copied_records",
-]
+_LAZY = {
+    "MAX_MIA": "build",
+    "ReleaseRefused": "build",
+    "build_release": "build",
+    "copied_records": "build",
+    "attribute_inference": "attribute",
+    "check_manifest": "manifest",
+    "write_manifest": "manifest",
+}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

@@ -18,10 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from ..data.cohort import Cohort, level_codes
 from threadpoolctl import threadpool_limits
 
+from ..data.cohort import Cohort, level_codes
 from ..evaluation.privacy import rank_scaler
 
 K = 1
@@ -64,7 +63,10 @@ def attribute_inference(
         size = min(len(x_synth), len(x_hold))
         scores = {"synthetic": [], "holdout": []}
         for _ in range(DRAWS):
-            for name, x_ref, y_ref in (("synthetic", x_synth, y_synth), ("holdout", x_hold, y_hold)):
+            for name, x_ref, y_ref in (
+                ("synthetic", x_synth, y_synth),
+                ("holdout", x_hold, y_hold),
+            ):
                 pick = rng.choice(len(x_ref), size, replace=False)
                 guess = _infer(x_train[targets], x_ref[pick], y_ref[pick], schema[target], k)
                 scores[name].append(_score(y_train[targets], guess, schema[target], y_train))

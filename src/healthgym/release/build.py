@@ -195,8 +195,9 @@ def _facts(
         "seed": seed,
         "source": source if definition else None,
         "preprocessing": preprocessing,
-        "outcome_text": f"`{outcome}`, the outcome of the utility check." if outcome else
-        "None was named (`--outcome`).",
+        "outcome_text": f"`{outcome}`, the outcome of the utility check."
+        if outcome
+        else "None was named (`--outcome`).",
         "statics": [v.name for v in synthetic.schema.static],
         "variables": variables,
         "synthetic": {

@@ -96,8 +96,9 @@ def release(
     click.echo(
         f"wrote the release of {n} synthetic patients to {out}: membership-inference AUROC "
         f"{figures['mia_auroc']:.3f}, attribute-inference excess at most "
-        f"{attribute['max_excess']:.3f} ({attribute['reading']}); open {out / 'report' / 'index.html'}"
-        f", complete the [CUSTODIAN] answers in {out / 'datasheet.md'}, then seal it again: "
+        f"{attribute['max_excess']:.3f} ({attribute['reading']}); open "
+        f"{out / 'report' / 'index.html'}, complete the [CUSTODIAN] answers in "
+        f"{out / 'datasheet.md'}, then seal it again: "
         f"healthgym manifest {out}"
     )
 

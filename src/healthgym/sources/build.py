@@ -90,7 +90,9 @@ def build_cohort(
         built: list[Schema] = []
         write_atomic(out, write)
         built[0].to_yaml(schema_path)
-        stays = int(database.rows(f"WITH stays AS ({stays_sql(d)}) SELECT COUNT(*) FROM stays")[0][0])
+        stays = int(
+            database.rows(f"WITH stays AS ({stays_sql(d)}) SELECT COUNT(*) FROM stays")[0][0]
+        )
     finally:
         database.close()
     return BuiltCohort(out, schema_path, built[0], stays, rows[0], time.perf_counter() - started)
@@ -195,8 +197,14 @@ def _schema(d: Definition, stats: dict[str, _Stats]) -> Schema:
         if st.kind == "real":
             transform = "boxcox" if st.low >= 0 and abs(st.skew()) > BOXCOX_MIN_SKEW else "minmax"
             variables.append(
-                Variable(name, "real", roles[name], transform=transform, missing=missing,
-                         integer=st.whole)
+                Variable(
+                    name,
+                    "real",
+                    roles[name],
+                    transform=transform,
+                    missing=missing,
+                    integer=st.whole,
+                )
             )
             continue
         levels = list(fixed.get(name) or sorted(_level(v) for v in st.levels))
@@ -231,5 +239,8 @@ def read_provenance(path: str | Path) -> dict[str, str] | None:
     }
     if "definition" not in found:
         return None
-    return {"definition": found["definition"], "database": found.get("source", "?"),
-            "built": found.get("built", "?")}
+    return {
+        "definition": found["definition"],
+        "database": found.get("source", "?"),
+        "built": found.get("built", "?"),
+    }

@@ -1,9 +1,10 @@
 """A read-only connection to the clinical database: DuckDB (a file, or a folder of Parquet/CSV
 tables) or PostgreSQL, with rows streamed in batches.
 
-URLs: `duckdb:///cdm.duckdb`, `duckdb:///folder` (paths as in SQLAlchemy) (each `NAME.parquet`, `NAME.csv`
-or `NAME.csv.gz` is table NAME; files in a subfolder SUB are tables of schema SUB, MIMIC-IV's
-`hosp/` and `icu/` those of `mimiciv_hosp` and `mimiciv_icu`), `postgresql://user@host/db`.
+URLs: `duckdb:///cdm.duckdb`, `duckdb:///folder` (paths as in SQLAlchemy; in a folder, each
+`NAME.parquet`, `NAME.csv` or `NAME.csv.gz` is table NAME; files in a subfolder SUB are
+tables of schema SUB, MIMIC-IV's `hosp/` and `icu/` those of `mimiciv_hosp` and
+`mimiciv_icu`), `postgresql://user@host/db`.
 Nothing is ever written to the database: DuckDB files open read-only, PostgreSQL sessions
 are read-only transactions.
 """

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.cohort import Cohort
 from ..data.atomic import write_atomic
+from ..data.cohort import Cohort
 from ..extras import require
 
 #: Demo variable -> (OMOP domain, concept id, unit concept id). LOINC-coded measurements as
@@ -60,10 +60,12 @@ def write_demo_cdm(path: str | Path, cohort: Cohort | None = None, copies: int =
         try:
             for copy in range(copies):
                 for name, frame in cdm_tables(cohort, offset=copy * step).items():
+                    con.register("frame", frame)
                     if copy == 0:
                         con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
                     elif name != "care_site":
                         con.execute(f"INSERT INTO {name} SELECT * FROM frame")
+                    con.unregister("frame")
         finally:
             con.close()
 

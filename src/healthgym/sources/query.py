@@ -105,9 +105,10 @@ def events_sql(d: Definition, index: int, item: Item) -> str:
             if item.agg == "sum"
             else "x.value"
         )
+        overlaps = f"x.t0 < {hi} AND (x.t1 > {lo} OR x.t0 >= {lo})"
         inner = (
             f"SELECT x.stay_id, g.step, x.t0 AS t, {share} AS value FROM ({x}) x "
-            f"JOIN grid g ON g.stay_id = x.stay_id AND x.t0 < {hi} AND (x.t1 > {lo} OR x.t0 >= {lo})"
+            f"JOIN grid g ON g.stay_id = x.stay_id AND {overlaps}"
         )
     if item.role == "static":  # aggregated over the whole window
         inner = f"SELECT stay_id, 0 AS step, t, value FROM ({inner}) w"
@@ -157,7 +158,9 @@ def cohort_sql(d: Definition) -> str:
         events = " UNION ALL ".join(events_sql(d, i, it) for i, it in chosen)
         columns = ", ".join(f"{_aggregate(i, it.agg)} AS c{i}" for i, it in chosen)
         ctes.append(f"{alias}_events AS ({events})")
-        ctes.append(f"{alias}_agg AS (SELECT {keys}, {columns} FROM {alias}_events GROUP BY {keys})")
+        ctes.append(
+            f"{alias}_agg AS (SELECT {keys}, {columns} FROM {alias}_events GROUP BY {keys})"
+        )
         on = " AND ".join(f"{alias}.{k} = g.{k}" for k in keys.split(", "))
         joins.append(f"LEFT JOIN {alias}_agg {alias} ON {on}")
         for i, it in chosen:

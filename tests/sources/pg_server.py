@@ -96,8 +96,10 @@ def _sql_type(col: pd.Series) -> str:
     if pd.api.types.is_float_dtype(col):
         return "DOUBLE PRECISION"
     present = col.dropna()
-    if len(present) and hasattr(present.iloc[0], "isoformat") and not isinstance(
-        present.iloc[0], str
+    if (
+        len(present)
+        and hasattr(present.iloc[0], "isoformat")
+        and not isinstance(present.iloc[0], str)
     ):
         return "DATE"
     if col.isna().all():
