@@ -248,3 +248,15 @@ def test_the_database_is_never_written_and_outputs_are_not_replaced(
     one_line_error(
         run("cohort", definition, "--db", f"duckdb:///{cdm}", "-o", tmp_path / "b.csv"), "Parquet"
     )
+
+
+def test_duckdb_settings_in_the_url(cdm: Path, tmp_path: Path) -> None:
+    definition = _definition(tmp_path)
+    capped = run("cohort", definition, "--db", f"duckdb:///{cdm}?memory_limit=300MB&threads=1",
+                 "-o", tmp_path / "capped.parquet")  # fmt: skip
+    assert capped.exit_code == 0, capped.output
+    assert_demo(pd.read_parquet(tmp_path / "capped.parquet"))
+    bad = run(
+        "cohort", definition, "--db", f"duckdb:///{cdm}?cache=1", "-o", tmp_path / "b.parquet"
+    )
+    one_line_error(bad, "unknown DuckDB settings ['cache']")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..extras import require
 from .definition import SQL_NAME
@@ -90,7 +92,12 @@ class Database:
         return True
 
     def close(self) -> None:
+        spill = None
+        if self.kind == "duckdb":
+            spill = self.rows("SELECT current_setting('temp_directory')")[0][0]
         self.connection.close()
+        if spill and Path(spill).name.startswith("healthgym-duckdb-"):
+            shutil.rmtree(spill, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -107,17 +114,20 @@ def _translated() -> Iterator[None]:
 
 
 def _open_duckdb(url: str) -> Any:
+    """A read-only DuckDB connection whose query may spill to a temporary folder, so that
+    `?memory_limit=1GB` (any DuckDB memory setting) bounds the process's memory."""
     import duckdb
 
     path = duckdb_path(url)
     if not path.exists():
         raise ValueError(f"--db {url}: {path} does not exist")
+    config = _duckdb_settings(url)
     if path.is_file():
         try:
-            return duckdb.connect(str(path), read_only=True)
+            return duckdb.connect(str(path), read_only=True, config=config)
         except duckdb.Error as e:
             raise DatabaseError(f"cannot open {path} with DuckDB: {_first_line(e)}") from None
-    connection = duckdb.connect()
+    connection = duckdb.connect(config=config)
     found = 0
     for file in sorted(path.rglob("*")):
         match = TABLE_FILES.match(file.name)
@@ -137,6 +147,17 @@ def _open_duckdb(url: str) -> Any:
     if not found:
         raise ValueError(f"--db {url}: no NAME.parquet, NAME.csv or NAME.csv.gz tables in {path}")
     return connection
+
+
+def _duckdb_settings(url: str) -> dict[str, str]:
+    """`memory_limit` and `threads` from the URL's query (`duckdb:///cdm.duckdb?threads=2`);
+    spilled data go to a temporary folder (a read-only database cannot hold them)."""
+    allowed = {"memory_limit", "threads"}
+    query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise ValueError(f"--db: unknown DuckDB settings {unknown}; known: {sorted(allowed)}")
+    return query | {"temp_directory": tempfile.mkdtemp(prefix="healthgym-duckdb-")}
 
 
 def duckdb_path(url: str) -> Path:
