@@ -3,8 +3,12 @@ manifest), attribute inference, and the refusals (copies, membership inference).
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,10 +61,25 @@ def test_a_release_bundle_is_complete_and_sealed(trained: Path, tmp_path: Path) 
     assert changed.exit_code == 1 and "changed or missing: datasheet.md" in changed.stderr
     assert run("manifest", out).exit_code == 0  # sealed again after the custodian's edit
     assert run("manifest", out, "--check").exit_code == 0
+    _renders_in_a_browser(out / "report" / "index.html", tmp_path / "shot.png")
     # a release never replaces what exists
     again = run("release", trained / "run", "--real", trained / "train.csv", "--holdout",
                 trained / "holdout.csv", "-n", 10, "-o", out)  # fmt: skip
     one_line_error(again, "exists", "new (or empty) folder")
+
+
+def _renders_in_a_browser(index: Path, shot: Path) -> None:
+    """The bundle's report opens in headless Chromium as a page with content (skipped where
+    there is no Chromium, except in CI: HEALTHGYM_BROWSER_TEST=required)."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        if os.environ.get("HEALTHGYM_BROWSER_TEST") == "required":
+            pytest.fail("no chromium to render the release's report")
+        return
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}"]
+    subprocess.run([*command, "--window-size=1200,2000", index.as_uri()], check=True,
+                   timeout=60, capture_output=True)  # fmt: skip
+    assert matplotlib.image.imread(shot)[..., :3].std() > 0.01  # not a blank page
 
 
 class _Copier:
