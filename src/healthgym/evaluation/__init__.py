@@ -2,7 +2,8 @@
 
 One module per question: `marginals` (each variable alone), `associations` (pairs of
 variables), `temporal` (dynamics, Health Gym's dynamic correlations, lengths), `structure`
-(static drift, mode coverage), `utility` (train on synthetic, test on real), `privacy`
+(static drift, mode coverage), `row_kinds` (rows of kinds the real table never has),
+`utility` (train on synthetic, test on real), `privacy`
 (distances to training vs holdout patients); `report` turns them into a summary table with
 readings, figures and a self-contained HTML page.
 """
@@ -19,6 +20,7 @@ from .guarantee import guarantee_metrics, guarantee_notes
 from .marginals import marginal_metrics, plot_marginals
 from .privacy import plot_privacy, privacy_metrics
 from .report import READINGS, Report
+from .row_kinds import plot_row_patterns, row_kind_metrics
 from .structure import plot_static_combinations, structure_metrics
 from .temporal import temporal_metrics
 from .temporal_plots import (
@@ -45,6 +47,9 @@ CAPTIONS = {
     "axes per variable (time-like variables first).",
     "lengths": "Steps per patient.",
     "static_combinations": "Most common combinations of static categories (mode collapse).",
+    "row_patterns": "Row patterns (which dynamic variables a row holds, and its binary flags): "
+    "the real table's most common ones, real vs synthetic, and synthetic rows of patterns the "
+    "real table never has.",
     "privacy": "Distances to the nearest training patient (DCR), to the nearest synthetic "
     "patient (membership attack) and Health Gym's row-level nearest distances; training "
     "curves left of holdout curves mean copying.",
@@ -99,6 +104,8 @@ def evaluate(
     figures["lengths"] = plot_lengths(real, synthetic)
     metrics["structure"] = structure_metrics(real, synthetic)
     figures["static_combinations"] = plot_static_combinations(metrics["structure"])
+    metrics["row_kinds"] = row_kind_metrics(real, synthetic, holdout)
+    figures["row_patterns"] = plot_row_patterns(metrics["row_kinds"])
 
     if outcome is not None:
         metrics["utility"] = utility_metrics(real, synthetic, outcome, holdout, seed=seed)

@@ -143,6 +143,24 @@ READINGS: dict[str, Reading] = {
         "structure: static combination coverage", 1, 0.95, 0.8, True,
         "share of real static-category combinations (>= 1%) present: the mode-collapse check",
     ),
+    "row_kinds.unseen_pattern_share": Reading(
+        "rows: patterns never in the real table", 0, 0.01, 0.05, False,
+        "share of synthetic rows whose pattern (variables held, binary flags) no real row has",
+    ),
+    "row_kinds.never_together_share": Reading(
+        "rows: items never together in real rows", 0, 0.001, 0.01, False,
+        "share of synthetic rows holding a pair (present / level) that no real row holds "
+        "though independence would put >= 10 real rows there",
+    ),
+    "row_kinds.terminal_misplaced_share": Reading(
+        "rows: last-only (first-only) kinds misplaced", 0, 0.01, 0.05, False,
+        "share of synthetic rows of a pattern real stays have only as their last (first) row "
+        "that are elsewhere",
+    ),
+    "row_kinds.per_kind_ks_gap_excess": Reading(
+        "rows: pooled minus per-kind KS, minus the holdout's", 0, 0.02, 0.05, False,
+        "1 - KS within each row kind (variables held) against pooled over all rows",
+    ),
     "utility.auroc_trtr": Reading(
         "utility: AUROC train-real test-real", 1, 0.7, 0.6, True,
         "reference: how predictable the outcome is from real data",
