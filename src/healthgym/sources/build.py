@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,13 @@ def build_cohort(
     out: str | Path,
     *,
     batch_rows: int = BATCH_ROWS,
+    progress: Callable[[int], Any] | None = None,
 ) -> BuiltCohort:
     """Build the long table `out` (Parquet) and `OUT.schema.yaml` beside it from database `db`.
 
     `definition` is a Definition or a YAML file (docs/cohorts.md). Existing files are
     replaced only whole (atomic renames); the CLI refuses to replace them unless asked.
+    `progress` is called with the number of rows of each batch written.
     """
     started = time.perf_counter()
     d = definition if isinstance(definition, Definition) else read_definition(definition)
@@ -85,6 +88,8 @@ def build_cohort(
                         stats[name].update(col)
                     writer.write_batch(pa.record_batch(arrays, schema=schema))
                     rows[0] += len(columns[0])
+                    if progress is not None:
+                        progress(len(columns[0]))
             built.append(_schema(d, stats))
 
         built: list[Schema] = []

@@ -3,6 +3,8 @@ registered on the command by cli.py."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..console import LazyChoice, friendly_errors, output_path
@@ -39,7 +41,15 @@ def cohort(
         raise ValueError(f"{output}: the cohort is written as Parquet; name it OUT.parquet")
     path = output_path(output, overwrite)
     output_path(str(path.with_name(path.stem + ".schema.yaml")), overwrite)
-    built = build_cohort(parsed, db, path)
+    from ..training.progress import interactive
+
+    if interactive():  # a bar of rows written on a terminal; nothing in a log
+        from tqdm.auto import tqdm
+
+        with tqdm(unit=" rows", desc="cohort", file=sys.stderr) as bar:
+            built = build_cohort(parsed, db, path, progress=bar.update)
+    else:
+        built = build_cohort(parsed, db, path)
     click.echo(
         f"wrote {built.stays} stays ({built.rows} rows, {len(built.schema.variables)} variables) "
         f"to {built.path} and its schema to {built.schema_path} in {built.seconds:.1f} s"
