@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .constraints import propose
+from .row_rules import infer_rules
 from .schema import Schema, Variable, _check_float32, _describe, _is_numeric, _plain
 
 # Inference thresholds (documented in docs/data.md, overridable via infer_schema keywords).
@@ -35,7 +36,9 @@ def infer_schema(
     with at most `max_integer_levels` distinct values are categorical; any categorical with
     two levels is binary; other numerics are real, with Box-Cox when non-negative and
     |skewness| > `boxcox_min_skew`, else min-max. A variable constant within every patient
-    is static. A column with NaNs gets `missing: flag`. A dynamic variable gets `monotone`
+    is static. A column with NaNs gets `missing: flag`. The `rows` block holds the row rules
+    the table shows clearly (`data.row_rules.infer_rules`: items never together, items only
+    on a stay's last or first row). A dynamic variable gets `monotone`
     where every patient moves one way and `start` where every patient starts at the same
     value (`constraints.propose`); `bounds=True` also sets each real's `min`/`max` to its
     training range (otherwise bounds are only user-declared). `overrides` replaces fields per
@@ -63,7 +66,9 @@ def infer_schema(
             fields |= {"min": float(np.nanmin(x)), "max": float(np.nanmax(x))}
         variables.append(replace(v, **fields) if fields else v)
     schema = Schema(id=id, time=time, variables=variables)
-    return schema.with_overrides(**overrides) if overrides else schema
+    schema = schema.with_overrides(**overrides) if overrides else schema
+    rules = infer_rules(table.sort_values([id, time], kind="stable"), schema)
+    return replace(schema, rows=rules) if rules else schema
 
 
 def _infer_variable(

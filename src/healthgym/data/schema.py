@@ -18,6 +18,7 @@ import yaml
 
 from .atomic import write_text_atomic  # re-exported for models/ until the refactor lands
 from .constraints import check_declaration, check_table
+from .row_rules import RowRules
 
 KINDS = ("real", "binary", "categorical")
 #: "action": a dynamic variable that is a treatment (offline RL export, the simulator)
@@ -116,6 +117,8 @@ class Schema:
     id: str
     time: str
     variables: list[Variable] = field(default_factory=list)
+    #: What rows may hold together and where (`data.row_rules`): empty when none declared.
+    rows: RowRules = field(default_factory=RowRules)
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variables]
@@ -127,6 +130,10 @@ class Schema:
         clash = sorted({self.id, self.time} & set(names))
         if clash:
             raise ValueError(f"the id/time columns are also listed as variables: {clash}")
+        if not isinstance(self.rows, RowRules):
+            self.rows = RowRules.from_dict(self.rows)
+        if self.rows:
+            self.rows.check_declaration(self)
 
     def __getitem__(self, name: str) -> Variable:
         for v in self.variables:
@@ -167,24 +174,30 @@ class Schema:
 
     # ---- YAML ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "time": self.time,
             "variables": [v.to_dict() for v in self.variables],
         }
+        if self.rows:
+            out["rows"] = self.rows.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Schema:
         """Inverse of `to_dict`: unknown keys and an empty variable list are errors (a typo
         such as ``variable:`` must not read as a schema with nothing in it)."""
-        unknown = sorted(set(d) - {"id", "time", "variables"})
+        unknown = sorted(set(d) - {"id", "time", "variables", "rows"})
         if unknown:
-            raise ValueError(f"unknown schema keys {unknown}; a schema has id, time, variables")
+            raise ValueError(
+                f"unknown schema keys {unknown}; a schema has id, time, variables (and rows)"
+            )
         if not d.get("variables"):
             raise ValueError("the schema lists no variables")
         try:
             variables = [Variable(**v) for v in d["variables"]]
-            return cls(id=d["id"], time=d["time"], variables=variables)
+            rules = RowRules.from_dict(d.get("rows") or {})
+            return cls(id=d["id"], time=d["time"], variables=variables, rows=rules)
         except (KeyError, TypeError) as e:
             raise ValueError(f"not a healthgym schema ({e})") from None
 

@@ -11,9 +11,10 @@ baseline: real patients the generator never saw, read against the same training 
   (`unseen_pattern_share`), minus the holdout's (`unseen_pattern_excess`, the reading), and
   the total variation between the two pattern distributions (`pattern_tv`).
 - Never together: items are "variable present" and "variable = level" (binary/categorical);
-  a pair of items of different variables is exclusive when no real row holds both although
-  independence would put at least `MIN_EXPECTED` real rows there. `never_together_share`:
-  the share of synthetic rows holding an exclusive pair.
+  a pair of items of different variables is exclusive when the schema's `rows` block says so
+  or no real row holds both although independence would put at least `MIN_EXPECTED` real
+  rows there (`data.row_rules.exclusive_pairs`). `never_together_share`: the share of
+  synthetic rows holding an exclusive pair.
 - Terminal kinds: a pattern that real stays (at least `MIN_STAYS`) have only as their last
   row (or only as their first), e.g. an outcome row; `terminal_misplaced_share`: the share of
   synthetic rows of such patterns that are not where the real table always has them.
@@ -34,6 +35,7 @@ import pandas as pd
 from scipy.stats import ks_2samp
 
 from ..data.cohort import Cohort, level_codes
+from ..data.row_rules import exclusive_pairs, holds
 from .figures import new_figure
 
 MIN_EXPECTED = 10.0
@@ -50,9 +52,10 @@ def row_kind_metrics(real: Cohort, synth: Cohort, holdout: Cohort | None = None)
     out: dict[str, Any] = {"patterns_real": len(seen)}
     out["unseen_pattern_share"] = float(np.mean([p not in seen for p in s_pat]))
     out["pattern_tv"] = _tv(r_pat, s_pat)
-    items, exclusive = exclusive_pairs(real)
-    out["exclusive_pairs"] = [f"{items[a]} & {items[b]}" for a, b in exclusive]
-    out["never_together_share"] = _together_share(synth, items, exclusive)
+    pairs = list(dict.fromkeys([*exclusive_pairs(real.table, real.schema, MIN_EXPECTED),
+                                *real.schema.rows.exclusive]))  # fmt: skip
+    out["exclusive_pairs"] = [f"{a} & {b}" for a, b in pairs]
+    out["never_together_share"] = _together_share(synth, pairs)
     terminal = terminal_patterns(real, r_pat)
     out["terminal_patterns"] = {p: where for p, where in terminal.items()}
     out["terminal_misplaced_share"] = _misplaced(synth, s_pat, terminal)
@@ -65,7 +68,7 @@ def row_kind_metrics(real: Cohort, synth: Cohort, holdout: Cohort | None = None)
             out["unseen_pattern_share"] - out["holdout_unseen_pattern_share"]
         )
         out["holdout_pattern_tv"] = _tv(r_pat, h_pat)
-        out["holdout_never_together_share"] = _together_share(holdout, items, exclusive)
+        out["holdout_never_together_share"] = _together_share(holdout, pairs)
         out["holdout_terminal_misplaced_share"] = _misplaced(holdout, h_pat, terminal)
         gap = per_kind_ks(real, holdout).get("per_kind_ks_gap")
         if gap is not None and "per_kind_ks_gap" in out:
@@ -99,51 +102,11 @@ def patterns(cohort: Cohort) -> np.ndarray:
     return np.array([", ".join(x for x in row if x) or "-" for row in rows])
 
 
-def _items(cohort: Cohort) -> tuple[list[str], list[str], np.ndarray]:
-    """Row-by-item 0/1 matrix: `name` present, and `name=level` for binary/categorical."""
-    names, owners, columns = [], [], []
-    for v in cohort.schema.dynamic:
-        col = cohort.table[v.name]
-        if v.kind == "real":
-            names.append(v.name)
-            owners.append(v.name)
-            columns.append(col.notna().to_numpy())
-            continue
-        codes = level_codes(col, v.levels)
-        for k, level in enumerate(v.levels):
-            names.append(f"{v.name}={level}")
-            owners.append(v.name)
-            columns.append(codes == k)
-    matrix = np.column_stack(columns).astype(np.float64) if columns else np.zeros((0, 0))
-    return names, owners, matrix
-
-
-def exclusive_pairs(real: Cohort) -> tuple[list[str], list[tuple[int, int]]]:
-    """Items and the pairs of items (different variables) no real row holds together though
-    independence would put >= MIN_EXPECTED rows there."""
-    names, owners, x = _items(real)
-    if not names:
-        return names, []
-    together = x.T @ x
-    counts = x.sum(axis=0)
-    expected = np.outer(counts, counts) / max(len(x), 1)
-    pairs = [
-        (a, b)
-        for a in range(len(names))
-        for b in range(a + 1, len(names))
-        if owners[a] != owners[b] and together[a, b] == 0 and expected[a, b] >= MIN_EXPECTED
-    ]
-    return names, pairs
-
-
-def _together_share(cohort: Cohort, names: list[str], pairs: list[tuple[int, int]]) -> float:
-    if not pairs:
-        return 0.0
-    mine, _, x = _items(cohort)
-    index = {n: i for i, n in enumerate(mine)}
-    hit = np.zeros(len(x), dtype=bool)
+def _together_share(cohort: Cohort, pairs: list[tuple[str, str]]) -> float:
+    """Share of rows holding both items of any pair."""
+    hit = np.zeros(len(cohort.table), dtype=bool)
     for a, b in pairs:
-        hit |= (x[:, index[names[a]]] > 0) & (x[:, index[names[b]]] > 0)
+        hit |= holds(cohort.table, cohort.schema, a) & holds(cohort.table, cohort.schema, b)
     return float(hit.mean())
 
 

@@ -21,6 +21,7 @@ import torch
 
 from ..data.cohort import Cohort
 from ..data.parquet_shards import ParquetShards
+from ..data.row_rules import check_rows
 from ..training import distributed, run_folder
 from ..training.budget import Budget
 from ..training.checkpoint import (
@@ -142,6 +143,8 @@ class RunFolderModel:
         if not isinstance(cohort, self.accepts):
             raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
         budget = Budget.of(max_minutes, began=budget_began)  # checked before any work
+        if isinstance(cohort, Cohort):  # in memory: the rows obey the schema's rules
+            check_rows(cohort.table, cohort.schema)
         if run_dir is None:
             with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
                 return self._fit(cohort, Path(tmp), resume, budget, progress)
