@@ -10,6 +10,7 @@ import pandas as pd
 
 from .atomic import write_atomic
 from .inference import infer_schema
+from .levels import level_codes
 from .schema import Schema, Variable
 
 
@@ -278,11 +279,6 @@ def as_levels(col: pd.Series, levels: list[Any]) -> np.ndarray:
     codes = level_codes(col, levels)
     values = np.asarray(levels + [None], dtype=object)
     return values[codes]
-
-
-def level_codes(col: pd.Series | np.ndarray, levels: list[Any]) -> np.ndarray:
-    """Position of each cell in `levels`; -1 for missing (cells must be known levels)."""
-    return pd.Index(levels, dtype=object).get_indexer(pd.Series(col).astype(object))
 
 
 def arrow_schema(schema: Schema, id_type: Any = None) -> Any:

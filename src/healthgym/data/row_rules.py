@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .levels import level_codes
+
 if TYPE_CHECKING:
     from .schema import Schema
 
@@ -112,8 +114,6 @@ def item_variable(schema: Schema, item: str) -> str:
 def item_columns(table: pd.DataFrame, schema: Schema) -> tuple[list[str], list[str], np.ndarray]:
     """Items (`NAME` present; `NAME=LEVEL` for each level, and `NAME` for a binary or
     categorical that may be missing), their variables, and the rows-by-items 0/1 matrix."""
-    from .cohort import level_codes
-
     names, owners, columns = [], [], []
     for v in schema.dynamic:
         col = table[v.name]
@@ -169,8 +169,6 @@ def exclusive_pairs(
 
 def holds(table: pd.DataFrame, schema: Schema, item: str) -> np.ndarray:
     """Per row: does it hold the item."""
-    from .cohort import level_codes
-
     name, _, level = item.partition("=")
     v = schema[name]
     if not level:
