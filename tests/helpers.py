@@ -120,3 +120,20 @@ def treated_cohort(n: int = 120, seed: int = 0) -> hg.Cohort:
     cohort = hg.Cohort(table, id="pid", time="t")
     cohort.schema["vent"].role = "action"
     return cohort
+
+
+def outcome_stays(n: int, seed: int) -> hg.Cohort:
+    """Stays of 2 to 8 four-hour steps of HR and MAP, then one outcome row: the measurements
+    empty and `survived` or `died` = 1 (a treatment `vaso` on measurement rows)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for pid in range(n):
+        steps, hr = int(rng.integers(2, 9)), rng.normal(90, 10)
+        for t in range(steps):
+            hr += rng.normal(0, 4)
+            rows.append((pid, t, round(hr, 1), round(0.6 * hr + rng.normal(20, 3), 1),
+                         int(rng.random() < 0.3), 0, 0))  # fmt: skip
+        died = int(rng.random() < 1 / (1 + np.exp(-(hr - 100) / 5)))
+        rows.append((pid, steps, np.nan, np.nan, np.nan, 1 - died, died))
+    table = pd.DataFrame(rows, columns=["pid", "t", "HR", "MAP", "vaso", "survived", "died"])
+    return hg.Cohort(table, id="pid", time="t")

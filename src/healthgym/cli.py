@@ -440,6 +440,7 @@ def models_command() -> None:
                 ("distributes (--nproc)", cls.distributable()),
                 ("private (--dp-epsilon)", cls.private),
                 ("conditions (--condition)", cls.conditioning),
+                ("keeps the schema's rows block", cls.keeps_rows),
             )
             if able
         ]

@@ -5,7 +5,6 @@ outcome row) and on the demo cohort."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import healthgym as hg
@@ -13,6 +12,7 @@ from healthgym.datasets.pk_oral import SCHEMA as PK_SCHEMA
 from healthgym.datasets.pk_oral import concentration, pk_oral
 from healthgym.evaluation import READINGS
 from healthgym.evaluation.row_kinds import patterns, row_kind_metrics
+from helpers import outcome_stays
 
 ROWS = ("unseen_pattern_share", "never_together_share", "terminal_misplaced_share",
         "per_kind_ks_gap_excess")  # fmt: skip
@@ -57,23 +57,6 @@ def test_dosing_records_the_holdout_reads_good_a_mixer_poor() -> None:
     assert bad["never_together_share"] > 0.1  # rows with a dose and a concentration
     pooled = hg.evaluate(train, mixed(train)).metrics["marginals"]["ks_complement_mean"]
     assert pooled > 0.95  # what the pooled marginals saw: nothing wrong
-
-
-def outcome_stays(n: int, seed: int) -> hg.Cohort:
-    """Stays of 2 to 8 four-hour steps of HR and MAP, then one outcome row: the measurements
-    empty and `survived` or `died` = 1 (a treatment `vaso` on measurement rows)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for pid in range(n):
-        steps, hr = int(rng.integers(2, 9)), rng.normal(90, 10)
-        for t in range(steps):
-            hr += rng.normal(0, 4)
-            rows.append((pid, t, round(hr, 1), round(0.6 * hr + rng.normal(20, 3), 1),
-                         int(rng.random() < 0.3), 0, 0))  # fmt: skip
-        died = int(rng.random() < 1 / (1 + np.exp(-(hr - 100) / 5)))
-        rows.append((pid, steps, np.nan, np.nan, np.nan, 1 - died, died))
-    table = pd.DataFrame(rows, columns=["pid", "t", "HR", "MAP", "vaso", "survived", "died"])
-    return hg.Cohort(table, id="pid", time="t")
 
 
 def test_outcome_rows_the_holdout_reads_good_misplaced_outcomes_poor() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,6 +69,8 @@ class RunFolderModel:
     private: ClassVar[bool] = False
     #: `sample(conditions=...)` fixes static values (--condition)
     conditioning: ClassVar[bool] = False
+    #: samples only rows the schema's rows block allows (exclusive items, last-/first-only)
+    keeps_rows: ClassVar[bool] = False
 
     @classmethod
     def wrote(cls, meta: dict[str, Any]) -> bool:
@@ -143,8 +146,15 @@ class RunFolderModel:
         if not isinstance(cohort, self.accepts):
             raise ValueError(f"fit expects a healthgym Cohort, got {type(cohort).__name__}")
         budget = Budget.of(max_minutes, began=budget_began)  # checked before any work
+        schema = cohort.schema if isinstance(cohort, Cohort | ParquetShards) else None
         if isinstance(cohort, Cohort):  # in memory: the rows obey the schema's rules
             check_rows(cohort.table, cohort.schema)
+        if schema is not None and schema.rows and not self.keeps_rows:
+            warnings.warn(
+                f"{self.name} does not keep the schema's rows block when it samples; the "
+                "report's row-kind section shows how far its rows keep it",
+                stacklevel=2,
+            )
         if run_dir is None:
             with tempfile.TemporaryDirectory(prefix="healthgym-") as tmp:
                 return self._fit(cohort, Path(tmp), resume, budget, progress)

@@ -24,6 +24,7 @@ from ..base import ConditionableModel
 from . import stream
 from .config import DROPOUT, SMALL_BELOW, SMALL_DROPOUT, HealthGymConfig
 from .network import PatientModel
+from .row_mask import RowMask
 from .sampler import draw_statics, draw_steps
 from .tokenizer import Tokenizer
 from .trainer import HealthGymTrainer, build_model
@@ -45,6 +46,7 @@ class HealthGym(ConditionableModel):
     legacy_name = "HealthGym"
     summary = "autoregressive likelihood model of whole patients; stops on a validation loss"
     private = True
+    keeps_rows = True
     config_class = HealthGymConfig
     config: HealthGymConfig
     encoding_class = Tokenizer
@@ -156,6 +158,7 @@ class HealthGym(ConditionableModel):
         requested = None if frame is None else self._request_tokens(frame)
         rng = torch.Generator().manual_seed(seed)
         temperature = self.config.temperature
+        mask = RowMask.of(tokenizer)  # the schema's rows block, kept while drawing
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             given = net.statics.unknown(b, torch.device("cpu"))
@@ -166,7 +169,7 @@ class HealthGym(ConditionableModel):
                 given[:, -1] = int(length) - 1
             static_tokens = draw_statics(net.statics, given, rng, temperature)
             lengths = static_tokens[:, -1] + 1
-            dynamic = draw_steps(net.sequence, static_tokens, lengths, rng, temperature)
+            dynamic = draw_steps(net.sequence, static_tokens, lengths, rng, temperature, mask)
             table = tokenizer.inverse_transform(
                 static_tokens.numpy(),
                 dynamic.numpy(),

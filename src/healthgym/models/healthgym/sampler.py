@@ -16,6 +16,7 @@ from torch import nn
 from .kernel import AGES, SEEN
 from .layers import Embeddings
 from .network import SequenceModel, StaticModel
+from .row_mask import RowMask
 
 
 def joined_tables(emb: Embeddings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,11 +81,13 @@ def draw_steps(
     lengths: torch.Tensor,
     rng: torch.Generator,
     temperature: float = 1.0,
+    mask: RowMask | None = None,
 ) -> torch.Tensor:
-    """Steps (B, T, D) given static tokens (B, S) and lengths (B,); zeros past each length."""
+    """Steps (B, T, D) given static tokens (B, S) and lengths (B,); zeros past each length;
+    `mask`: the schema's rows block kept (`row_mask`)."""
     b, steps, d = static.shape[0], int(lengths.max()), len(model.vocab)
     u = torch.rand(steps, d, b, generator=rng, device=static.device).double()
-    stepper = StepDrawer(model, static, temperature)
+    stepper = StepDrawer(model, static, temperature, mask=mask, lengths=lengths)
     out = torch.zeros(b, model.max_length, d, dtype=torch.long, device=static.device)
     for t in range(steps):
         out[:, t] = stepper.draw(u[t])
@@ -99,13 +102,22 @@ class StepDrawer:
     tokens. Patients may be at different steps: `restart` begins new stays in some rows (the
     simulator's auto-reset). With `model.last`, each column's variable's last observed tokens,
     whether there is one, the steps since and the sum and count of its observed places are
-    kept, as `LastValue.history` computes them from the steps."""
+    kept, as `LastValue.history` computes them from the steps. `mask` keeps the schema's rows
+    block (`row_mask`; its last-only items need each patient's `lengths`)."""
 
     @torch.no_grad()
-    def __init__(self, model: SequenceModel, static: torch.Tensor, temperature: float) -> None:
+    def __init__(
+        self,
+        model: SequenceModel,
+        static: torch.Tensor,
+        temperature: float,
+        mask: RowMask | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> None:
         b, d = static.shape[0], len(model.vocab)
         dev = static.device
         self.model, self.static, self.temperature = model, static.clone(), temperature
+        self.mask, self.lengths = mask, lengths
         self.t = torch.zeros(b, dtype=torch.long, device=dev)  # (B,) each patient's step
         self.c = model.static_context(static, b)  # (B, W)
         self.step_table, self.step_at = joined_tables(model.step_in)
@@ -157,6 +169,8 @@ class StepDrawer:
             before = self.before
         base = before + (s[:, 0] + c) + model.column_pos[:, None]  # (D, B, W)
         earlier, drawn = None, []  # (B, W): the step's columns so far; their tokens
+        mask = self.mask
+        held = None if mask is None else mask.start(b)  # (B, items) the row's items so far
         for j in range(stop):
             z = base[j] if earlier is None else base[j] + earlier
             z = _mlp(z, model.blocks, model.norm)
@@ -176,7 +190,13 @@ class StepDrawer:
                 else:
                     logits = logits + kern
                 logits = logits / self.temperature
+            if mask is not None:
+                allowed = mask.allowed(j, held, self.t, self.lengths)
+                if allowed is not None:
+                    logits = logits.masked_fill(~allowed, float("-inf"))
             tok = pick(logits, u[j])
+            if mask is not None:
+                held = mask.hold(j, tok, held)
             if kernel is not None and kernel.levels:
                 self.step_tokens[:, j] = tok
             drawn.append(tok)
