@@ -62,8 +62,12 @@ def draw_steps(
     lengths: torch.Tensor,
     rng: torch.Generator,
     temperature: float = 1.0,
+    mask: object = None,
 ) -> torch.Tensor:
-    """Steps (B, T, D) given static tokens (B, S) and lengths (B,); zeros past each length."""
+    """Steps (B, T, D) given static tokens (B, S) and lengths (B,); zeros past each length.
+    0.1.0 knew no rows block: `mask` must be None."""
+    if mask is not None:
+        raise ValueError("the 0.1.0 sampler keeps no rows block")
     b, steps, d = static.shape[0], int(lengths.max()), len(model.vocab)
     c = model.static_context(static, b)  # (B, W)
     out = torch.zeros(b, model.max_length, d, dtype=torch.long, device=static.device)

@@ -20,6 +20,7 @@ import torch
 
 from ..data.constraints import StepConstraints
 from ..models.healthgym.model import HealthGym
+from ..models.healthgym.row_mask import RowMask
 from ..models.healthgym.sampler import StepDrawer, draw_statics
 from .observations import ObservationLayout
 from .offline import scaling_of_run
@@ -116,7 +117,13 @@ class Simulator:
         self.t = np.zeros(n, dtype=np.int64)
         self.before = np.full((n, len(self.actions)), -1)  # the treatments one step back
         self.step_tokens = torch.zeros(n, self.width, dtype=torch.long)
-        self.drawer = StepDrawer(self.net.sequence, tokens, self.temperature)
+        self.drawer = StepDrawer(  # the schema's rows block kept in every drawn state
+            self.net.sequence,
+            tokens,
+            self.temperature,
+            mask=RowMask.of(self.tok),
+            lengths=tokens[:, -1] + 1,
+        )
         self.constraints = StepConstraints(self.tok.schema)
         self.static_values = self._static_values(tokens, np_rng)
         self.repeats: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # a real's last observed

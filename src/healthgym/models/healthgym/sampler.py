@@ -228,6 +228,8 @@ class StepDrawer:
     def restart(self, rows: torch.Tensor, static: torch.Tensor) -> None:
         """Begin new stays in ``rows`` (B,) bool, with their static tokens (rows, S)."""
         self.static[rows] = static
+        if self.lengths is not None:  # the length token is the statics' last
+            self.lengths[rows] = static[:, -1] + 1
         self.c[rows] = self.model.static_context(static, len(static))
         self.t[rows] = 0
         self.x[rows] = 0
