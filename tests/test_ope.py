@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
+import healthgym as hg
 from healthgym.datasets import known_mdp as mdp
 from healthgym.rl import ope
 
@@ -71,3 +74,24 @@ def test_bad_input_is_named(recorded) -> None:
         ope.evaluate_policy(d, mdp.severity_policy(mdp.policies()["never"]), estimators=("x",))
     with pytest.raises(ValueError, match="NaN"):
         ope.decisions(cohort, "Treat", terminal=pd.Series(dtype=float))
+
+
+def test_the_command_estimates_policies_from_a_file(tmp_path) -> None:
+    from helpers import one_line_error, run
+
+    mdp.known_mdp_cohort(400, seed=3).to_csv(tmp_path / "stays.csv")
+    mdp.SCHEMA.to_yaml(tmp_path / "stays.schema.yaml")
+    args = ["ope", tmp_path / "stays.csv", "--schema", tmp_path / "stays.schema.yaml",
+            "--action", "Treat", "--reward", "last * (1 - died_next)"]  # fmt: skip
+    r = run(*args, "--policy", "1", "--policy", "Lactate > 2.5", "--estimators", "fqe,wis",
+            "--bootstrap", 2, "-o", tmp_path / "ope.json")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "400 stays" in r.output and "Lactate > 2.5: fqe" in r.output
+    found = json.loads((tmp_path / "ope.json").read_text())
+    assert abs(found["policies"]["1"]["fqe"]["value"] - mdp.value(mdp.policies()["always"])) < 0.08
+    observed = mdp.survival(hg.Cohort(pd.read_csv(tmp_path / "stays.csv"), mdp.SCHEMA)).mean()
+    assert found["recorded_return"] == pytest.approx(observed)
+    one_line_error(run(*args, "--policy", "Lactate_next > 2"), "decision row only")
+    one_line_error(run(*args, "--policy", "1", "--estimators", "ips"), "unknown estimators")
+    bad = ["--action", "Lactate", "--reward", "0", "--policy", "1"]
+    one_line_error(run(*args[:4], *bad), "binary or categorical treatment")

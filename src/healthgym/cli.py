@@ -22,7 +22,7 @@ from .console import (
 from .demo import demo, demo_data
 from .extras import require
 from .release.commands import manifest, release
-from .rl.commands import export
+from .rl.commands import export, ope
 from .sources.commands import cohort
 
 # Start-up: the command imports click and the standard library only; each verb imports what
@@ -452,6 +452,7 @@ def models_command() -> None:
 
 
 main.add_command(export)  # the offline-RL export lives with the rest of rl/
+main.add_command(ope)
 main.add_command(cohort)  # cohorts from clinical databases live in sources/
 main.add_command(release)  # the custodian's bundle lives in release/
 main.add_command(manifest)

@@ -69,10 +69,7 @@ def decisions(
     """The decision rows of `cohort` for treatment `action`: `terminal` (a value per stay id)
     is added to each stay's last decision; `rewards` (one per row of the cohort) to each row's."""
     schema, table = cohort.schema, cohort.table
-    v = schema[action]
-    if v.role != "action" or v.kind == "real":
-        raise ValueError(f"{action!r} must be a binary or categorical treatment (role: action)")
-    codes = level_codes(table[action], v.levels)
+    codes = _treatment_codes(cohort, action)
     keep = codes >= 0
     rows = table[keep]
     if rows.empty:
@@ -85,8 +82,23 @@ def decisions(
         r = r + np.where(last, terminal.reindex(rows[schema.id]).to_numpy(float), 0.0)
     if not np.isfinite(r).all():
         raise ValueError("a reward is missing (NaN) for some decision; check the terminal values")
-    return Decisions(rows, _features(cohort, rows, action), codes[keep], r, stay, step,
-                     len(v.levels))  # fmt: skip
+    levels = len(schema[action].levels)
+    return Decisions(rows, _features(cohort, rows, action), codes[keep], r, stay, step, levels)
+
+
+def _treatment_codes(cohort: Cohort, action: str) -> np.ndarray:
+    """Each row's treatment level code (-1: not recorded); a ValueError unless `action` is a
+    binary or categorical treatment."""
+    if action not in cohort.schema.names:
+        raise ValueError(f"no variable {action!r}; the treatments are {_actions(cohort)}")
+    v = cohort.schema[action]
+    if v.role != "action" or v.kind == "real":
+        raise ValueError(f"{action!r} must be a binary or categorical treatment (role: action)")
+    return level_codes(cohort.table[action], v.levels)
+
+
+def _actions(cohort: Cohort) -> list[str]:
+    return [v.name for v in cohort.schema.actions]
 
 
 def _features(cohort: Cohort, rows: pd.DataFrame, action: str) -> np.ndarray:
@@ -211,3 +223,43 @@ def evaluate_policy(
         low, high = np.percentile(x, [2.5, 97.5]) if len(x) else (np.nan, np.nan)
         out[k] = {"value": point[k], "low": float(low), "high": float(high)}
     return out
+
+
+def decisions_with_reward(cohort: Cohort, action: str, reward: Any) -> Decisions:
+    """Decisions whose rewards come from a `rewards.Reward` over each decision row and the
+    stay's next row (its outcome row included; the row itself after a stay's last row), with
+    `last` = 1 on a stay's last decision: the export's transitions (docs/rl.md)."""
+    schema, table = cohort.schema, cohort.table
+    codes = _treatment_codes(cohort, action)
+    ids = table[schema.id].to_numpy()
+    same_next = np.r_[ids[1:] == ids[:-1], False]
+    following = np.where(same_next, np.arange(len(table)) + 1, np.arange(len(table)))
+    keep = codes >= 0
+    stay = pd.factorize(ids[keep])[0]
+    last = np.r_[stay[1:] != stay[:-1], True]
+    now = table[keep]
+    nxt = table.iloc[following[keep]]
+    r = np.full(len(table), np.nan)
+    r[np.flatnonzero(keep)] = reward(now, nxt, last)
+    return decisions(cohort, action, rewards=r)
+
+
+def expression_policy(spec: str, cohort: Cohort, action: str) -> Policy:
+    """A policy from an expression over a decision row (the reward language without NAME_next):
+    its value, rounded and clipped, is the treatment's level index (for a binary treatment,
+    true treats), e.g. `Lactate > 2.5`, `1` (always), `0` (never)."""
+    from .rewards import NEXT, Reward
+
+    _treatment_codes(cohort, action)  # a binary or categorical treatment
+    levels = len(cohort.schema[action].levels)
+    names = [v.name for v in cohort.schema.variables if v.name != action]
+    checked = Reward(spec, names)
+    if any(n.endswith(NEXT) or n == "last" for n in checked.used):
+        raise ValueError(f"policy {spec!r} may read the decision row only (no NAME{NEXT}, last)")
+
+    def probabilities(rows: pd.DataFrame) -> np.ndarray:
+        value = checked(rows, rows, np.zeros(len(rows), dtype=bool))
+        level = np.clip(np.nan_to_num(np.round(value)), 0, levels - 1).astype(int)
+        return np.eye(levels)[level]
+
+    return probabilities
