@@ -49,7 +49,7 @@ def test_on_policy_importance_sampling_is_the_mean_return(recorded) -> None:
     fitted = ope.behaviour_model(d)  # P(recorded level): the fitted behaviour policy itself
     as_target = np.zeros((len(fitted), 2))
     as_target[np.arange(len(fitted)), d.actions] = fitted
-    found = ope.importance(d, as_target)
+    found = ope.importance(d, ope.weights(d, as_target))
     assert found["wis"] == pytest.approx(observed) and found["wpdis"] == pytest.approx(observed)
 
 

@@ -35,7 +35,7 @@ import pandas as pd
 from scipy.stats import ks_2samp
 
 from ..data.cohort import Cohort, level_codes
-from ..data.row_rules import exclusive_pairs, holds
+from ..data.row_rules import exclusive_pairs, holds, positions
 from .figures import new_figure
 
 MIN_EXPECTED = 10.0
@@ -110,17 +110,9 @@ def _together_share(cohort: Cohort, pairs: list[tuple[str, str]]) -> float:
     return float(hit.mean())
 
 
-def _positions(cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: is it its stay's first row, its last row (the table sorted by id and time)."""
-    ids = cohort.table[cohort.schema.id].to_numpy()
-    first = np.r_[True, ids[1:] != ids[:-1]]
-    last = np.r_[ids[1:] != ids[:-1], True]
-    return first, last
-
-
 def terminal_patterns(real: Cohort, pats: np.ndarray) -> dict[str, str]:
     """Patterns real stays (>= MIN_STAYS) have only as their last ("last") or first row."""
-    first, last = _positions(real)
+    first, last = positions(real.table, real.schema)
     frame = pd.DataFrame(
         {"p": pats, "first": first, "last": last, "id": real.table[real.schema.id]}
     )
@@ -139,7 +131,7 @@ def _misplaced(cohort: Cohort, pats: np.ndarray, terminal: dict[str, str]) -> fl
     """Share of the rows of terminal patterns that are not where the real table has them."""
     if not terminal:
         return 0.0
-    first, last = _positions(cohort)
+    first, last = positions(cohort.table, cohort.schema)
     where = pd.Series(pats).map(terminal).to_numpy()
     of_kind = pd.notna(where)
     if not of_kind.any():
@@ -156,6 +148,7 @@ def per_kind_ks(real: Cohort, synth: Cohort) -> dict[str, Any]:
     r_kind, s_kind = (_presence(c, reals) for c in (real, synth))
     shares = pd.Series(r_kind).value_counts(normalize=True)
     kinds, per_kind, pooled = {}, [], []
+    whole: dict[str, float] = {}  # each variable's pooled KS complement, computed once
     for kind, share in shares[shares >= MIN_KIND_SHARE].items():
         held = [n for n in reals if n in kind.split(", ")]
         scores = {}
@@ -164,11 +157,13 @@ def per_kind_ks(real: Cohort, synth: Cohort) -> dict[str, Any]:
             b = synth.table[name].to_numpy(float)[s_kind == kind]
             b = b[np.isfinite(b)]
             scores[name] = 1.0 - float(ks_2samp(a, b).statistic) if len(b) else 0.0
-            whole_a = real.table[name].dropna().to_numpy(float)
-            whole_b = synth.table[name].dropna().to_numpy(float)
-            pooled.append(
-                1.0 - float(ks_2samp(whole_a, whole_b).statistic) if len(whole_b) else 0.0
-            )
+            if name not in whole:
+                whole_a = real.table[name].dropna().to_numpy(float)
+                whole_b = synth.table[name].dropna().to_numpy(float)
+                whole[name] = (
+                    1.0 - float(ks_2samp(whole_a, whole_b).statistic) if len(whole_b) else 0.0
+                )
+            pooled.append(whole[name])
             per_kind.append(scores[name])
         kinds[kind] = {
             "real_share": float(share),

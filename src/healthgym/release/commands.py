@@ -67,7 +67,8 @@ def release(
     from . import build_release
 
     out = Path(output)
-    if built is not None and read_provenance(built) is None:
+    source = read_provenance(built or real)  # where the training table came from, if known
+    if built is not None and source is None:
         raise ValueError(f"--cohort {built}: not a table written by healthgym cohort")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{output} exists: a release goes to a new (or empty) folder")
@@ -90,7 +91,7 @@ def release(
         quasi=list(quasi) or None,
         max_mia=max_mia,
         title=title,
-        source=read_provenance(built or real),
+        source=source,
     )
     attribute = figures["attribute_inference"]
     click.echo(

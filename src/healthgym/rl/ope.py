@@ -141,16 +141,25 @@ def _padded(d: Decisions, values: np.ndarray, fill: float) -> np.ndarray:
     return out
 
 
-def importance(d: Decisions, target: np.ndarray) -> dict[str, float]:
-    """WIS and WPDIS from the target's probabilities of the recorded levels."""
+def weights(d: Decisions, target: np.ndarray) -> np.ndarray:
+    """(stays, steps) cumulative importance ratios target / behaviour up to each decision; a
+    stay that ended keeps its last weight."""
     ratio = target[np.arange(len(d.actions)), d.actions] / behaviour_model(d)
-    cumulative = np.cumprod(_padded(d, ratio, 1.0), axis=1)  # an ended stay keeps its weight
+    return np.cumprod(_padded(d, ratio, 1.0), axis=1)
+
+
+def _shares(cumulative: np.ndarray) -> np.ndarray:
+    """Each step's weights normalised over stays (0 where every weight is 0)."""
+    totals = cumulative.sum(axis=0)
+    return np.divide(cumulative, totals, out=np.zeros_like(cumulative), where=totals > 0)
+
+
+def importance(d: Decisions, cumulative: np.ndarray) -> dict[str, float]:
+    """WIS and WPDIS from the cumulative weights (`weights`)."""
     rewards = _padded(d, d.rewards, 0.0)
     whole = cumulative[:, -1]
     wis = float(whole @ rewards.sum(axis=1) / whole.sum()) if whole.sum() > 0 else np.nan
-    totals = cumulative.sum(axis=0)
-    share = np.divide(cumulative, totals, out=np.zeros_like(cumulative), where=totals > 0)
-    return {"wis": wis, "wpdis": float((share * rewards).sum())}
+    return {"wis": wis, "wpdis": float((_shares(cumulative) * rewards).sum())}
 
 
 def fitted_q(d: Decisions, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,11 +182,9 @@ def fitted_q(d: Decisions, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q_all[np.arange(len(d.actions)), d.actions], (target * q_all).sum(axis=1)
 
 
-def doubly_robust(d: Decisions, target: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
+def doubly_robust(d: Decisions, cumulative: np.ndarray, q: np.ndarray, v: np.ndarray) -> float:
     """Weighted doubly robust (per-decision weights normalised over stays)."""
-    ratio = target[np.arange(len(d.actions)), d.actions] / behaviour_model(d)
-    cumulative = np.cumprod(_padded(d, ratio, 1.0), axis=1)
-    share = cumulative / cumulative.sum(axis=0)
+    share = _shares(cumulative)
     before = np.hstack([np.full((d.stays, 1), 1.0 / d.stays), share[:, :-1]])
     r, qq, vv = (_padded(d, x, 0.0) for x in (d.rewards, q, v))
     return float((share * (r - qq)).sum() + (before * vv).sum())
@@ -187,12 +194,13 @@ def estimate(d: Decisions, policy: Policy, which: tuple[str, ...] = ESTIMATORS) 
     target = np.asarray(policy(d.rows), float)
     if target.shape != (len(d.actions), d.levels):
         raise ValueError(f"the policy must give {d.levels} probabilities per decision row")
-    out = importance(d, target)
+    cumulative = weights(d, target)  # the behaviour model fitted once per estimate
+    out = importance(d, cumulative)
     if "fqe" in which or "dr" in which:
         q, v = fitted_q(d, target)
         first = d.step == 0
         out["fqe"] = float(v[first].mean())
-        out["dr"] = doubly_robust(d, target, q, v)
+        out["dr"] = doubly_robust(d, cumulative, q, v)
     return {k: out[k] for k in which}
 
 

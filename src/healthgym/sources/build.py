@@ -62,7 +62,7 @@ def build_cohort(
     schema_path = out.with_name(out.stem + ".schema.yaml")
     database = Database(db)
     try:
-        check_against(d, database)
+        stays = check_against(d, database)
         stats = {s.name: _Stats(kind=d.layout.statics[s.source].kind) for s in d.statics}
         stats |= {it.name: _Stats(kind=_kind(it)) for it in d.items}
         rows = [0]
@@ -95,17 +95,14 @@ def build_cohort(
         built: list[Schema] = []
         write_atomic(out, write)
         built[0].to_yaml(schema_path)
-        stays = int(
-            database.rows(f"WITH stays AS ({stays_sql(d)}) SELECT COUNT(*) FROM stays")[0][0]
-        )
     finally:
         database.close()
     return BuiltCohort(out, schema_path, built[0], stays, rows[0], time.perf_counter() - started)
 
 
-def check_against(d: Definition, database: Database) -> None:
-    """ValueErrors for what the database contradicts: a missing table, no stays, a variable
-    without rows, a variable whose rows mix units."""
+def check_against(d: Definition, database: Database) -> int:
+    """The number of stays; ValueErrors for what the database contradicts: a missing table,
+    no stays, a variable without rows, a variable whose rows mix units."""
     layout = d.layout
     needed = {layout.stays[d.stay_table].table: "the stays"}
     for s in d.statics:
@@ -115,7 +112,7 @@ def check_against(d: Definition, database: Database) -> None:
         name = layout.table(table, d.database_schema)
         if not database.has_table(name):
             raise ValueError(f"table {name} (read for {user}) is not in the database")
-    stays = database.rows(f"WITH stays AS ({stays_sql(d)}) SELECT COUNT(*) FROM stays")[0][0]
+    stays = int(database.rows(f"WITH stays AS ({stays_sql(d)}) SELECT COUNT(*) FROM stays")[0][0])
     if not stays:
         concepts = f" with concepts {list(d.stay_concepts)}" if d.stay_concepts else ""
         raise ValueError(f"no stays: {d.stay_table} has no rows{concepts}")
@@ -136,6 +133,7 @@ def check_against(d: Definition, database: Database) -> None:
                 f"variable {item.name!r} mixes units {', '.join(sorted(units[i]))} in {table}; "
                 "keep one with `unit:` (or split the variable)"
             )
+    return stays
 
 
 def _kind(item: Item) -> str:
