@@ -71,13 +71,14 @@ class PatientEnv(gym.Env):
         super().reset(seed=seed)  # gymnasium seeds self.np_random
         self._rng = torch.Generator().manual_seed(int(self.np_random.integers(2**63)))
         self.sim.begin(1, self._rng, self.np_random, (options or {}).get("static"))
-        info = {"length": int(self.sim.lengths[0]), "static": self._static_info()}
+        info = {k: int(v[0]) for k, v in self.sim.length_info().items()}
+        info["static"] = self._static_info()
         return self.sim.observe()[0], info
 
     def step(self, action: Any):
         if not hasattr(self, "_rng"):
             raise RuntimeError("call reset() before step()")
-        if self.sim.t[0] >= self.sim.lengths[0] - 1:
+        if self.sim.finished()[0]:
             raise RuntimeError("the episode has ended: call reset()")
         a = self.sim.check_actions(action, 1)
         obs, reward, terminated, truncated = self.sim.advance(a, self._rng, self.np_random)
@@ -118,7 +119,8 @@ class VectorPatientEnv(gym.vector.VectorEnv):
         self.sim.begin(self.num_envs, self._rng, self._np, self._static)
         self._done = np.zeros(self.num_envs, dtype=bool)
         every = np.ones(self.num_envs, dtype=bool)
-        return self.sim.observe(), {"length": self.sim.lengths.copy(), "_length": every}
+        lengths = self.sim.length_info()
+        return self.sim.observe(), lengths | {f"_{k}": every for k in lengths}
 
     def step(self, actions: Any):
         if not hasattr(self, "_rng"):
@@ -131,7 +133,8 @@ class VectorPatientEnv(gym.vector.VectorEnv):
         self._done = terminated | truncated
         infos: dict[str, Any] = {}
         if restart.any():
-            infos = {"length": self.sim.lengths.copy(), "_length": restart.copy()}
+            lengths = self.sim.length_info()
+            infos = lengths | {f"_{k}": restart.copy() for k in lengths}
         return obs, reward, terminated, truncated, infos
 
 

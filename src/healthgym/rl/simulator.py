@@ -77,6 +77,9 @@ class Simulator:
         self.reward = Reward(reward, schema.names)
         warn_of_leaks(self.reward, [v.name for v in schema.static], self.hidden)
         self.longest = tok.max_length
+        # the model draws where each stay ends, given the treatments (`end="drawn"`), or the
+        # stay's length is drawn with its statics at `begin`
+        self.ends = self.net.sequence.ends
         self.width = sum(len(c.vocab) for c in tok.dynamic_columns)
         self.first_action_token = self.width - sum(
             len(c.vocab) for c in tok.dynamic_columns if c.name in self.actions
@@ -122,7 +125,8 @@ class Simulator:
             tokens,
             self.temperature,
             mask=RowMask.of(self.tok),
-            lengths=tokens[:, -1] + 1,
+            lengths=None if self.ends else tokens[:, -1] + 1,  # else the steps draw the end
+            shortest=2,
         )
         self.constraints = StepConstraints(self.tok.schema)
         self.static_values = self._static_values(tokens, np_rng)
@@ -186,7 +190,7 @@ class Simulator:
     def _draw_state(self, rng: torch.Generator, np_rng: np.random.Generator) -> None:
         """Draw every patient's state at its current step given its stay so far; decode it."""
         n, stop = len(self.lengths), self.first_action_token
-        u = torch.rand(stop, n, generator=rng).double()
+        u = torch.rand(stop + self.ends, n, generator=rng).double()  # the end's: the last
         self.step_tokens.zero_()
         self.step_tokens[:, :stop] = self.drawer.draw(u, stop)
         step = self.step_tokens.numpy()
@@ -233,6 +237,17 @@ class Simulator:
         self.raw.update(levels)
         self._carry(levels)
 
+    def finished(self) -> np.ndarray:
+        """(n,) bool: the current step is the stay's last."""
+        if self.ends:
+            return self.drawer.ended.numpy() | (self.t >= self.longest - 1)
+        return self.t >= self.lengths - 1
+
+    def length_info(self) -> dict[str, np.ndarray]:
+        """The stays' lengths where drawn at `begin` (the `info` of a reset); none where the
+        steps draw the end."""
+        return {} if self.ends else {"length": self.lengths.copy()}
+
     def state(self) -> dict[str, np.ndarray]:
         """The current step's carried-forward values, statics included, by variable."""
         return {**self.static_values, **self.filled}
@@ -267,10 +282,12 @@ class Simulator:
             self._restart(restarted, rng, np_rng, static)
         self._draw_state(rng, np_rng)
         obs, nxt = self.observe(), self.state()
-        done = (self.t == self.lengths - 1) & ~restarted
+        if self.ends:  # drawn; at the longest stay trained on the drawer ends it (cut)
+            done, cut = self.drawer.ended.numpy() & ~restarted, self.t == self.longest - 1
+        else:
+            done, cut = (self.t == self.lengths - 1) & ~restarted, self.lengths == self.longest
         reward = self.reward(self._frame(now, self.t - 1), self._frame(nxt, self.t), done)
         reward = np.where(np.isfinite(reward) & ~restarted, reward, 0.0)
-        cut = self.lengths == self.longest
         return obs, reward, done & ~cut, done & cut
 
     def _frame(self, values: dict[str, np.ndarray], t: np.ndarray) -> Any:

@@ -24,6 +24,8 @@ DROPOUT = 0.2
 SMALL_DROPOUT = 0.5
 SMALL_BELOW = 1000
 
+ENDS = ("length", "drawn")  #: `end`'s choices
+
 #: The differential-privacy settings; all None: training is not private.
 DP_SETTINGS = ("dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_epochs", "dp_tokenizer_share")
 
@@ -65,6 +67,11 @@ class HealthGymConfig(ConfigBase):
     #: keeps (`training.averaging`; a step's weights weigh 1 - average); 0: the weights as
     #: trained, as run folders written before it (their model.json has no such key)
     average: float = 0.97
+    #: where a stay ends: "length", a static token drawn with the statics that every step
+    #: reads (cohorts keep their lengths' distribution exactly); "drawn", each step draws
+    #: whether the stay ends there given the history and the treatments, so death, discharge
+    #: and the stay's length respond to treatment in the simulator (issue 28)
+    end: str = "length"
     max_loss: float = 1e6  #: a loss that is NaN, inf or larger stops the run
     #: --stream (a `ParquetShards` cohort): the binned reals' quantiles are fitted on this
     #: many patients, a seeded sample (all of them when the cohort has no more: then the
@@ -96,6 +103,8 @@ class HealthGymConfig(ConfigBase):
             raise ValueError(f"average must be in [0, 1), got {self.average}")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.end not in ENDS:
+            raise ValueError(f"end must be one of {', '.join(ENDS)}, got {self.end!r}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         check_seed(self.seed)

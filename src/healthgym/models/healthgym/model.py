@@ -25,7 +25,7 @@ from . import stream
 from .config import DROPOUT, SMALL_BELOW, SMALL_DROPOUT, HealthGymConfig
 from .network import PatientModel
 from .row_mask import RowMask
-from .sampler import draw_statics, draw_steps
+from .sampler import draw_statics, draw_stays, draw_steps
 from .tokenizer import Tokenizer
 from .trainer import HealthGymTrainer, build_model
 
@@ -47,6 +47,9 @@ class HealthGym(ConditionableModel):
     summary = "autoregressive likelihood model of whole patients; stops on a validation loss"
     private = True
     keeps_rows = True
+    #: `simulator`: each step draws whether the stay ends there (`end="drawn"`), so death,
+    #: discharge and the stay's length respond to treatment in `healthgym.rl` (issue 28)
+    presets = {"simulator": {"end": "drawn"}}
     config_class = HealthGymConfig
     config: HealthGymConfig
     encoding_class = Tokenizer
@@ -169,7 +172,13 @@ class HealthGym(ConditionableModel):
                 given[:, -1] = int(length) - 1
             static_tokens = draw_statics(net.statics, given, rng, temperature)
             lengths = static_tokens[:, -1] + 1
-            dynamic = draw_steps(net.sequence, static_tokens, lengths, rng, temperature, mask)
+            if net.sequence.ends:  # the steps draw where each stay ends
+                asked = None if length is None else lengths
+                dynamic, lengths = draw_stays(net.sequence, static_tokens, rng, temperature, mask,
+                                              asked)  # fmt: skip
+                static_tokens[:, -1] = lengths - 1
+            else:
+                dynamic = draw_steps(net.sequence, static_tokens, lengths, rng, temperature, mask)
             table = tokenizer.inverse_transform(
                 static_tokens.numpy(),
                 dynamic.numpy(),

@@ -14,7 +14,10 @@ t the dynamic tokens x_t1..x_tD. The joint factorises as
   earlier columns (an exclusive cumulative sum, so teacher forcing is one pass), through a
   residual MLP, into its own softmax head;
 - length: a static token, so it is drawn with (and can be conditioned on like) the statics,
-  and every step knows how long the stay will be.
+  and every step knows how long the stay will be; or, with `ends` (`HealthGymConfig.end =
+  "drawn"`, what the simulator needs), unknown to the steps: each step first draws whether
+  the stay ends there, given the history and treatments so far, and its columns read that
+  (an outcome row knows it is the last), so death and discharge respond to treatment.
 
 Trained by maximum likelihood (cross-entropy), so it has no adversary, no mode collapse, and
 a validation loss to stop on.
@@ -70,13 +73,21 @@ class SequenceModel(nn.Module):
         dropout: float,
         scales: list[tuple[int, int, int, bool]] | None = None,
         levels: list[bool] | None = None,
+        ends: bool = False,
     ) -> None:
         super().__init__()
         self.vocab, self.max_length = [len(p) for p in positions], max_length
+        # with `ends`, the steps do not read the length (the statics' last token): they draw it
+        self.ends = ends
+        read = static_positions[:-1] if ends else static_positions
+        if ends:
+            self.end_pos = nn.Parameter(torch.zeros(width))  # the end's place in the step
+            self.end_head = nn.Linear(width, 2)  # does the stay end at this step?
+            self.end_in = nn.Embedding(2, width)  # what the step's columns read of it
         # same[j, i] = 1 where tokens i and j belong to one variable (a real's coarse + fine)
         g = torch.tensor(groups)
         self.register_buffer("same", (g[:, None] == g[None, :]).float(), persistent=False)
-        self.context = Embeddings(static_positions, width) if static_positions else None
+        self.context = Embeddings(read, width) if read else None
         self.step_in = Embeddings(positions, width)  # a step's summary for the GRU
         self.position = nn.Embedding(max_length, width)
         self.gru = nn.GRU(width, width, batch_first=True)
@@ -98,7 +109,12 @@ class SequenceModel(nn.Module):
     def static_context(self, static: torch.Tensor, n: int) -> torch.Tensor:  # -> (B, W)
         if self.context is None:
             return self.position.weight.new_zeros(n, self.position.embedding_dim)
-        return self.context(static)
+        return self.context(static[:, :-1] if self.ends else static)
+
+    def end_logits(self, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """With `ends`: logits (..., 2) of 'the stay ends at this step' from the recurrent
+        state s (..., W) (the history and treatments before the step) and the context c."""
+        return self.end_head(self.norm(self.blocks(s + c + self.end_pos)))
 
     def forward(
         self, static: torch.Tensor, dynamic: torch.Tensor, lengths: torch.Tensor | None = None
@@ -106,27 +122,48 @@ class SequenceModel(nn.Module):
         """static (B, S), dynamic (B, T, D) tokens -> logits [(B, T, v_j)]; with lengths (B,),
         each patient's NLL (B,) instead (`sequence_nll`: the heads in one product, and one
         call of the module, as DistributedDataParallel needs)."""
-        logits = self.logits(static, dynamic)  # (B, T, D, V)
         if lengths is None:
+            logits = self.logits(static, dynamic)  # (B, T, D, V)
             return [logits[:, :, j, :v] for j, v in enumerate(self.vocab)]
-        valid = torch.arange(dynamic.shape[1], device=dynamic.device) < lengths[:, None]
-        return (column_nll(logits, dynamic) * valid).sum(1)
+        steps = torch.arange(dynamic.shape[1], device=dynamic.device)
+        valid = steps < lengths[:, None]  # (B, T)
+        if not self.ends:
+            return (column_nll(self.logits(static, dynamic), dynamic) * valid).sum(1)
+        end = (steps == lengths[:, None] - 1).long()  # (B, T): the stay's last step
+        logits, s = self.logits(static, dynamic, end, with_state=True)
+        c = self.static_context(static, len(static))
+        end_nll = F.cross_entropy(self.end_logits(s, c[:, None]).mT, end, reduction="none")
+        return ((column_nll(logits, dynamic) + end_nll) * valid).sum(1)
 
-    def logits(self, static: torch.Tensor, dynamic: torch.Tensor) -> torch.Tensor:
+    def logits(
+        self,
+        static: torch.Tensor,
+        dynamic: torch.Tensor,
+        end: torch.Tensor | None = None,
+        with_state: bool = False,
+    ) -> Any:
         """static (B, S), dynamic (B, T, D) tokens -> logits (B, T, D, V) of every column
-        (padded slots -inf): the heads' and, with `last`, its kernel's."""
-        if self.last is None:
-            return column_logits(self.heads, self.features(static, dynamic))
-        history = self.last.history(dynamic)
-        z = self.features(static, dynamic, history)
-        return self.last.logits(column_logits(self.heads, z), z, dynamic, history, static)
+        (padded slots -inf): the heads' and, with `last`, its kernel's; with `ends`, `end`
+        (B, T) marks each stay's last step (None: none is); `with_state`: also the recurrent
+        states (B, T, W) that the end's logits read."""
+        history = None if self.last is None else self.last.history(dynamic)
+        z, s = self.features(static, dynamic, history, end)
+        out = column_logits(self.heads, z)
+        if self.last is not None:
+            out = self.last.logits(out, z, dynamic, history, static)
+        return (out, s) if with_state else out
 
     def features(
-        self, static: torch.Tensor, dynamic: torch.Tensor, history: tuple | None = None
-    ) -> torch.Tensor:
+        self,
+        static: torch.Tensor,
+        dynamic: torch.Tensor,
+        history: tuple | None = None,
+        end: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """static (B, S), dynamic (B, T, D) tokens -> what each column's head reads (B, T, D,
-        W): `forward` without the heads (`column_logits` applies them all at once);
-        `history`: `last.history(dynamic)` where the caller has it."""
+        W) and the recurrent states (B, T, W): `forward` without the heads (`column_logits`
+        applies them all at once); `history`: `last.history(dynamic)` where the caller has it;
+        `end` (B, T): with `ends`, each stay's last step (None: none is)."""
         b, t, _ = dynamic.shape
         c = self.static_context(static, b)  # (B, W)
         x = self.step_in(dynamic)  # (B, T, W)
@@ -144,11 +181,16 @@ class SequenceModel(nn.Module):
         z = earlier + before  # contiguous; in-place adds keep it so (the GRU's s is not, and
         z += s[:, :t, None]  # LayerNorm would copy a non-contiguous z in every pass)
         z += self.column_pos + c[:, None, None]
-        return self.norm(self.blocks(z))  # (B, T, D, W)
+        if self.ends:  # the step's columns know whether it is the stay's last
+            z += self.end_in.weight[0 if end is None else end][..., None, :]
+        return self.norm(self.blocks(z)), s  # (B, T, D, W), (B, T, W)
 
-    def last_step(self, static: torch.Tensor, dynamic: torch.Tensor) -> torch.Tensor:
+    def last_step(
+        self, static: torch.Tensor, dynamic: torch.Tensor, end: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The features (B, D, W) of the last step of dynamic (B, T, D) alone, as `forward`
-        computes them (the simulator draws one step at a time: `last_logits`)."""
+        computes them (the simulator draws one step at a time: `last_logits`); `end` (B,):
+        with `ends`, whether that step ends the stay (None: it does not)."""
         b, t, _ = dynamic.shape
         c = self.static_context(static, b)  # (B, W)
         x = self.step_in(dynamic[:, :-1])  # (B, T-1, W): the steps read by the GRU
@@ -161,12 +203,16 @@ class SequenceModel(nn.Module):
             history = tuple(h[:, -1] for h in self.last.history(dynamic))
             before = self.last.context(self.recall(history[0]), history)
         z = s[:, -1, None] + (e.cumsum(dim=1) - e) + before + self.column_pos + c[:, None]
+        if self.ends:
+            z = z + self.end_in.weight[0 if end is None else end][..., None, :]
         return self.norm(self.blocks(z))  # (B, D, W)
 
-    def last_logits(self, static: torch.Tensor, dynamic: torch.Tensor) -> torch.Tensor:
+    def last_logits(
+        self, static: torch.Tensor, dynamic: torch.Tensor, end: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The logits (B, D, V) of the last step of dynamic (B, T, D), as `logits` computes
         them (padded slots -inf): column j's are right once the step's columns < j are set."""
-        z = self.last_step(static, dynamic)
+        z = self.last_step(static, dynamic, end)
         out = column_logits(self.heads, z)
         if self.last is None:
             return out
@@ -183,7 +229,8 @@ class SequenceModel(nn.Module):
 class PatientModel(nn.Module):
     """Statics (any order) + steps + length. `*_positions`: per token column, each token's
     place on its variable's scale (`Tokenizer.static_positions`); `groups`: the variable of
-    each dynamic token column; `scales` (`Tokenizer.dynamic_scales`) turns `LastValue` on."""
+    each dynamic token column; `scales` (`Tokenizer.dynamic_scales`) turns `LastValue` on;
+    `ends`: the steps draw where the stay ends instead of reading its length."""
 
     def __init__(
         self,
@@ -195,11 +242,20 @@ class PatientModel(nn.Module):
         dropout: float = 0.1,
         scales: list[tuple[int, int, int, bool]] | None = None,
         levels: list[bool] | None = None,
+        ends: bool = False,
     ) -> None:
         super().__init__()
         self.statics = StaticModel(static_positions, width, dropout)
         self.sequence = SequenceModel(
-            static_positions, dynamic_positions, groups, max_length, width, dropout, scales, levels
+            static_positions,
+            dynamic_positions,
+            groups,
+            max_length,
+            width,
+            dropout,
+            scales,
+            levels,
+            ends,
         )
 
 

@@ -60,16 +60,18 @@ class RowMask:
         return self.exclusive.new_zeros(b, len(self.items))
 
     def allowed(
-        self, j: int, held: torch.Tensor, t: torch.Tensor, lengths: torch.Tensor | None
+        self, j: int, held: torch.Tensor, t: torch.Tensor, last: torch.Tensor | None
     ) -> torch.Tensor | None:
-        """(B, vocab_j) tokens of column j that keep the rules; None where none apply."""
+        """(B, vocab_j) tokens of column j that keep the rules at steps t (B,), `last` (B,)
+        where the step is the stay's last (None: not known, last-only items free); None
+        where no rule applies to the column."""
         holds = self.tokens.get(j)
         if holds is None:
             return None
         forbid = (held @ self.exclusive) > 0  # (B, items)
         forbid |= self.first[None] & (t != 0)[:, None]
-        if lengths is not None:
-            forbid |= self.last[None] & (t != lengths - 1)[:, None]
+        if last is not None:
+            forbid |= self.last[None] & ~last[:, None]
         ok = (forbid.float() @ holds.T) == 0  # (B, vocab): the token holds no forbidden item
         return ok | ~ok.any(dim=1, keepdim=True)  # nothing allowed: draw unmasked
 

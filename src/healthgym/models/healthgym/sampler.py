@@ -95,6 +95,34 @@ def draw_steps(
     return out * (torch.arange(model.max_length, device=out.device) < lengths[:, None])[..., None]
 
 
+@torch.no_grad()
+def draw_stays(
+    model: SequenceModel,
+    static: torch.Tensor,
+    rng: torch.Generator,
+    temperature: float = 1.0,
+    mask: RowMask | None = None,
+    lengths: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """With `model.ends`: steps (B, T, D) given static tokens (B, S), each stay running until
+    its steps draw its end (at the longest stay trained on, at the latest), and the stays'
+    lengths (B,); zeros past each. `lengths`: stays of these lengths instead (the end forced)."""
+    b, d, longest = static.shape[0], len(model.vocab), model.max_length
+    u = torch.rand(longest, d + 1, b, generator=rng, device=static.device).double()
+    stepper = StepDrawer(model, static, temperature, mask=mask, lengths=lengths)
+    out = torch.zeros(b, longest, d, dtype=torch.long, device=static.device)
+    drawn = torch.full((b,), longest, dtype=torch.long, device=static.device)
+    running = torch.ones(b, dtype=torch.bool, device=static.device)
+    for t in range(longest):
+        out[:, t] = stepper.draw(u[t])
+        stepper.commit(out[:, t])
+        drawn = torch.where(running & stepper.ended, t + 1, drawn)
+        running &= ~stepper.ended
+        if not running.any():
+            break
+    return out * (torch.arange(longest, device=out.device) < drawn[:, None])[..., None], drawn
+
+
 class StepDrawer:
     """Patients' steps drawn one at a time, the recurrent state carried from step to step (a
     step costs the same whatever came before): `draw` the next step's token columns (all, or
@@ -103,7 +131,10 @@ class StepDrawer:
     simulator's auto-reset). With `model.last`, each column's variable's last observed tokens,
     whether there is one, the steps since and the sum and count of its observed places are
     kept, as `LastValue.history` computes them from the steps. `mask` keeps the schema's rows
-    block (`row_mask`; its last-only items need each patient's `lengths`)."""
+    block (`row_mask`; its last-only items need each patient's `lengths`). With `model.ends`,
+    a step first draws whether it ends the stay (`ended`; from the uniforms' last row), never
+    before step `shortest` - 1, always at the longest stay trained on, and where `lengths`
+    are given, exactly at each patient's."""
 
     @torch.no_grad()
     def __init__(
@@ -113,11 +144,13 @@ class StepDrawer:
         temperature: float,
         mask: RowMask | None = None,
         lengths: torch.Tensor | None = None,
+        shortest: int = 1,
     ) -> None:
         b, d = static.shape[0], len(model.vocab)
         dev = static.device
         self.model, self.static, self.temperature = model, static.clone(), temperature
-        self.mask, self.lengths = mask, lengths
+        self.mask, self.lengths, self.shortest = mask, lengths, shortest
+        self.ended = torch.zeros(b, dtype=torch.bool, device=dev)  # (B,) the step ends the stay
         self.t = torch.zeros(b, dtype=torch.long, device=dev)  # (B,) each patient's step
         self.c = model.static_context(static, b)  # (B, W)
         self.step_table, self.step_at = joined_tables(model.step_in)
@@ -151,10 +184,14 @@ class StepDrawer:
     @torch.no_grad()
     def draw(self, u: torch.Tensor, stop: int | None = None) -> torch.Tensor:
         """Step t's first `stop` token columns (B, stop) (default: all), from uniforms u
-        (>= stop, B) given the steps committed so far."""
+        (>= stop, B; with `model.ends` one more, the last row) given the steps committed so
+        far."""
         model, kernel, c, b = self.model, self.kernel, self.c, self.c.shape[0]
         stop = len(model.vocab) if stop is None else stop
         s, self.h = model.gru((self.x + model.position.weight[self.t] + c)[:, None], self.h)
+        last = None if self.lengths is None else self.t == self.lengths - 1
+        if model.ends:
+            self.ended = last = self._end(s[:, 0], u[-1])
         if kernel is not None:
             has, count = self.has, self.count
             prev = F.embedding(self.last.T + self.previous_at[:, None], self.previous_table)
@@ -168,6 +205,8 @@ class StepDrawer:
         else:
             before = self.before
         base = before + (s[:, 0] + c) + model.column_pos[:, None]  # (D, B, W)
+        if model.ends:
+            base = base + model.end_in.weight[last.long()]
         earlier, drawn = None, []  # (B, W): the step's columns so far; their tokens
         mask = self.mask
         held = None if mask is None else mask.start(b)  # (B, items) the row's items so far
@@ -191,7 +230,7 @@ class StepDrawer:
                     logits = logits + kern
                 logits = logits / self.temperature
             if mask is not None:
-                allowed = mask.allowed(j, held, self.t, self.lengths)
+                allowed = mask.allowed(j, held, self.t, last)
                 if allowed is not None:
                     logits = logits.masked_fill(~allowed, float("-inf"))
             tok = pick(logits, u[j])
@@ -203,6 +242,19 @@ class StepDrawer:
             e = F.embedding(tok, self.tables[j])
             earlier = e if earlier is None else earlier + e
         return torch.stack(drawn, 1) if drawn else self.none.new_zeros(b, 0)
+
+    def _end(self, s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """(B,) whether the step ends each stay, drawn from the recurrent state s (B, W)."""
+        model = self.model
+        z = _mlp(s + self.c + model.end_pos, model.blocks, model.norm)
+        logits = F.linear(z, model.end_head.weight, model.end_head.bias) / self.temperature
+        must_end = self.t >= model.max_length - 1
+        must_go_on = self.t < self.shortest - 1
+        if self.lengths is not None:
+            must_end, must_go_on = self.t >= self.lengths - 1, self.t < self.lengths - 1
+        logits[:, 0] = logits[:, 0].masked_fill(must_end, float("-inf"))
+        logits[:, 1] = logits[:, 1].masked_fill(must_go_on & ~must_end, float("-inf"))
+        return pick(logits, u).bool()
 
     @torch.no_grad()
     def commit(self, tokens: torch.Tensor) -> None:
@@ -233,6 +285,7 @@ class StepDrawer:
         self.c[rows] = self.model.static_context(static, len(static))
         self.t[rows] = 0
         self.x[rows] = 0
+        self.ended[rows] = False
         if self.h is not None:
             self.h[:, rows] = 0
         if self.kernel is None:

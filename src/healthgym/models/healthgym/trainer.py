@@ -59,6 +59,8 @@ VALIDATE_PIECE = 256
 def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
     """The seeded, untrained network for a fitted tokenizer's token columns."""
     private = cfg.dp_epsilon is not None
+    ends = cfg.end == "drawn"
+    levels = tokens.static_coarse[:-1] + [False] if ends else tokens.static_coarse  # length
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, _INIT))
         return PatientModel(
@@ -70,7 +72,8 @@ def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
             DROPOUT if cfg.dropout is None else cfg.dropout,  # None: not decided by `fit`
             tokens.dynamic_scales if cfg.last_value else None,
             # levels are fitted to the data outside DP-SGD (`fit_levels`): none in DP runs
-            tokens.static_coarse if cfg.last_value and cfg.levels and not private else None,
+            levels if cfg.last_value and cfg.levels and not private else None,
+            ends,
         )
 
 

@@ -1,0 +1,141 @@
+"""Stays that end where the steps draw it (`end="drawn"`, issue 28): death, discharge and the
+stay's length respond to treatment in the simulator."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import healthgym as hg
+from healthgym.data.row_rules import infer_rules
+from healthgym.datasets import known_mdp as mdp
+from healthgym.models.healthgym.config import HealthGymConfig
+from healthgym.models.healthgym.sampler import StepDrawer, draw_stays, pick
+from healthgym.models.healthgym.tokenizer import Tokenizer
+from healthgym.models.healthgym.trainer import build_model
+from healthgym.rl.simulator import Simulator
+from helpers import treated_cohort
+
+gym = pytest.importorskip("gymnasium")
+
+
+def mdp_cohort(n: int, seed: int = 0) -> hg.Cohort:
+    """The known MDP's stays with the rows block the data show (outcome rows last)."""
+    c = mdp.known_mdp_cohort(n, seed=seed)
+    return hg.Cohort(c.table, replace(c.schema, rows=infer_rules(c.table, c.schema)))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("drawn")
+    model = hg.HealthGym(end="drawn", width=48, bins=8, fine=4, patience=4)
+    model.fit(mdp_cohort(1500), folder, max_minutes=1.5, progress=False)
+    return folder
+
+
+def survival(sim: Simulator, policy: np.ndarray, n: int, seed: int) -> tuple[float, float]:
+    """(share of n simulated stays not ending in death, mean steps) under `policy` p[t, s]."""
+    rng, np_rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+    sim.begin(n, rng, np_rng, None)
+    running, died, steps = np.ones(n, bool), np.zeros(n, bool), np.ones(n)
+    while running.any():
+        severity = np.array([0 if x is None or x != x else int(x) for x in sim.state()["Severity"]])
+        p = policy[np.minimum(sim.t, mdp.HORIZON - 1), severity]
+        _, _, term, trunc = sim.advance((np_rng.random(n) < p).astype(int)[:, None], rng, np_rng)
+        ended = (term | trunc) & running
+        died |= ended & (sim.raw["died"] == 1)
+        steps += running
+        running &= ~(term | trunc)
+    return 1 - died.mean(), steps.mean()
+
+
+def test_the_end_must_be_a_known_choice():
+    with pytest.raises(ValueError, match="end must be one of length, drawn"):
+        HealthGymConfig(end="sometimes")
+
+
+def test_the_step_drawer_draws_the_end_the_whole_history_would():
+    """From the same uniforms, the carried-state drawer draws the end and the columns that
+    the network gives when re-run over the whole history (`logits`, `end_logits`)."""
+    cohort = treated_cohort(16, seed=4)
+    tok = Tokenizer(cohort.schema, 8, 4).fit(cohort)
+    seq = build_model(tok, HealthGymConfig(end="drawn", width=16)).sequence.eval()
+    tokens = tok.transform(cohort)
+    static, dynamic = torch.from_numpy(tokens.static), torch.from_numpy(tokens.dynamic)
+    drawer = StepDrawer(seq, static, 1.0)
+    d = len(seq.vocab)
+    u = torch.rand(dynamic.shape[1], d + 1, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        c = seq.static_context(static, 16)
+        for t in range(dynamic.shape[1]):
+            drawn = drawer.draw(u[t].double())
+            end = torch.zeros(16, t + 1, dtype=torch.long)
+            _, s = seq.logits(static, dynamic[:, : t + 1], end, with_state=True)
+            ends = pick(seq.end_logits(s[:, t], c), u[t, -1].double()).bool()
+            if t == seq.max_length - 1:
+                ends[:] = True
+            assert torch.equal(drawer.ended, ends), t
+            prefix = dynamic[:, : t + 1].clone()
+            for j, v in enumerate(seq.vocab):
+                logits = seq.last_logits(static, prefix, ends.long())[:, j, :v]
+                prefix[:, t, j] = pick(logits, u[t, j].double())
+            assert torch.equal(drawn, prefix[:, t]), t
+            drawer.commit(dynamic[:, t])
+
+
+def test_asked_lengths_are_kept_and_drawn_ones_stop_at_the_longest():
+    cohort = treated_cohort(16, seed=4)
+    tok = Tokenizer(cohort.schema, 8, 4).fit(cohort)
+    seq = build_model(tok, HealthGymConfig(end="drawn", width=16)).sequence.eval()
+    static = torch.from_numpy(tok.transform(cohort).static)
+    asked = torch.tensor([1, 2, 3, 6] * 4)
+    steps, lengths = draw_stays(seq, static, torch.Generator().manual_seed(1), lengths=asked)
+    assert torch.equal(lengths, asked)
+    past = torch.arange(seq.max_length) >= lengths[:, None]
+    assert (steps[past] == 0).all()
+    _, drawn = draw_stays(seq, static, torch.Generator().manual_seed(1))
+    assert ((drawn >= 1) & (drawn <= seq.max_length)).all()
+
+
+def test_death_responds_to_treatment_in_the_simulator(run):
+    """Known MDP: treating everyone keeps 0.83 alive, treating no one 0.53 (a small model
+    trained briefly: ~0.15 apart). An untrained model's ends ignore the treatment (~0)."""
+    sim = Simulator(hg.load(run))
+    always, steps = survival(sim, mdp.stationary(np.ones(mdp.STATES)), 1500, seed=1)
+    never, _ = survival(sim, mdp.stationary(np.zeros(mdp.STATES)), 1500, seed=1)
+    assert always - never > 0.08, (always, never)
+    assert abs(always - mdp.value(mdp.stationary(np.ones(mdp.STATES)))) < 0.1
+    real = mdp_cohort(1500, seed=3).table.groupby("stay").size().mean()
+    assert steps == pytest.approx(real, rel=0.25)
+
+
+def test_a_sampled_cohort_ends_its_stays_with_one_outcome_row(run):
+    model = hg.load(run)
+    table = model.sample(400, seed=0).table
+    last = table.groupby("stay").tail(1)
+    outcome = (table["died"] == 1) | (table["discharged"] == 1)
+    assert outcome[last.index].mean() > 0.8  # the real: 0.94 (the rest run to the horizon)
+    assert not outcome.drop(last.index).any()  # never before a stay's last row
+    real = mdp_cohort(1500, seed=3).table.groupby("stay").size().mean()
+    assert table.groupby("stay").size().mean() == pytest.approx(real, rel=0.25)
+
+
+def test_the_env_ends_an_episode_when_the_model_draws_it(run):
+    from gymnasium.utils.env_checker import check_env
+
+    from healthgym.rl.env import make
+
+    env = make(run, reward="1 - died_next")
+    check_env(env, skip_render_check=True)
+    lengths = []
+    for seed in range(30):
+        _, info = env.reset(seed=seed)
+        assert "length" not in info  # not known at reset: drawn step by step
+        steps, done = 1, False
+        while not done:
+            _, reward, term, trunc, _ = env.step(0)
+            steps, done = steps + 1, term or trunc
+        assert steps <= env.sim.longest
+        lengths.append(steps)
+    assert len(set(lengths)) > 3
