@@ -1,5 +1,5 @@
-"""benchmarks.row_kinds and benchmarks.ope_known_mdp run and report every column (their
-figures are read from BENCHMARKS.md, never asserted here)."""
+"""benchmarks.row_kinds, benchmarks.ope_known_mdp and benchmarks.simulator_known_mdp run and
+report every column (their figures are read from BENCHMARKS.md, never asserted here)."""
 
 import pytest
 
@@ -23,3 +23,14 @@ def test_the_ope_benchmark_reports_each_policy():
     for name in ("never", "always", "lactate > 2.5", "random", "behaviour", "optimal"):
         assert f"| {name}" in text
     assert "coverage" in text and "Spearman" in text
+
+
+@pytest.mark.slow  # ~1 min; make test-slow
+def test_the_simulator_benchmark_reports_each_policy_beside_the_truth():
+    from benchmarks.simulator_known_mdp import main
+
+    text = main(["--stays", "300", "--minutes", "0.2", "--simulated", "200", "--no-record"])
+    for name in ("never", "always", "lactate > 4", "random", "behaviour", "optimal"):
+        assert f"| {name}" in text
+    for column in ("simulator", "treatment-blind", "fqe", "dr", "Spearman", "best val NLL"):
+        assert column in text

@@ -139,3 +139,44 @@ def test_the_env_ends_an_episode_when_the_model_draws_it(run):
         assert steps <= env.sim.longest
         lengths.append(steps)
     assert len(set(lengths)) > 3
+
+
+def test_a_reward_on_outcomes_a_length_model_fixes_at_reset_warns(run, tmp_path):
+    """With the length drawn with the statics (`end="length"`), the outcome row is decided at
+    reset: a reward reading it, or `last`, could never respond to the policy. Say so."""
+    import warnings
+
+    cohort = mdp_cohort(400)  # enough stays for the rows block to name died=1
+    assert "died=1" in cohort.schema.rows.last
+    hg.HealthGym(width=8, epochs=1).fit(cohort, tmp_path / "length", progress=False)
+    length_model = hg.load(tmp_path / "length")
+    for reward in ("1 - died_next", "where(last, 1, 0)"):
+        with pytest.warns(UserWarning, match="--preset simulator"):
+            Simulator(length_model, reward=reward)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Simulator(length_model, reward="-(Lactate_next > 2)")
+        Simulator(hg.load(run), reward="1 - died_next")
+
+
+def test_resume_goes_on_from_real_histories_as_treated(run):
+    """`Simulator.resume`: recorded patients at their step 3 as recorded; the next state
+    follows the treatment the caller chooses (treated: severity falls more often)."""
+    sim = Simulator(hg.load(run))
+    real = mdp_cohort(600, seed=4)
+    lengths = real.table.groupby("stay").size()
+    long = real.table[real.table["stay"].isin(lengths.index[lengths > 4])]
+    stays = hg.Cohort(long, real.schema)
+    with pytest.raises(ValueError, match="steps or fewer: none to resume at"):
+        sim.resume(real, 3, np.random.default_rng(0))
+    at3 = long[long["step"] == 3]["Severity"].to_numpy()
+    change = {}
+    for action in (0, 1):
+        sim.resume(stays, 3, np.random.default_rng(0))
+        assert (sim.t == 3).all()
+        np.testing.assert_array_equal(sim.raw["Severity"].astype(float), at3)
+        rng = torch.Generator().manual_seed(action)
+        sim.advance(np.full((len(at3), 1), action), rng, np.random.default_rng(1))
+        after = np.array([np.nan if x is None else float(x) for x in sim.raw["Severity"]])
+        change[action] = np.nanmean(after - at3)
+    assert change[0] - change[1] > 0.1, change  # the truth: 0.27 apart at these severities

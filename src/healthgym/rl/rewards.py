@@ -125,6 +125,21 @@ def warn_of_leaks(reward: Reward, statics: list[str], hidden: Sequence[str]) -> 
         )
 
 
+def warn_of_fixed_ends(reward: Reward, statics: list[str], outcomes: list[str]) -> None:
+    """Warn where the reward reads the stay's end (`last`), a static or an outcome (a
+    variable of the schema's last-only rows) of a model that draws each stay's length with
+    its statics: these are fixed at `reset`, so no policy changes them."""
+    read = {n.removesuffix(NEXT) for n in reward.used}
+    fixed = sorted(read & ({"last", *statics, *outcomes}))
+    if fixed:
+        warnings.warn(
+            f"the reward reads {fixed}, but the run draws each stay's length (and so its "
+            "outcome row) with the statics at reset: no policy changes them. Train with "
+            "--preset simulator (end='drawn') for outcomes that respond to treatment",
+            stacklevel=3,
+        )
+
+
 def _check_node(node: ast.AST, spec: str) -> None:
     """ValueError unless ``node`` is a construct an expression may hold (see the module)."""
     if isinstance(node, ast.Attribute | ast.Subscript | ast.Lambda):

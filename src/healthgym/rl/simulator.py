@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.cohort import Cohort
 from ..data.constraints import StepConstraints
 from ..models.healthgym.model import HealthGym
 from ..models.healthgym.row_mask import RowMask
 from ..models.healthgym.sampler import StepDrawer, draw_statics
 from .observations import ObservationLayout
 from .offline import scaling_of_run
-from .rewards import Reward, warn_of_leaks
+from .rewards import Reward, warn_of_fixed_ends, warn_of_leaks
 
 
 class Simulator:
@@ -80,6 +81,9 @@ class Simulator:
         # the model draws where each stay ends, given the treatments (`end="drawn"`), or the
         # stay's length is drawn with its statics at `begin`
         self.ends = self.net.sequence.ends
+        if not self.ends:
+            outcomes = [i.partition("=")[0] for i in schema.rows.last]
+            warn_of_fixed_ends(self.reward, [v.name for v in schema.static], outcomes)
         self.width = sum(len(c.vocab) for c in tok.dynamic_columns)
         self.first_action_token = self.width - sum(
             len(c.vocab) for c in tok.dynamic_columns if c.name in self.actions
@@ -133,6 +137,44 @@ class Simulator:
         self.repeats: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # a real's last observed
         self.filled = {v.name: np.full(n, None, dtype=object) for v in self.tok.schema.dynamic}
         self._draw_state(rng, np_rng)
+
+    def resume(self, cohort: Cohort, step: int, np_rng: np.random.Generator) -> None:
+        """The real patients of `cohort`, each at its step `step` as recorded (its state;
+        the steps before read, treatments included): `advance` then treats them as the
+        caller chooses and draws what follows (counterfactual rollouts from real histories).
+        Every patient needs more than `step` steps."""
+        cohort = Cohort(cohort.table, self.tok.schema)
+        short = int((cohort.lengths <= step).sum())
+        if short:
+            raise ValueError(f"{short} patients have {step} steps or fewer: none to resume at")
+        tokens = self.tok.transform(cohort)
+        static = torch.from_numpy(tokens.static)
+        dynamic = torch.from_numpy(tokens.dynamic)
+        n = len(static)
+        self.static_tokens, self.lengths = static, tokens.lengths.copy()
+        self.before = np.full((n, len(self.actions)), -1)
+        self.drawer = StepDrawer(
+            self.net.sequence,
+            static,
+            self.temperature,
+            mask=RowMask.of(self.tok),
+            lengths=None if self.ends else static[:, -1] + 1,
+            shortest=2,
+        )
+        for t in range(step):
+            self.drawer.read(dynamic[:, t])
+        self.t = np.full(n, step, dtype=np.int64)
+        self.constraints = StepConstraints(self.tok.schema)
+        self.static_values = self._static_values(static, np_rng)
+        self.repeats = {}
+        self.filled = {v.name: np.full(n, None, dtype=object) for v in self.tok.schema.dynamic}
+        self.step_tokens = dynamic[:, step].clone()
+        self.step_tokens[:, self.first_action_token :] = 0
+        values = self.tok.decode_columns(self.tok.dynamic_columns, self.step_tokens.numpy(), np_rng)
+        for name in self.actions:
+            values[name] = np.full(n, None, dtype=object)
+        self.raw = values
+        self._carry(values)
 
     def _restart(
         self, rows: np.ndarray, rng: torch.Generator, np_rng: np.random.Generator, static: Any

@@ -243,6 +243,14 @@ class StepDrawer:
             earlier = e if earlier is None else earlier + e
         return torch.stack(drawn, 1) if drawn else self.none.new_zeros(b, 0)
 
+    @torch.no_grad()
+    def read(self, tokens: torch.Tensor) -> None:
+        """Step t as recorded (B, D), not drawn: the recurrent state moves past it (a real
+        history that the simulator goes on from, `Simulator.resume`)."""
+        model = self.model
+        _, self.h = model.gru((self.x + model.position.weight[self.t] + self.c)[:, None], self.h)
+        self.commit(tokens)
+
     def _end(self, s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """(B,) whether the step ends each stay, drawn from the recurrent state s (B, W)."""
         model = self.model
