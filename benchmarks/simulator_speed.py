@@ -81,6 +81,17 @@ def new_rate(env: Any, n: int, seconds: float) -> tuple[float, float]:
     return done_steps / elapsed, float(np.median(late) / early) if late else float("nan")
 
 
+def draw_state(sim: Any, static: torch.Tensor, prefix: torch.Tensor, rng: torch.Generator):
+    """0.2.0's step: the state tokens of the last step of `prefix` drawn column by column,
+    the network re-run over the whole history for each (`last_logits`)."""
+    t, sequence = prefix.shape[1] - 1, sim.net.sequence
+    with torch.no_grad():
+        for j in range(sim.first_action_token):
+            logits = sequence.last_logits(static, prefix)[:, j, : sequence.vocab[j]]
+            probs = torch.softmax(logits.float() / sim.temperature, dim=-1)
+            prefix[:, t, j] = torch.multinomial(probs, 1, generator=rng).squeeze(1)
+
+
 def old_rate(sim: Any, n: int, seconds: float) -> float:
     """Patient-steps/s of 0.2.0's model calls: `draw_state` over the whole history."""
     gen = torch.Generator().manual_seed(0)
@@ -89,7 +100,7 @@ def old_rate(sim: Any, n: int, seconds: float) -> float:
         sim.begin(n, gen, np.random.default_rng(0), None)
         prefix = torch.zeros(n, sim.longest, sim.width, dtype=torch.long)
         for t in range(1, int(sim.lengths.max())):
-            sim.draw_state(sim.static_tokens, prefix[:, : t + 1], gen)
+            draw_state(sim, sim.static_tokens, prefix[:, : t + 1], gen)
             done_steps += n
     return done_steps / (time.perf_counter() - began)
 

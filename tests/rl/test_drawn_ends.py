@@ -55,12 +55,16 @@ def test_the_end_must_be_a_known_choice():
         HealthGymConfig(end="sometimes")
 
 
-def test_the_step_drawer_draws_the_end_the_whole_history_would():
+@pytest.mark.parametrize("direct", [False, True])
+def test_the_step_drawer_draws_the_end_the_whole_history_would(direct):
     """From the same uniforms, the carried-state drawer draws the end and the columns that
-    the network gives when re-run over the whole history (`logits`, `end_logits`)."""
+    the network gives when re-run over the whole history (`logits`, `end_logits`), with the
+    treatments read through the recurrent state alone or also directly."""
     cohort = treated_cohort(16, seed=4)
     tok = Tokenizer(cohort.schema, 8, 4).fit(cohort)
-    seq = build_model(tok, HealthGymConfig(end="drawn", width=16)).sequence.eval()
+    cfg = HealthGymConfig(end="drawn", width=16, direct_treatments=direct)
+    seq = build_model(tok, cfg).sequence.eval()
+    assert (seq.treated is not None) == direct
     tokens = tok.transform(cohort)
     static, dynamic = torch.from_numpy(tokens.static), torch.from_numpy(tokens.dynamic)
     drawer = StepDrawer(seq, static, 1.0)
@@ -72,7 +76,9 @@ def test_the_step_drawer_draws_the_end_the_whole_history_would():
             drawn = drawer.draw(u[t].double())
             end = torch.zeros(16, t + 1, dtype=torch.long)
             _, s = seq.logits(static, dynamic[:, : t + 1], end, with_state=True)
-            ends = pick(seq.end_logits(s[:, t], c), u[t, -1].double()).bool()
+            treated = seq.treatments(dynamic[:, : t + 1])
+            now = c + (treated[:, t] if direct else 0.0)
+            ends = pick(seq.end_logits(s[:, t], now), u[t, -1].double()).bool()
             if t == seq.max_length - 1:
                 ends[:] = True
             assert torch.equal(drawer.ended, ends), t

@@ -218,17 +218,6 @@ class Simulator:
         values = self.tok.decode_columns(self.tok.static_columns, tokens[:, :-1].numpy(), np_rng)
         return self.constraints.apply(values, first=True)
 
-    def draw_state(self, static: torch.Tensor, prefix: torch.Tensor, rng: torch.Generator) -> None:
-        """Draw, in place, the state tokens of the last step of `prefix` (B, t + 1, D) given
-        the steps before it (treatments included) and the statics (B, S): for histories that
-        were not drawn here (the fidelity report's real patients)."""
-        t, sequence = prefix.shape[1] - 1, self.net.sequence
-        with torch.no_grad():
-            for j in range(self.first_action_token):
-                logits = sequence.last_logits(static, prefix)[:, j, : sequence.vocab[j]]
-                probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-                prefix[:, t, j] = torch.multinomial(probs, 1, generator=rng).squeeze(1)
-
     def _draw_state(self, rng: torch.Generator, np_rng: np.random.Generator) -> None:
         """Draw every patient's state at its current step given its stay so far; decode it."""
         n, stop = len(self.lengths), self.first_action_token

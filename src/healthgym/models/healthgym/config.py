@@ -72,6 +72,10 @@ class HealthGymConfig(ConfigBase):
     #: whether the stay ends there given the history and the treatments, so death, discharge
     #: and the stay's length respond to treatment in the simulator (issue 28)
     end: str = "length"
+    #: the previous step's treatments (`role: action`) reach every column of the next step
+    #: (and its end) directly, not only through the recurrent state: a next state that
+    #: follows the treatment as the data say (issue 28); False: as run folders before it
+    direct_treatments: bool = False
     max_loss: float = 1e6  #: a loss that is NaN, inf or larger stops the run
     #: --stream (a `ParquetShards` cohort): the binned reals' quantiles are fitted on this
     #: many patients, a seeded sample (all of them when the cohort has no more: then the

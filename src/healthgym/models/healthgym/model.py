@@ -48,8 +48,9 @@ class HealthGym(ConditionableModel):
     private = True
     keeps_rows = True
     #: `simulator`: each step draws whether the stay ends there (`end="drawn"`), so death,
-    #: discharge and the stay's length respond to treatment in `healthgym.rl` (issue 28)
-    presets = {"simulator": {"end": "drawn"}}
+    #: discharge and the stay's length respond to treatment in `healthgym.rl`, and reads the
+    #: previous step's treatments directly (`direct_treatments`) (issue 28)
+    presets = {"simulator": {"end": "drawn", "direct_treatments": True}}
     config_class = HealthGymConfig
     config: HealthGymConfig
     encoding_class = Tokenizer

@@ -74,9 +74,15 @@ class SequenceModel(nn.Module):
         scales: list[tuple[int, int, int, bool]] | None = None,
         levels: list[bool] | None = None,
         ends: bool = False,
+        actions: int = 0,
     ) -> None:
         super().__init__()
         self.vocab, self.max_length = [len(p) for p in positions], max_length
+        # with `actions` (the step's last token columns are treatments), the previous step's
+        # treatments reach every column of the next step (and its end) directly, not only
+        # through the GRU's summary of the step
+        self.actions = actions
+        self.treated = Embeddings(positions[len(positions) - actions :], width) if actions else None
         # with `ends`, the steps do not read the length (the statics' last token): they draw it
         self.ends = ends
         read = static_positions[:-1] if ends else static_positions
@@ -111,6 +117,14 @@ class SequenceModel(nn.Module):
             return self.position.weight.new_zeros(n, self.position.embedding_dim)
         return self.context(static[:, :-1] if self.ends else static)
 
+    def treatments(self, dynamic: torch.Tensor) -> torch.Tensor | float:
+        """(B, T, W): each step's previous step's treatments, embedded (0 at the first step;
+        0. without `actions`)."""
+        if self.treated is None:
+            return 0.0
+        a = self.treated(dynamic[..., len(self.vocab) - self.actions :])  # (B, T, W)
+        return torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], dim=1)
+
     def end_logits(self, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """With `ends`: logits (..., 2) of 'the stay ends at this step' from the recurrent
         state s (..., W) (the history and treatments before the step) and the context c."""
@@ -131,8 +145,8 @@ class SequenceModel(nn.Module):
             return (column_nll(self.logits(static, dynamic), dynamic) * valid).sum(1)
         end = (steps == lengths[:, None] - 1).long()  # (B, T): the stay's last step
         logits, s = self.logits(static, dynamic, end, with_state=True)
-        c = self.static_context(static, len(static))
-        end_nll = F.cross_entropy(self.end_logits(s, c[:, None]).mT, end, reduction="none")
+        c = self.static_context(static, len(static))[:, None] + self.treatments(dynamic)
+        end_nll = F.cross_entropy(self.end_logits(s, c).mT, end, reduction="none")
         return ((column_nll(logits, dynamic) + end_nll) * valid).sum(1)
 
     def logits(
@@ -181,6 +195,8 @@ class SequenceModel(nn.Module):
         z = earlier + before  # contiguous; in-place adds keep it so (the GRU's s is not, and
         z += s[:, :t, None]  # LayerNorm would copy a non-contiguous z in every pass)
         z += self.column_pos + c[:, None, None]
+        if self.treated is not None:
+            z += self.treatments(dynamic)[:, :, None]
         if self.ends:  # the step's columns know whether it is the stay's last
             z += self.end_in.weight[0 if end is None else end][..., None, :]
         return self.norm(self.blocks(z)), s  # (B, T, D, W), (B, T, W)
@@ -203,6 +219,8 @@ class SequenceModel(nn.Module):
             history = tuple(h[:, -1] for h in self.last.history(dynamic))
             before = self.last.context(self.recall(history[0]), history)
         z = s[:, -1, None] + (e.cumsum(dim=1) - e) + before + self.column_pos + c[:, None]
+        if self.treated is not None:
+            z = z + self.treatments(dynamic)[:, -1, None]
         if self.ends:
             z = z + self.end_in.weight[0 if end is None else end][..., None, :]
         return self.norm(self.blocks(z))  # (B, D, W)
@@ -230,7 +248,9 @@ class PatientModel(nn.Module):
     """Statics (any order) + steps + length. `*_positions`: per token column, each token's
     place on its variable's scale (`Tokenizer.static_positions`); `groups`: the variable of
     each dynamic token column; `scales` (`Tokenizer.dynamic_scales`) turns `LastValue` on;
-    `ends`: the steps draw where the stay ends instead of reading its length."""
+    `ends`: the steps draw where the stay ends instead of reading its length; `actions`: the
+    number of treatment token columns (a step's last), which then reach the next step
+    directly."""
 
     def __init__(
         self,
@@ -243,6 +263,7 @@ class PatientModel(nn.Module):
         scales: list[tuple[int, int, int, bool]] | None = None,
         levels: list[bool] | None = None,
         ends: bool = False,
+        actions: int = 0,
     ) -> None:
         super().__init__()
         self.statics = StaticModel(static_positions, width, dropout)
@@ -256,6 +277,7 @@ class PatientModel(nn.Module):
             scales,
             levels,
             ends,
+            actions,
         )
 
 

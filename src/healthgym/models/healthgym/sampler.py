@@ -9,6 +9,8 @@ a batch is drawn in one call.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -159,6 +161,7 @@ class StepDrawer:
         self.first = model.same.argmax(1)  # (D,): the first token column of each variable
         self.tables = model.column_in.joined().split(model.vocab)  # column j's rows (views)
         self.x, self.h = torch.zeros_like(self.c), None
+        self.acted = torch.zeros_like(self.c)  # (B, W) the previous step's treatments
         self.before = self.c.new_zeros(d, b, self.c.shape[1])  # (D, B, W): one step back
         kernel = self.kernel = model.last
         if kernel is None:
@@ -191,7 +194,7 @@ class StepDrawer:
         s, self.h = model.gru((self.x + model.position.weight[self.t] + c)[:, None], self.h)
         last = None if self.lengths is None else self.t == self.lengths - 1
         if model.ends:
-            self.ended = last = self._end(s[:, 0], u[-1])
+            self.ended = last = self._end(s[:, 0] + self.acted, u[-1])
         if kernel is not None:
             has, count = self.has, self.count
             prev = F.embedding(self.last.T + self.previous_at[:, None], self.previous_table)
@@ -204,7 +207,7 @@ class StepDrawer:
             anchors = kernel.anchors(self.last, self.total / count.clamp(min=1), level)
         else:
             before = self.before
-        base = before + (s[:, 0] + c) + model.column_pos[:, None]  # (D, B, W)
+        base = before + (s[:, 0] + c + self.acted) + model.column_pos[:, None]  # (D, B, W)
         if model.ends:
             base = base + model.end_in.weight[last.long()]
         earlier, drawn = None, []  # (B, W): the step's columns so far; their tokens
@@ -243,6 +246,15 @@ class StepDrawer:
             earlier = e if earlier is None else earlier + e
         return torch.stack(drawn, 1) if drawn else self.none.new_zeros(b, 0)
 
+    def branch(self) -> StepDrawer:
+        """A copy whose steps leave this drawer as it is (a step tried with another
+        treatment from the same history: the fidelity report)."""
+        other = copy.copy(self)
+        for name in ("t", "has", "total", "count", "step_tokens"):  # those changed in place
+            if hasattr(self, name):
+                setattr(other, name, getattr(self, name).clone())
+        return other
+
     @torch.no_grad()
     def read(self, tokens: torch.Tensor) -> None:
         """Step t as recorded (B, D), not drawn: the recurrent state moves past it (a real
@@ -269,6 +281,8 @@ class StepDrawer:
         """Step t's tokens (B, D), those drawn and those set: the state moves to step t + 1."""
         self.t += 1
         self.x = F.embedding(tokens + self.step_at, self.step_table).sum(1)
+        if self.model.treated is not None:
+            self.acted = self.model.treated(tokens[:, len(self.model.vocab) - self.model.actions :])
         kernel = self.kernel
         if kernel is None:
             prev = F.embedding(tokens.T + self.previous_at[:, None], self.previous_table)
@@ -293,6 +307,7 @@ class StepDrawer:
         self.c[rows] = self.model.static_context(static, len(static))
         self.t[rows] = 0
         self.x[rows] = 0
+        self.acted[rows] = 0
         self.ended[rows] = False
         if self.h is not None:
             self.h[:, rows] = 0

@@ -60,6 +60,8 @@ def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
     """The seeded, untrained network for a fitted tokenizer's token columns."""
     private = cfg.dp_epsilon is not None
     ends = cfg.end == "drawn"
+    actions = {v.name for v in tokens.schema.actions}
+    treatments = sum(len(c.vocab) for c in tokens.dynamic_columns if c.name in actions)
     levels = tokens.static_coarse[:-1] + [False] if ends else tokens.static_coarse  # length
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, _INIT))
@@ -74,6 +76,7 @@ def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
             # levels are fitted to the data outside DP-SGD (`fit_levels`): none in DP runs
             levels if cfg.last_value and cfg.levels and not private else None,
             ends,
+            treatments if cfg.direct_treatments else 0,
         )
 
 
