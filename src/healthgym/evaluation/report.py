@@ -64,7 +64,8 @@ SIMULATOR_READINGS = (
      (1, 0.8, 0.5, True), "the same for the share of next steps where a variable is measured"),
     ("what_if_agreement", "what-if differences", (1, 0.8, 0.5, True),
      "share of (variable, level) whose difference when every history gets the level instead "
-     "of the first agrees with the observed one adjusted for the current state"),
+     "of the first agrees with the observed one adjusted for the current state and the "
+     "previous treatment, over those the data show (interval excluding 0)"),
 )  # fmt: skip
 
 #: Summary rows in display order, keyed by their path in `Report.metrics`. The cut-offs are

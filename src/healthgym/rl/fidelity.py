@@ -13,7 +13,7 @@ patients, or a run trained on shuffled treatments, `treatment_blind=`):
   level): of next-step means and of next-step measurement rates, predicted against observed
   (with a bootstrap interval), agreeing when of the same sign and within 25%;
 - what if: the difference when every held-out history is given one level instead of the
-  first, against the observed difference adjusted for the current state;
+  first, against the observed difference adjusted for the current state and the previous treatment;
 - the behaviour policy's return: patients drawn with the treatments the model learned.
 
 Observational data do not identify causal effects: the adjusted difference assumes the
@@ -44,8 +44,9 @@ CAPTIONS = {
     "the simulator beside the two baselines.",
     "treatment_effect": "Differences between treatment levels, predicted against observed: "
     "next-step means and measurement rates grouped by the recorded level (circles) and the "
-    "what-if difference against the observed one adjusted for the current state (crosses); "
-    "on the diagonal is right. Observational data: associations in the recorded care.",
+    "what-if difference against the observed one adjusted for the current state and the "
+    "previous treatment (crosses); on the diagonal is right. Observational data: "
+    "associations in the recorded care.",
 }
 PREDICTORS = {"simulator": "simulator", "treatment_blind": "treatment-blind baseline",
               "history_blind": "history-blind baseline"}  # fmt: skip
@@ -117,7 +118,7 @@ def simulator_fidelity(
     notes = [
         "Observational data do not identify causal effects: the simulator reproduces how "
         "states followed treatments in the recorded care, confounding included; the what-if "
-        "reference adjusts for the current state only.",
+        "reference adjusts for the current state and the previous treatment only.",
         f"Baselines: history-blind (a held-out next state drawn at random) and "
         f"treatment-blind ({blind}). Differences are compared where each level has "
         f">= {one_step.MIN_TRANSITIONS} transitions.",

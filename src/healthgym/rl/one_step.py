@@ -36,6 +36,7 @@ class Transitions:
 
     patient: np.ndarray
     level: np.ndarray
+    previous: np.ndarray  # the level one step earlier (None at a stay's first step)
     now: pd.DataFrame
     next: pd.DataFrame
 
@@ -44,9 +45,12 @@ def transitions_of(holdout: Cohort, state: list[str], action: str) -> Transition
     table = holdout.table.reset_index(drop=True)
     ids = table[holdout.schema.id].to_numpy()
     rows = np.flatnonzero(np.r_[ids[1:] == ids[:-1], False])
+    levels = table[action].to_numpy(dtype=object)
+    first = np.r_[True, ids[1:] != ids[:-1]][rows]
     return Transitions(
         ids[rows],
-        table[action].to_numpy()[rows],
+        levels[rows],
+        np.where(first, None, levels[np.maximum(rows - 1, 0)]),
         table.iloc[rows][state].reset_index(drop=True),
         table.iloc[rows + 1][state].reset_index(drop=True),
     )
@@ -176,9 +180,9 @@ def agreement(
     diffs: dict[str, dict[str, dict[str, float]]], what: str | None = None
 ) -> float | None:
     """Share of compared (variable, level) differences of `what` (mean, rate; None: both)
-    that agree."""
+    that agree; of what-if differences, those the data show (`shown`)."""
     found = [d["agrees"] for k, per in diffs.items() for d in per.values()
-             if what is None or k.endswith(f"({what})")]  # fmt: skip
+             if (what is None or k.endswith(f"({what})")) and d.get("shown", True)]  # fmt: skip
     return float(np.mean(found)) if found else None
 
 
@@ -203,9 +207,9 @@ def what_if(
     """Per state variable and level (but the first): the predicted difference of next-step
     means (and measurement rates) when every held-out history gets that level instead of the
     first (`draws`' "<action>=<level>"), against the observed difference adjusted for the
-    current state (least squares on the level, each state variable's current value and
-    whether it is measured; a 95% bootstrap interval over patients); agreeing: the same sign
-    and within `TOLERANCE` or the interval's half-width."""
+    current state and the previous treatment (least squares, `_design`; a 95% bootstrap
+    interval over patients); agreeing: within the interval, or of the same sign and within
+    `TOLERANCE`; `shown`: the interval excludes 0 (`agreement` counts only those)."""
     x = _design(real, levels)
     patients, inverse = np.unique(real.patient, return_inverse=True)
     rng = np.random.default_rng(0)
@@ -232,21 +236,24 @@ def what_if(
                     predicted = other[name].notna().mean() - first[name].notna().mean()
                 low, high = np.nanpercentile(boot[:, 1 + k], [2.5, 97.5])
                 observed = coef[1 + k]
-                slack = max(TOLERANCE * abs(observed), (high - low) / 2)
-                agree = np.sign(predicted) == np.sign(observed)
-                agree = agree and abs(predicted - observed) <= slack
+                close = np.sign(predicted) == np.sign(observed)
+                close = close and abs(predicted - observed) <= TOLERANCE * abs(observed)
                 out.setdefault(f"{name} ({what})", {})[str(lv)] = {
                     "observed": float(observed), "low": float(low), "high": float(high),
-                    "predicted": float(predicted), "agrees": bool(agree),
+                    "predicted": float(predicted),
+                    "agrees": bool(close or low <= predicted <= high),
+                    "shown": bool(low > 0 or high < 0),  # the data show a difference
                 }  # fmt: skip
     return out
 
 
 def _design(real: Transitions, levels: list[Any]) -> np.ndarray:
-    """Intercept, one column per level but the first, then per state variable its current
-    value standardised (0 where not measured) and whether it is measured."""
+    """Intercept, one column per level but the first, the level one step earlier (one-hot,
+    the first step apart), then per state variable its current value standardised (0 where
+    not measured) and whether it is measured."""
     cols = [np.ones(len(real.level))]
     cols += [(real.level == lv).astype(float) for lv in levels[1:]]
+    cols += [(real.previous == lv).astype(float) for lv in levels]
     now = numeric(real.now)
     for name in now.columns:
         v = now[name].to_numpy(float)
