@@ -142,7 +142,9 @@ class Simulator:
         """The real patients of `cohort`, each at its step `step` as recorded (its state;
         the steps before read, treatments included): `advance` then treats them as the
         caller chooses and draws what follows (counterfactual rollouts from real histories).
-        Every patient needs more than `step` steps."""
+        Every patient needs more than `step` steps. A model that draws the length with the
+        statics (`end="length"`) reads each patient's recorded length, which knows the
+        future: resume a `--preset simulator` run."""
         cohort = Cohort(cohort.table, self.tok.schema)
         short = int((cohort.lengths <= step).sum())
         if short:
