@@ -2,7 +2,8 @@
 cohorts whose rows are of kinds that never mix, sampled as many patients as it trained on,
 read by the report's row-kind section against the real holdout.
 
-    python -m benchmarks.row_kinds [--minutes 8] [--cohorts pk,outcome,demo] [--no-record]
+    python -m benchmarks.row_kinds [--minutes 8] [--cohorts pk,outcome,demo] [--preset NAME]
+        [--no-record]
 
 Cohorts: `pk` (oral dosing records of the one-compartment PK model, `datasets.pk_oral`,
 1,000 patients, dose and sample rows), `outcome` (ICU stays of the known MDP ending in one
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--cohorts", default="pk,outcome,demo")
+    p.add_argument("--preset", help="the default model's preset (e.g. simulator)")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args(argv)
     import healthgym as hg
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> str:
     for name, (train, holdout) in cohorts(args.cohorts.split(",")).items():
         run = Path(tempfile.mkdtemp(prefix=f"hg-rowkinds-{name}-")) / "run"
         began = time.monotonic()
-        model = hg.HealthGym(seed=0)
+        model = hg.HealthGym.from_options(preset=args.preset, seed=0)
         model.fit(train, run, max_minutes=args.minutes, progress=False, budget_began=began)
         seconds = time.monotonic() - began
         log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
