@@ -44,12 +44,13 @@ FIGURES = {
     "patient_trajectories",
 }
 #: Summary rows of an evaluation of two cohorts, a holdout and an outcome: all but those for
-#: time-like (monotone / common-start) variables, a DP run's guarantee and a simulator.
+#: time-like (monotone / common-start) variables, a DP run's guarantee and a simulator (with
+#: its baselines).
 ROWS = {
     key
     for key in READINGS
     if key not in {"temporal.backwards_share", "temporal.start_mismatch_share"}
-    and not key.startswith(("guarantee.", "simulator."))
+    and not key.startswith(("guarantee.", "simulator.", "treatment_blind.", "history_blind."))
 }
 
 
