@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import header, machine, record, table
+from benchmarks.common import header, machine, publish, table
 
 SECTION = "## Cohorts from a clinical database (issue 31)"
 DEMO_STAYS = 4000
@@ -115,10 +115,7 @@ def main(argv: list[str] | None = None) -> str:
         + table(rows)
         + "\n"
     )
-    print(text)
-    if not args.no_record:
-        record(text, section=SECTION)
-    return text
+    return publish(text, args.no_record, SECTION)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,15 @@ def header(title: str, module: str, argv: list[str] | None, info: dict[str, str]
     )
 
 
+def publish(text: str, no_record: bool, section: str = SECTION) -> str:
+    """Print a benchmark's record and, unless `no_record` (--no-record), append it to its
+    section of BENCHMARKS.md (`record`); the text back, for the tests."""
+    print(text)
+    if not no_record:
+        record(text, section=section)
+    return text
+
+
 def record(text: str, path: Path = BENCHMARKS_MD, section: str = SECTION) -> None:
     """Append a record at the end of `section` of BENCHMARKS.md (made if absent).
 

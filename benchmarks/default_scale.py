@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import header, machine, record, table
+from benchmarks.common import header, machine, publish, table
 
 SECTION = "## The default model at scale (issue 19)"
 
@@ -96,10 +96,7 @@ def main(argv: list[str] | None = None) -> str:
             table(rows_train),
         ]
     )
-    print(text)
-    if not args.no_record:
-        record(text, section=SECTION)
-    return text
+    return publish(text, args.no_record, SECTION)
 
 
 def _train(

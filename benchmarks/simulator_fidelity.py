@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import header, machine, record, table
+from benchmarks.common import header, machine, publish, table
 
 SECTION = "## The patient simulator and offline RL (issue 20)"
 REWARD = "-(MAP_next < 65)"
@@ -138,10 +138,7 @@ def main(argv: list[str] | None = None) -> str:
             "return is a model-based estimate to compare policies with, not a clinical claim.",
         ]
     )
-    print(text)
-    if not args.no_record:
-        record(text, section=SECTION)
-    return text
+    return publish(text, args.no_record, SECTION)
 
 
 if __name__ == "__main__":

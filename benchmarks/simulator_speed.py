@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import header, machine, matmul_peak, record, table
+from benchmarks.common import header, machine, matmul_peak, publish, table
 
 SECTION = "## The simulator at RL speed (issue 29)"
 ACTION = "MechVent"
@@ -155,10 +155,7 @@ def main(argv: list[str] | None = None) -> str:
         + f"\nmatmul {gflops:.1f} GFLOP/s (1 thread); network {step_flops(env.sim) / 1e3:.0f} "
         "kFLOP per patient-step\n\n" + table(rows) + "\n"
     )
-    print(text)
-    if not args.no_record:
-        record(text, section=SECTION)
-    return text
+    return publish(text, args.no_record, SECTION)
 
 
 if __name__ == "__main__":

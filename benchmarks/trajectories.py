@@ -29,7 +29,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.common import header, machine, record, table
+from benchmarks.common import header, machine, publish, table
 
 SECTION = "## Trajectories (issue 15)"
 COHORTS = ("demo", "variable_length", "visits")
@@ -163,10 +163,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> str:
     )
     if len(args.seeds) > 1:
         text += "\n\nPer seed:\n\n" + table(detail, floats="{:.3f}")
-    print(text)
-    if not args.no_record:
-        record(text, section=SECTION)
-    return text
+    return publish(text, args.no_record, SECTION)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import header, machine, record, table
+from benchmarks.common import header, machine, publish, table
 
 SECTION = "## A simulator whose answers to treatment are right (issue 28)"
 CUTS = (10, 25, 40)
@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> str:
         + table(rows)
         + "\n"
     )
-    print(text)
-    if not args.no_record:
-        record(text, section=SECTION)
-    return text
+    return publish(text, args.no_record, SECTION)
 
 
 if __name__ == "__main__":
