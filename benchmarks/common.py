@@ -166,6 +166,23 @@ def header(title: str, module: str, argv: list[str] | None, info: dict[str, str]
     )
 
 
+def treatments_shuffled(cohort: Any, seed: int) -> Any:
+    """The cohort with its treatments (`role: action`) permuted together among the rows
+    that record them: a treatment-blind simulator's training data (the treatments carry no
+    information about the patient)."""
+    import numpy as np
+
+    import healthgym as hg
+
+    t = cohort.table.copy()
+    names = [v.name for v in cohort.schema.actions]
+    rows = t[names].notna().all(axis=1).to_numpy()
+    order = np.random.default_rng(seed).permutation(int(rows.sum()))
+    for name in names:
+        t.loc[rows, name] = t.loc[rows, name].to_numpy()[order]
+    return hg.Cohort(t, cohort.schema)
+
+
 def publish(text: str, no_record: bool, section: str = SECTION) -> str:
     """Print a benchmark's record and, unless `no_record` (--no-record), append it to its
     section of BENCHMARKS.md (`record`); the text back, for the tests."""

@@ -26,28 +26,23 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from benchmarks.common import header, machine, publish, table
+from benchmarks.common import header, machine, publish, table, treatments_shuffled
 
 SECTION = "## A simulator whose answers to treatment are right (issue 28)"
 
 
-def recorded(stays: int, gamma: float, seed: int, shuffle: bool = False):
-    """The known MDP's recorded stays with the rows block they show; `shuffle`: treatments
-    permuted among the decision rows (a treatment-blind simulator's training data)."""
+def recorded(stays: int, gamma: float, seed: int):
+    """The known MDP's recorded stays with the rows block they show."""
     import healthgym as hg
     from healthgym.data.row_rules import infer_rules
     from healthgym.datasets import known_mdp as mdp
 
     c = mdp.known_mdp_cohort(stays, gamma=gamma, seed=seed)
-    t = c.table.copy()
-    if shuffle:
-        rows = t["Treat"].notna().to_numpy()
-        t.loc[rows, "Treat"] = np.random.default_rng(seed).permutation(t.loc[rows, "Treat"])
-    return hg.Cohort(t, replace(c.schema, rows=infer_rules(c.table, c.schema)))
+    return hg.Cohort(c.table, replace(c.schema, rows=infer_rules(c.table, c.schema)))
 
 
 def simulated_survival(sim, policy: np.ndarray, n: int, seed: int) -> tuple[float, float]:
-    """(share of n simulated stays not ending in death, mean steps) under `policy` p[t, s]
+    """(share of n simulated stays not ending in death, mean rows per stay) under `policy` p[t, s]
     (the simulator's `Severity` is the state the policy reads)."""
     import torch
 
@@ -62,7 +57,7 @@ def simulated_survival(sim, policy: np.ndarray, n: int, seed: int) -> tuple[floa
         p = policy[np.minimum(sim.t, mdp.HORIZON - 1), severity]
         _, _, term, trunc = sim.advance((np_rng.random(n) < p).astype(int)[:, None], rng, np_rng)
         died |= (term | trunc) & running & (sim.raw["died"] == 1)
-        steps += running & ~(term | trunc)
+        steps += running  # rows of the stay, its last (an outcome row) included
         running &= ~(term | trunc)
     return 1.0 - died.mean(), steps.mean()
 
@@ -95,7 +90,7 @@ def main(argv: list[str] | None = None) -> str:
     cohort = recorded(args.stays, args.gamma, args.seed)
     runs = {"simulator": cohort}
     if not args.no_baseline:
-        runs["treatment-blind"] = recorded(args.stays, args.gamma, args.seed, shuffle=True)
+        runs["treatment-blind"] = treatments_shuffled(cohort, args.seed)
     sims, fits = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in runs.items():

@@ -28,26 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import header, machine, publish, table
+from benchmarks.common import header, machine, publish, table, treatments_shuffled
 
 SECTION = "## A simulator whose answers to treatment are right (issue 28)"
 CUTS = (10, 25, 40)
 TAU = 5
 SEQUENCES = {"none": (0, 0), "chemo": (1, 0), "radio": (0, 1), "both": (1, 1)}
-
-
-def shuffled(cohort, seed: int):
-    """The cohort with its treatments permuted among the treated rows (a treatment-blind
-    simulator's training data: its treatments carry no information)."""
-    import healthgym as hg
-
-    t = cohort.table.copy()
-    rng = np.random.default_rng(seed)
-    rows = t["chemo"].notna().to_numpy()
-    order = rng.permutation(rows.sum())
-    for name in ("chemo", "radio"):
-        t.loc[rows, name] = t.loc[rows, name].to_numpy()[order]
-    return hg.Cohort(t, cohort.schema)
 
 
 def predicted(sim, test, cut: int, ids: np.ndarray, treat: tuple[int, int], draws: int):
@@ -127,7 +113,7 @@ def main(argv: list[str] | None = None) -> str:
             test, params = tg.simulate(args.test, gamma, seed=args.seed + 1000)
             data = {"simulator": train}
             if not args.no_baseline:
-                data["treatment-blind"] = shuffled(train, args.seed)
+                data["treatment-blind"] = treatments_shuffled(train, args.seed)
             sims = {}
             for name, cohort in data.items():
                 model = hg.HealthGym.from_options(preset="simulator")

@@ -1,14 +1,12 @@
 """Stays that end where the steps draw it (`end="drawn"`, issue 28): death, discharge and the
 stay's length respond to treatment in the simulator."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
+from benchmarks.simulator_known_mdp import recorded, simulated_survival
 
 import healthgym as hg
-from healthgym.data.row_rules import infer_rules
 from healthgym.datasets import known_mdp as mdp
 from healthgym.models.healthgym.config import HealthGymConfig
 from healthgym.models.healthgym.sampler import StepDrawer, draw_stays, pick
@@ -20,34 +18,17 @@ from helpers import treated_cohort
 gym = pytest.importorskip("gymnasium")
 
 
-def mdp_cohort(n: int, seed: int = 0) -> hg.Cohort:
+def recorded_stays(n: int, seed: int = 0) -> hg.Cohort:
     """The known MDP's stays with the rows block the data show (outcome rows last)."""
-    c = mdp.known_mdp_cohort(n, seed=seed)
-    return hg.Cohort(c.table, replace(c.schema, rows=infer_rules(c.table, c.schema)))
+    return recorded(n, gamma=1.0, seed=seed)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("drawn")
     model = hg.HealthGym(end="drawn", width=48, bins=8, fine=4, patience=4)
-    model.fit(mdp_cohort(1500), folder, max_minutes=1.5, progress=False)
+    model.fit(recorded_stays(1500), folder, max_minutes=1.5, progress=False)
     return folder
-
-
-def survival(sim: Simulator, policy: np.ndarray, n: int, seed: int) -> tuple[float, float]:
-    """(share of n simulated stays not ending in death, mean steps) under `policy` p[t, s]."""
-    rng, np_rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
-    sim.begin(n, rng, np_rng, None)
-    running, died, steps = np.ones(n, bool), np.zeros(n, bool), np.ones(n)
-    while running.any():
-        severity = np.array([0 if x is None or x != x else int(x) for x in sim.state()["Severity"]])
-        p = policy[np.minimum(sim.t, mdp.HORIZON - 1), severity]
-        _, _, term, trunc = sim.advance((np_rng.random(n) < p).astype(int)[:, None], rng, np_rng)
-        ended = (term | trunc) & running
-        died |= ended & (sim.raw["died"] == 1)
-        steps += running
-        running &= ~(term | trunc)
-    return 1 - died.mean(), steps.mean()
 
 
 def test_the_end_must_be_a_known_choice():
@@ -108,11 +89,11 @@ def test_death_responds_to_treatment_in_the_simulator(run):
     """Known MDP: treating everyone keeps 0.83 alive, treating no one 0.53 (a small model
     trained briefly: ~0.15 apart). An untrained model's ends ignore the treatment (~0)."""
     sim = Simulator(hg.load(run))
-    always, steps = survival(sim, mdp.stationary(np.ones(mdp.STATES)), 1500, seed=1)
-    never, _ = survival(sim, mdp.stationary(np.zeros(mdp.STATES)), 1500, seed=1)
+    always, steps = simulated_survival(sim, mdp.stationary(np.ones(mdp.STATES)), 1500, seed=1)
+    never, _ = simulated_survival(sim, mdp.stationary(np.zeros(mdp.STATES)), 1500, seed=1)
     assert always - never > 0.08, (always, never)
     assert abs(always - mdp.value(mdp.stationary(np.ones(mdp.STATES)))) < 0.1
-    real = mdp_cohort(1500, seed=3).table.groupby("stay").size().mean()
+    real = recorded_stays(1500, seed=3).table.groupby("stay").size().mean()
     assert steps == pytest.approx(real, rel=0.25)
 
 
@@ -123,7 +104,7 @@ def test_a_sampled_cohort_ends_its_stays_with_one_outcome_row(run):
     outcome = (table["died"] == 1) | (table["discharged"] == 1)
     assert outcome[last.index].mean() > 0.8  # the real: 0.94 (the rest run to the horizon)
     assert not outcome.drop(last.index).any()  # never before a stay's last row
-    real = mdp_cohort(1500, seed=3).table.groupby("stay").size().mean()
+    real = recorded_stays(1500, seed=3).table.groupby("stay").size().mean()
     assert table.groupby("stay").size().mean() == pytest.approx(real, rel=0.25)
 
 
@@ -152,7 +133,7 @@ def test_a_reward_on_outcomes_a_length_model_fixes_at_reset_warns(run, tmp_path)
     reset: a reward reading it, or `last`, could never respond to the policy. Say so."""
     import warnings
 
-    cohort = mdp_cohort(400)  # enough stays for the rows block to name died=1
+    cohort = recorded_stays(400)  # enough stays for the rows block to name died=1
     assert "died=1" in cohort.schema.rows.last
     hg.HealthGym(width=8, epochs=1).fit(cohort, tmp_path / "length", progress=False)
     length_model = hg.load(tmp_path / "length")
@@ -169,7 +150,7 @@ def test_resume_goes_on_from_real_histories_as_treated(run):
     """`Simulator.resume`: recorded patients at their step 3 as recorded; the next state
     follows the treatment the caller chooses (treated: severity falls more often)."""
     sim = Simulator(hg.load(run))
-    real = mdp_cohort(600, seed=4)
+    real = recorded_stays(600, seed=4)
     lengths = real.table.groupby("stay").size()
     long = real.table[real.table["stay"].isin(lengths.index[lengths > 4])]
     stays = hg.Cohort(long, real.schema)

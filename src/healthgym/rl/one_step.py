@@ -211,10 +211,13 @@ def what_if(
     interval over patients); agreeing: within the interval, or of the same sign and within
     `TOLERANCE`; `shown`: the interval excludes 0 (`agreement` counts only those)."""
     x = _design(real, levels)
-    patients, inverse = np.unique(real.patient, return_inverse=True)
+    _, inverse = np.unique(real.patient, return_inverse=True)
+    rows_of = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
     rng = np.random.default_rng(0)
-    resamples = [np.flatnonzero(np.isin(inverse, rng.integers(0, len(patients), len(patients))))
-                 for _ in range(BOOTSTRAP // 4)]  # fmt: skip
+    resamples = [  # patients drawn with replacement, each with all its transitions
+        np.concatenate([rows_of[i] for i in rng.integers(0, len(rows_of), len(rows_of))])
+        for _ in range(BOOTSTRAP // 4)
+    ]
     obs = numeric(real.next)
     first = numeric(draws[f"{action}={levels[0]}"])
     out: dict[str, dict[str, dict[str, float]]] = {}

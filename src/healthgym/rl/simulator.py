@@ -118,7 +118,32 @@ class Simulator:
     # ---- patients ------------------------------------------------------------------------------
     def begin(self, n: int, rng: torch.Generator, np_rng: np.random.Generator, static: Any) -> None:
         """`n` new patients (statics, lengths of at least 2 steps) and their first state."""
-        tokens = self._statics(n, rng, static)
+        self._start(self._statics(n, rng, static), np_rng)
+        self._draw_state(rng, np_rng)
+
+    def resume(self, cohort: Cohort, step: int, np_rng: np.random.Generator) -> None:
+        """The real patients of `cohort`, each at its step `step` as recorded (its state;
+        the steps before read, treatments included): `advance` then treats them as the
+        caller chooses and draws what follows (counterfactual rollouts from real histories).
+        Every patient needs more than `step` steps. A model that draws the length with the
+        statics (`end="length"`) reads each patient's recorded length, which knows the
+        future: resume a `--preset simulator` run."""
+        cohort = Cohort(cohort.table, self.tok.schema)
+        short = int((cohort.lengths <= step).sum())
+        if short:
+            raise ValueError(f"{short} patients have {step} steps or fewer: none to resume at")
+        tokens = self.tok.transform(cohort)
+        dynamic = torch.from_numpy(tokens.dynamic)
+        self._start(torch.from_numpy(tokens.static), np_rng)
+        for t in range(step):
+            self.drawer.read(dynamic[:, t])
+        self.t[:] = step
+        self.step_tokens[:, : self.first_action_token] = dynamic[:, step, : self.first_action_token]
+        self._take_state(np_rng)
+
+    def _start(self, tokens: torch.Tensor, np_rng: np.random.Generator) -> None:
+        """Patients of static tokens (n, S) at their first step, no state drawn yet."""
+        n = len(tokens)
         self.static_tokens = tokens
         self.lengths = (tokens[:, -1] + 1).numpy()
         self.t = np.zeros(n, dtype=np.int64)
@@ -136,47 +161,6 @@ class Simulator:
         self.static_values = self._static_values(tokens, np_rng)
         self.repeats: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # a real's last observed
         self.filled = {v.name: np.full(n, None, dtype=object) for v in self.tok.schema.dynamic}
-        self._draw_state(rng, np_rng)
-
-    def resume(self, cohort: Cohort, step: int, np_rng: np.random.Generator) -> None:
-        """The real patients of `cohort`, each at its step `step` as recorded (its state;
-        the steps before read, treatments included): `advance` then treats them as the
-        caller chooses and draws what follows (counterfactual rollouts from real histories).
-        Every patient needs more than `step` steps. A model that draws the length with the
-        statics (`end="length"`) reads each patient's recorded length, which knows the
-        future: resume a `--preset simulator` run."""
-        cohort = Cohort(cohort.table, self.tok.schema)
-        short = int((cohort.lengths <= step).sum())
-        if short:
-            raise ValueError(f"{short} patients have {step} steps or fewer: none to resume at")
-        tokens = self.tok.transform(cohort)
-        static = torch.from_numpy(tokens.static)
-        dynamic = torch.from_numpy(tokens.dynamic)
-        n = len(static)
-        self.static_tokens, self.lengths = static, tokens.lengths.copy()
-        self.before = np.full((n, len(self.actions)), -1)
-        self.drawer = StepDrawer(
-            self.net.sequence,
-            static,
-            self.temperature,
-            mask=RowMask.of(self.tok),
-            lengths=None if self.ends else static[:, -1] + 1,
-            shortest=2,
-        )
-        for t in range(step):
-            self.drawer.read(dynamic[:, t])
-        self.t = np.full(n, step, dtype=np.int64)
-        self.constraints = StepConstraints(self.tok.schema)
-        self.static_values = self._static_values(static, np_rng)
-        self.repeats = {}
-        self.filled = {v.name: np.full(n, None, dtype=object) for v in self.tok.schema.dynamic}
-        self.step_tokens = dynamic[:, step].clone()
-        self.step_tokens[:, self.first_action_token :] = 0
-        values = self.tok.decode_columns(self.tok.dynamic_columns, self.step_tokens.numpy(), np_rng)
-        for name in self.actions:
-            values[name] = np.full(n, None, dtype=object)
-        self.raw = values
-        self._carry(values)
 
     def _restart(
         self, rows: np.ndarray, rng: torch.Generator, np_rng: np.random.Generator, static: Any
@@ -226,7 +210,11 @@ class Simulator:
         u = torch.rand(stop + self.ends, n, generator=rng).double()  # the end's: the last
         self.step_tokens.zero_()
         self.step_tokens[:, :stop] = self.drawer.draw(u, stop)
-        step = self.step_tokens.numpy()
+        self._take_state(np_rng)
+
+    def _take_state(self, np_rng: np.random.Generator) -> None:
+        """Decode the current step's state tokens (held, constrained, carried forward)."""
+        n, step = len(self.lengths), self.step_tokens.numpy()
         values = self.tok.decode_columns(self.tok.dynamic_columns, step, np_rng)
         if self.hold:  # `Tokenizer.inverse_transform(hold=True)`, one step at a time
             for c in self.tok.dynamic_columns:
