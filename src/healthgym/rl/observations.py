@@ -71,12 +71,21 @@ class ObservationLayout:
                 if v.missing == "flag":
                     columns.append(np.asarray(measured[v.name], dtype=np.float64))
             else:
-                code = level_codes(np.asarray(filled[v.name]), v.levels)  # -1 where missing
+                code = _codes(filled[v.name], v.levels)  # -1 where missing
                 columns += [(code == j).astype(np.float64) for j in range(len(v.levels))]
         for k, size in enumerate(self.previous):
             assert previous is not None, "the layout observes the previous treatments"
             columns += [(previous[:, k] == j).astype(np.float64) for j in range(size)]
         return np.stack(columns, axis=1).astype(np.float32)
+
+
+def _codes(x: Any, levels: list[Any]) -> np.ndarray:
+    """`level_codes`, by a dictionary for the simulator's arrays (one step of every patient:
+    a pandas index per column and step cost more than the step's model call at 1 patient)."""
+    if not isinstance(x, np.ndarray):
+        return level_codes(np.asarray(x), levels)
+    index = {level: k for k, level in enumerate(levels)}
+    return np.fromiter((index.get(v, -1) for v in x.tolist()), dtype=np.int64, count=len(x))
 
 
 def scaling(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -237,6 +237,8 @@ def _is_text(x: Any) -> bool:
 def _values(col: Any) -> np.ndarray:
     """A column (a Series or an array) as numbers where it can be (missing -> NaN), else as
     its labels."""
+    if isinstance(col, np.ndarray) and col.dtype.kind in "fiub":  # the simulator's reals
+        return col.astype(np.float64)
     col = col if isinstance(col, pd.Series) else pd.Series(col)
     numeric = pd.to_numeric(col, errors="coerce")
     if numeric.notna().sum() == col.notna().sum():

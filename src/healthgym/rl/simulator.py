@@ -160,7 +160,10 @@ class Simulator:
         self.constraints = StepConstraints(self.tok.schema)
         self.static_values = self._static_values(tokens, np_rng)
         self.repeats: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # a real's last observed
-        self.filled = {v.name: np.full(n, None, dtype=object) for v in self.tok.schema.dynamic}
+        self.filled = {  # reals as floats (NaN: none yet), levels as objects (None)
+            v.name: np.full(n, np.nan) if v.kind == "real" else np.full(n, None, dtype=object)
+            for v in self.tok.schema.dynamic
+        }
 
     def _restart(
         self, rows: np.ndarray, rng: torch.Generator, np_rng: np.random.Generator, static: Any
@@ -178,7 +181,7 @@ class Simulator:
         for _, values in self.repeats.values():
             values[rows] = np.nan
         for x in self.filled.values():
-            x[rows] = None
+            x[rows] = np.nan if x.dtype.kind == "f" else None
 
     def _statics(self, n: int, rng: torch.Generator, static: Any) -> torch.Tensor:
         """Static tokens (n, S) of new patients (`static`: values to give them)."""

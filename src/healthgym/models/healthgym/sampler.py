@@ -19,6 +19,7 @@ from .kernel import AGES, SEEN
 from .layers import Embeddings
 from .network import SequenceModel, StaticModel
 from .row_mask import RowMask
+from .step_kernel import StepKernel
 
 
 def joined_tables(emb: Embeddings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,6 +164,8 @@ class StepDrawer:
         self.x, self.h = torch.zeros_like(self.c), None
         self.acted = torch.zeros_like(self.c)  # (B, W) the previous step's treatments
         self.before = self.c.new_zeros(d, b, self.c.shape[1])  # (D, B, W): one step back
+        self.none = torch.zeros(b, dtype=torch.long, device=dev)
+        self.steps: StepKernel | None = None
         kernel = self.kernel = model.last
         if kernel is None:
             return
@@ -176,13 +179,8 @@ class StepDrawer:
             (torch.cat([w, kernel.weight[j]]), torch.cat([b_, kernel.bias[j]]))
             for j, (w, b_) in enumerate(head_matrices(model.heads, 1.0))
         ]
-        self.coarse = kernel.first.tolist()
-        # columns whose values' total probability the kernel would change (`combine`)
-        self.shifted = ((kernel.missing >= 0) & ~kernel.fine).tolist()
-        self.none = torch.zeros(b, dtype=torch.long, device=dev)
-        # with levels, the step's tokens so far and where each variable's first column is
-        self.step_tokens = torch.zeros(b, d, dtype=torch.long, device=dev)
-        self.starts = (kernel.first == torch.arange(d, device=dev)).tolist()
+        self.steps = StepKernel(kernel, model.vocab)
+        self.static_level = self.steps.static_level(self.static)  # (B, D) or None
 
     @torch.no_grad()
     def draw(self, u: torch.Tensor, stop: int | None = None) -> torch.Tensor:
@@ -203,35 +201,27 @@ class StepDrawer:
             before += (
                 kernel.age.weight[self.age.T] + kernel.seen.weight[count.T.long().clamp(max=SEEN)]
             )
-            level = self.total.new_zeros(b, len(model.vocab)) if kernel.levels else None
-            anchors = kernel.anchors(self.last, self.total / count.clamp(min=1), level)
+            at = self.steps.anchors(self.last, has, self.total, count, self.static_level)
         else:
             before = self.before
         base = before + (s[:, 0] + c + self.acted) + model.column_pos[:, None]  # (D, B, W)
         if model.ends:
             base = base + model.end_in.weight[last.long()]
         earlier, drawn = None, []  # (B, W): the step's columns so far; their tokens
-        mask = self.mask
+        mask, steps, level = self.mask, self.steps, None
         held = None if mask is None else mask.start(b)  # (B, items) the row's items so far
         for j in range(stop):
             z = base[j] if earlier is None else base[j] + earlier
             z = _mlp(z, model.blocks, model.norm)
             logits = F.linear(z, *self.heads[j])
-            if kernel is not None:
-                logits, coef = logits[:, : model.vocab[j]], logits[:, model.vocab[j] :, None]
-                now = drawn[self.coarse[j]] if self.coarse[j] < j else self.none
-                at = slice(j, j + 1)
-                if kernel.levels and self.starts[j]:  # its level reads the variables before
-                    anchors[:, :, 4] = kernel.level_of(
-                        self.static, self.last, self.has, self.step_tokens
-                    )
-                kern = kernel.kernel(coef.mT, now[:, None], anchors[:, at], self.has[:, at], at)
-                kern = kern[:, 0, : model.vocab[j]]
-                if self.shifted[j]:  # else a constant shift: the same softmax
-                    logits = kernel.combine(logits[:, None], kern[:, None], at)[:, 0]
-                else:
-                    logits = logits + kern
-                logits = logits / self.temperature
+            if steps is not None:
+                v, f = model.vocab[j], steps.first[j]
+                if steps.levels and f == j:  # its level reads the variables drawn before
+                    level = steps.level(at, j)
+                now = drawn[f] if f < j else None
+                logits = steps.logits(j, logits[:, :v], logits[:, v:], at, now, level)
+                if self.temperature != 1.0:
+                    logits = logits / self.temperature
             if mask is not None:
                 allowed = mask.allowed(j, held, self.t, last)
                 if allowed is not None:
@@ -239,9 +229,10 @@ class StepDrawer:
             tok = pick(logits, u[j])
             if mask is not None:
                 held = mask.hold(j, tok, held)
-            if kernel is not None and kernel.levels:
-                self.step_tokens[:, j] = tok
             drawn.append(tok)
+            if steps is not None and steps.closes[j]:
+                f = steps.first[j]
+                steps.drawn(at, j, drawn[f], tok if f < j else self.none)
             e = F.embedding(tok, self.tables[j])
             earlier = e if earlier is None else earlier + e
         return torch.stack(drawn, 1) if drawn else self.none.new_zeros(b, 0)
@@ -250,7 +241,7 @@ class StepDrawer:
         """A copy whose steps leave this drawer as it is (a step tried with another
         treatment from the same history: the fidelity report)."""
         other = copy.copy(self)
-        for name in ("t", "has", "total", "count", "step_tokens"):  # those changed in place
+        for name in ("t", "has", "total", "count"):  # those changed in place
             if hasattr(self, name):
                 setattr(other, name, getattr(self, name).clone())
         return other
@@ -288,8 +279,6 @@ class StepDrawer:
             prev = F.embedding(tokens.T + self.previous_at[:, None], self.previous_table)
             self.before = torch.zeros_like(prev).index_add_(0, self.first, prev)[self.first]
             return
-        if kernel.levels:
-            self.step_tokens.copy_(tokens)
         observed = tokens[:, self.first] != kernel.missing  # (B, D)
         self.last = torch.where(observed, tokens, self.last)
         age = torch.where(self.has, (self.age + 1).clamp(max=AGES), AGES + 1)
@@ -314,5 +303,7 @@ class StepDrawer:
         if self.kernel is None:
             self.before[:, rows] = 0
             return
-        for state in (self.last, self.has, self.age, self.total, self.count, self.step_tokens):
+        for state in (self.last, self.has, self.age, self.total, self.count):
             state[rows] = 0
+        if self.static_level is not None:
+            self.static_level[rows] = self.steps.static_level(static)
