@@ -180,6 +180,18 @@ class StepDrawer:
             for j, (w, b_) in enumerate(head_matrices(model.heads, 1.0))
         ]
         self.steps = StepKernel(kernel, model.vocab)
+        # what a column reads of its variable's past (`LastValue.context`) and its place in
+        # the step, as one bag of rows per column summed by one lookup: its variable's last
+        # tokens (a zero row where none), the steps since and values seen (one row per pair)
+        # and `column_pos`
+        w = self.c.shape[1]
+        pairs = kernel.age.weight[:, None] + kernel.seen.weight[None]  # (AGES + 2, SEEN + 1, W)
+        tables = [self.previous_table, self.c.new_zeros(1, w), pairs.reshape(-1, w)]
+        self.bag_table = torch.cat([*tables, model.column_pos])
+        self.zero_row = len(self.previous_table)
+        self.pair_at = self.zero_row + 1
+        self.pos_at = self.pair_at + pairs.shape[0] * pairs.shape[1]
+        self.fine_col = kernel.fine_col
         self.static_level = self.steps.static_level(self.static)  # (B, D) or None
 
     @torch.no_grad()
@@ -194,17 +206,11 @@ class StepDrawer:
         if model.ends:
             self.ended = last = self._end(s[:, 0] + self.acted, u[-1])
         if kernel is not None:
-            has, count = self.has, self.count
-            prev = F.embedding(self.last.T + self.previous_at[:, None], self.previous_table)
-            prev = prev * has.T[..., None]
-            before = torch.zeros_like(prev).index_add_(0, self.first, prev)[self.first]
-            before += (
-                kernel.age.weight[self.age.T] + kernel.seen.weight[count.T.long().clamp(max=SEEN)]
-            )
-            at = self.steps.anchors(self.last, has, self.total, count, self.static_level)
+            before = self._recalled()
+            at = self.steps.anchors(self.last, self.has, self.total, self.count, self.static_level)
         else:
-            before = self.before
-        base = before + (s[:, 0] + c + self.acted) + model.column_pos[:, None]  # (D, B, W)
+            before = self.before + model.column_pos[:, None]
+        base = before + (s[:, 0] + c + self.acted)  # (D, B, W)
         if model.ends:
             base = base + model.end_in.weight[last.long()]
         earlier, drawn = None, []  # (B, W): the step's columns so far; their tokens
@@ -236,6 +242,17 @@ class StepDrawer:
             e = F.embedding(tok, self.tables[j])
             earlier = e if earlier is None else earlier + e
         return torch.stack(drawn, 1) if drawn else self.none.new_zeros(b, 0)
+
+    def _recalled(self) -> torch.Tensor:
+        """(D, B, W) what each column reads of its variable's past, and its place."""
+        b, d = self.last.shape
+        rows = torch.where(self.has, self.last + self.previous_at, self.zero_row)  # (B, D)
+        fine = torch.where(self.fine_col >= 0, rows[:, self.fine_col.clamp(min=0)], self.zero_row)
+        pair = self.age * (SEEN + 1) + self.count.long().clamp(max=SEEN)
+        place = torch.arange(self.pos_at, self.pos_at + d, device=rows.device).expand(b, d)
+        bags = torch.stack([rows[:, self.first], fine, self.pair_at + pair, place], -1)
+        before = F.embedding_bag(bags.transpose(0, 1).reshape(d * b, 4), self.bag_table, mode="sum")
+        return before.view(d, b, -1)
 
     def branch(self) -> StepDrawer:
         """A copy whose steps leave this drawer as it is (a step tried with another
