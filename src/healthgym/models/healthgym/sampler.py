@@ -38,12 +38,26 @@ def head_matrices(heads: nn.ModuleList, temperature: float) -> list[tuple[torch.
     ]
 
 
-def _mlp(x: torch.Tensor, blocks: nn.Sequential, norm: nn.LayerNorm) -> torch.Tensor:
-    """`norm(blocks(x))` in evaluation mode (no dropout), without module calls."""
-    for b in blocks:
-        h = F.layer_norm(x, b.norm.normalized_shape, b.norm.weight, b.norm.bias, b.norm.eps)
-        x = x + F.linear(F.gelu(F.linear(h, b.up.weight, b.up.bias)), b.down.weight, b.down.bias)
-    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+class Residual:
+    """`norm(blocks(x))` in evaluation mode (no dropout) from the weights alone, read once:
+    no module calls or attribute look-ups at each of a step's columns."""
+
+    def __init__(self, blocks: nn.Sequential, norm: nn.LayerNorm) -> None:
+        self.blocks = [
+            (_norm_of(b.norm), b.up.weight, b.up.bias, b.down.weight, b.down.bias) for b in blocks
+        ]
+        self.norm = _norm_of(norm)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for norm, up, up_bias, down, down_bias in self.blocks:
+            x = x + F.linear(
+                F.gelu(F.linear(torch.layer_norm(x, *norm), up, up_bias)), down, down_bias
+            )
+        return torch.layer_norm(x, *self.norm)
+
+
+def _norm_of(norm: nn.LayerNorm) -> tuple:
+    return norm.normalized_shape, norm.weight, norm.bias, norm.eps
 
 
 def pick(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -68,10 +82,11 @@ def draw_statics(
     table, offsets = joined_tables(model.embed)
     heads = head_matrices(model.heads, temperature)
     u = torch.rand(b, n, generator=rng, device=tokens.device)
+    mlp = Residual(model.blocks, model.norm)
     for j in range(n):
         todo = tokens[:, j] == unknown[j]
         if todo.any():
-            h = _mlp(F.embedding(tokens + offsets, table).sum(1), model.blocks, model.norm)
+            h = mlp(F.embedding(tokens + offsets, table).sum(1))
             drawn = pick(F.linear(h, *heads[j]), u[:, j])
             tokens[:, j] = torch.where(todo, drawn, tokens[:, j])
     return tokens
@@ -159,6 +174,7 @@ class StepDrawer:
         self.step_table, self.step_at = joined_tables(model.step_in)
         self.previous_table, self.previous_at = joined_tables(model.previous)
         self.heads = head_matrices(model.heads, temperature)
+        self.mlp = Residual(model.blocks, model.norm)
         self.first = model.same.argmax(1)  # (D,): the first token column of each variable
         self.tables = model.column_in.joined().split(model.vocab)  # column j's rows (views)
         self.x, self.h = torch.zeros_like(self.c), None
@@ -218,7 +234,7 @@ class StepDrawer:
         held = None if mask is None else mask.start(b)  # (B, items) the row's items so far
         for j in range(stop):
             z = base[j] if earlier is None else base[j] + earlier
-            z = _mlp(z, model.blocks, model.norm)
+            z = self.mlp(z)
             logits = F.linear(z, *self.heads[j])
             if steps is not None:
                 v, f = model.vocab[j], steps.first[j]
@@ -274,7 +290,7 @@ class StepDrawer:
     def _end(self, s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """(B,) whether the step ends each stay, drawn from the recurrent state s (B, W)."""
         model = self.model
-        z = _mlp(s + self.c + model.end_pos, model.blocks, model.norm)
+        z = self.mlp(s + self.c + model.end_pos)
         logits = F.linear(z, model.end_head.weight, model.end_head.bias) / self.temperature
         must_end = self.t >= model.max_length - 1
         must_go_on = self.t < self.shortest - 1
