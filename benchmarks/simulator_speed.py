@@ -16,10 +16,14 @@ the treatment (speed does not depend on the weights). For each number of patient
   understates the speed-up (0.2.0 also rebuilt a pandas table of the history every step);
 - sampler: `HealthGym.sample_batches` of whole patients, batches of the same size, on the same
   network (what the model allows without a policy in the loop);
+- floor: the network's column loop alone (per token column, its MLP, head and draw; no
+  kernel, constraints, decoding or reward), the most any step of this network reaches here;
 - flat: the new step's time at the episode's last steps over its first steps (1 = the cost
   does not grow with the episode's length);
-- bound: the machine's matmul GFLOP/s (one thread) over the network's FLOPs per patient-step,
-  the rate no implementation on this CPU thread can beat.
+- bound: the machine's matmul GFLOP/s (at the threads used) over the network's FLOPs per
+  patient-step, the rate no implementation can beat.
+
+Each is measured at 1 and 2 threads (``--threads``; the machines here have 2 cores).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from benchmarks.common import header, machine, matmul_peak, publish, table
 
@@ -105,6 +110,27 @@ def old_rate(sim: Any, n: int, seconds: float) -> float:
     return done_steps / (time.perf_counter() - began)
 
 
+def floor_rate(sim: Any, n: int, seconds: float) -> float:
+    """Patient-steps/s of the network's column loop alone: per token column, the residual MLP,
+    its head and an inverse-CDF draw, the columns one after another."""
+    from healthgym.models.healthgym.sampler import Residual, head_matrices, pick
+
+    seq = sim.net.sequence
+    mlp, heads = Residual(seq.blocks, seq.norm), head_matrices(seq.heads, 1.0)
+    tables = seq.column_in.joined().split(seq.vocab)
+    d, w = len(seq.vocab), seq.position.embedding_dim
+    base, u = torch.randn(d, n, w), torch.rand(d, n, dtype=torch.float64)
+    done_steps, began = 0, time.perf_counter()
+    with torch.no_grad():
+        while time.perf_counter() - began < seconds:
+            earlier = torch.zeros(n, w)
+            for j in range(d):
+                tok = pick(F.linear(mlp(base[j] + earlier), *heads[j]), u[j])
+                earlier = earlier + F.embedding(tok, tables[j])
+            done_steps += n
+    return done_steps / (time.perf_counter() - began)
+
+
 def sampler_rate(run: Path, n: int, seconds: float) -> float:
     """Patient-steps/s of `HealthGym.sample_batches` in batches of `n` patients."""
     import healthgym as hg
@@ -122,38 +148,45 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--patients", default="1,64,512,4096", help="patients stepped together")
     p.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
+    p.add_argument("--threads", default="1,2", help="torch threads, each measured")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args(argv)
     from healthgym.rl import env as simulator
 
-    torch.set_num_threads(1)
     info = machine()
     run = train_run(Path(tempfile.mkdtemp(prefix="hg-simspeed-")) / "run")
-    gflops = matmul_peak(threads=1, size=1024)
-    rows = []
-    for n in (int(x) for x in args.patients.split(",")):
-        env = simulator.make(run, reward="-(MAP_next < 65)", num_envs=None if n == 1 else n)
-        new, flat = new_rate(env, n, args.seconds)
-        old = old_rate(env.sim, n, args.seconds)
-        sampler = sampler_rate(run, n, args.seconds)
-        bound = gflops * 1e9 / step_flops(env.sim)
-        rows.append(
-            {
-                "patients": n,
-                "new patient-steps/s": new,
-                "0.2.0 model calls/s": old,
-                "new / 0.2.0": new / old,
-                "sampler patient-steps/s": sampler,
-                "late / early step": flat,
-                "FLOP bound/s": bound,
-                "new / bound": new / bound,
-            }
-        )
-        print(rows[-1], flush=True)
+    rows, peaks = [], {}
+    for threads in (int(x) for x in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        peaks[threads] = gflops = matmul_peak(threads=threads, size=1024)
+        for n in (int(x) for x in args.patients.split(",")):
+            env = simulator.make(run, reward="-(MAP_next < 65)", num_envs=None if n == 1 else n)
+            new, flat = new_rate(env, n, args.seconds)
+            old = old_rate(env.sim, n, args.seconds)
+            floor = floor_rate(env.sim, n, args.seconds)
+            sampler = sampler_rate(run, n, args.seconds)
+            bound = gflops * 1e9 / step_flops(env.sim)
+            rows.append(
+                {
+                    "threads": threads,
+                    "patients": n,
+                    "new patient-steps/s": new,
+                    "0.2.0 model calls/s": old,
+                    "new / 0.2.0": new / old,
+                    "sampler patient-steps/s": sampler,
+                    "network floor/s": floor,
+                    "new / floor": new / floor,
+                    "late / early step": flat,
+                    "FLOP bound/s": bound,
+                }
+            )
+            print(rows[-1], flush=True)
+    matmul = ", ".join(f"{g:.1f} GFLOP/s at {t} thread(s)" for t, g in peaks.items())
     text = (
-        header("Simulator speed, 1 thread", "benchmarks.simulator_speed", argv, info)
-        + f"\nmatmul {gflops:.1f} GFLOP/s (1 thread); network {step_flops(env.sim) / 1e3:.0f} "
-        "kFLOP per patient-step\n\n" + table(rows) + "\n"
+        header("Simulator speed", "benchmarks.simulator_speed", argv, info)
+        + f"\nmatmul {matmul}; network {step_flops(env.sim) / 1e3:.0f} kFLOP per patient-step\n\n"
+        + table(rows)
+        + "\n"
     )
     return publish(text, args.no_record, SECTION)
 

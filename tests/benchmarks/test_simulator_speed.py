@@ -10,8 +10,8 @@ pytest.importorskip("gymnasium")
 def test_the_speed_benchmark_reports_each_figure():
     from benchmarks.simulator_speed import main
 
-    text = main(["--patients", "1,8", "--seconds", "0.2", "--no-record"])
+    text = main(["--patients", "1,8", "--seconds", "0.2", "--threads", "1,2", "--no-record"])
     for column in ("new patient-steps/s", "0.2.0 model calls/s", "sampler patient-steps/s",
-                   "late / early step", "FLOP bound/s"):  # fmt: skip
+                   "network floor/s", "late / early step", "FLOP bound/s"):  # fmt: skip
         assert column in text
-    assert text.count("\n| ") == 3  # the header and one row per number of patients
+    assert text.count("\n| ") == 5  # the header and one row per threads and patients
