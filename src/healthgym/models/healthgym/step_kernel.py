@@ -49,7 +49,7 @@ class StepKernel:
 
     def __init__(self, kernel: LastValue, vocab: list[int]) -> None:
         self.kernel, self.vocab = kernel, vocab
-        d = len(vocab)
+        d, dev = len(vocab), kernel.weight.device  # the constants live with the weights
         first, fine = kernel.first.tolist(), kernel.fine.tolist()
         coarse, sub = kernel.coarse.tolist(), kernel.sub.tolist()
         missing, ordered = kernel.missing.tolist(), kernel.ordered.tolist()
@@ -66,7 +66,7 @@ class StepKernel:
         self.places, self.resolution, self.step = [], [], []
         for j in range(d):
             width = coarse[j] * sub[j] if fine[j] else coarse[j]
-            k = torch.arange(vocab[j], dtype=torch.float32)
+            k = torch.arange(vocab[j], dtype=torch.float32, device=dev)
             self.places.append(((k + 0.5) / width, ((k + 0.5) / width) ** 2))
             r = coarse[j] * sub[j]
             self.resolution.append((r, 1.0 / math.log1p(r)))
@@ -75,12 +75,12 @@ class StepKernel:
         self.levels = kernel.levels
         # gates per coefficient: [same, 4 x last value, 4 x mean, 4 x level seen, 4 x level
         # unseen]; (with a last value, without one), times `ordered` on the scale's terms
-        seen, unseen = torch.zeros(f), torch.zeros(f)
+        seen, unseen = torch.zeros(f, device=dev), torch.zeros(f, device=dev)
         seen[:13], unseen[13:] = 1.0, 1.0
         self.gates = []
         for j in range(d):
             o = 1.0 if self.ordered[j] else 0.0
-            scale = torch.ones(f)
+            scale = torch.ones(f, device=dev)
             scale[1:] = o
             self.gates.append((seen * scale, unseen * scale))
         if self.levels:
@@ -90,7 +90,9 @@ class StepKernel:
                 self.moves = (w * kernel.now)[first].T.contiguous()  # (D, D) by first column
                 self.level_table = kernel.level * kernel.static_reads[:, None]
             # the variables other columns read: a scaled variable's own (first) column
-            self.read = (kernel.reads.any(0) & (kernel.first == torch.arange(d))).tolist()
+            self.read = (
+                kernel.reads.any(0) & (kernel.first == torch.arange(d, device=dev))
+            ).tolist()
 
     # ---- per patient and per step ------------------------------------------------------------
     @torch.no_grad()
