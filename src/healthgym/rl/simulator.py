@@ -44,7 +44,13 @@ class Simulator:
     ) -> None:
         net, tok = model._fitted()
         self.net, self.tok, self.temperature = net.eval(), tok, model.config.temperature
-        self.hold = model.config.last_value  # values held while tokens repeat, as in sample
+        # values held while their tokens repeat, as in sample: each binned real's token span
+        self.hold = model.config.last_value
+        self.held: list[tuple[str, slice]] = []
+        for c in tok.dynamic_columns if self.hold else []:
+            if c.kind == "bins":
+                at = tok.column_at(c.name)[1]
+                self.held.append((c.name, slice(at, at + len(c.vocab))))
         schema = tok.schema
         self.actions = list(actions) if actions else [v.name for v in schema.actions]
         if not self.actions:
@@ -219,12 +225,8 @@ class Simulator:
         """Decode the current step's state tokens (held, constrained, carried forward)."""
         n, step = len(self.lengths), self.step_tokens.numpy()
         values = self.tok.decode_columns(self.tok.dynamic_columns, step, np_rng)
-        if self.hold:  # `Tokenizer.inverse_transform(hold=True)`, one step at a time
-            for c in self.tok.dynamic_columns:
-                if c.kind == "bins":
-                    _, at = self.tok.column_at(c.name)
-                    tokens = step[:, at : at + len(c.vocab)]
-                    values[c.name] = self._held(c.name, values[c.name], tokens)
+        for name, span in self.held:  # `Tokenizer.inverse_transform(hold=True)`, a step
+            values[name] = self._held(name, values[name], step[:, span])
         values = self.constraints.apply(values, first=self.t == 0)
         for name in self.actions:
             values[name] = np.full(n, None, dtype=object)

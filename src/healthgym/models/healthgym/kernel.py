@@ -114,11 +114,19 @@ class LastValue(nn.Module):
         if not self.levels:
             return None
         prev, moved = self.regressors(last, has, tokens)
-        w = self.cross * self.reads
-        level = self.level * self.static_reads[:, None]
-        base = F.embedding(static + self.static_at, level).sum(-2) + self.level_bias
+        w = self.level_weights()
+        base = self.static_level(static)
         base = base.reshape(base.shape[0], *[1] * (last.dim() - 2), -1)
         return (base + prev @ w.T + moved @ (w * self.now).T)[..., self.first]
+
+    def static_level(self, static: torch.Tensor) -> torch.Tensor:
+        """(B, D) the levels' part that the static tokens (B, S) give, per column."""
+        level = self.level * self.static_reads[:, None]
+        return F.embedding(static + self.static_at, level).sum(-2) + self.level_bias
+
+    def level_weights(self) -> torch.Tensor:
+        """(D, D): column j's level weight on the place of variable (own column) i."""
+        return self.cross * self.reads
 
     def regressors(
         self, last: torch.Tensor, has: torch.Tensor, tokens: torch.Tensor

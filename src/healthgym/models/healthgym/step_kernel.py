@@ -48,7 +48,7 @@ class StepKernel:
     """Per-column constants of a `LastValue` kernel and the per-step anchors it reads."""
 
     def __init__(self, kernel: LastValue, vocab: list[int]) -> None:
-        self.kernel, self.vocab = kernel, vocab
+        self.kernel = kernel
         d, dev = len(vocab), kernel.weight.device  # the constants live with the weights
         first, fine = kernel.first.tolist(), kernel.fine.tolist()
         coarse, sub = kernel.coarse.tolist(), kernel.sub.tolist()
@@ -85,10 +85,9 @@ class StepKernel:
             self.gates.append((seen * scale, unseen * scale))
         if self.levels:
             with torch.no_grad():
-                w = kernel.cross * kernel.reads  # (D, D): column j's weight on variable i
+                w = kernel.level_weights()  # (D, D): column j's weight on variable i
                 self.cross = w.T.contiguous()  # prev @ cross: every column's last-value part
                 self.moves = (w * kernel.now)[first].T.contiguous()  # (D, D) by first column
-                self.level_table = kernel.level * kernel.static_reads[:, None]
             # the variables other columns read: a scaled variable's own (first) column
             self.read = (
                 kernel.reads.any(0) & (kernel.first == torch.arange(d, device=dev))
@@ -98,13 +97,7 @@ class StepKernel:
     @torch.no_grad()
     def static_level(self, static: torch.Tensor) -> torch.Tensor | None:
         """(B, D) the levels' part that the statics (B, S) give (fixed for the stay)."""
-        if not self.levels:
-            return None
-        k = self.kernel
-        return (
-            torch.nn.functional.embedding(static + k.static_at, self.level_table).sum(-2)
-            + k.level_bias
-        )
+        return self.kernel.static_level(static) if self.levels else None
 
     @torch.no_grad()
     def anchors(
