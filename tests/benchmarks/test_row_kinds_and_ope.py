@@ -10,7 +10,7 @@ def test_the_row_kinds_benchmark_reports_each_figure():
 
     text = main(["--minutes", "0.1", "--cohorts", "pk,outcome", "--no-record"])
     for column in ("unseen patterns", "exclusive together", "terminal misplaced", "died real",
-                   "per-kind gap excess", "epochs"):  # fmt: skip
+                   "per-kind gap excess", "epochs", "end"):  # fmt: skip
         assert column in text
     assert text.count("\n| ") == 3  # the header and one row per cohort
 

@@ -27,6 +27,10 @@ def test_inferred_where_the_data_show_it() -> None:
     )
     demo = infer_schema(hg.datasets.demo().table, "RecordID", "step")
     assert demo.rows.exclusive == (("RespRate", "MechVent=1"),)
+    # an admission row that only weighs the patient: no single item marks it, the whole row
+    assert ("MechVent=0", "Weight") in demo.rows.first_patterns
+    assert not demo.rows.last_patterns and not stays.rows.last_patterns  # items place those
+    assert RowRules.from_dict(yaml.safe_load(yaml.safe_dump(demo.rows.to_dict()))) == demo.rows
 
 
 def test_printed_by_healthgym_schema_and_read_back(tmp_path: Path) -> None:
@@ -49,6 +53,9 @@ def test_printed_by_healthgym_schema_and_read_back(tmp_path: Path) -> None:
         ({"last": ["CONC"], "first": ["CONC"]}, "both last-only and first-only"),
         ({"exclusive": ["DOSE"]}, "pairs"),
         ({"kinds": []}, "unknown keys ['kinds']"),
+        ({"first_patterns": ["DOSE"]}, "list of [item, ...] rows"),
+        ({"first_patterns": [["CONC", "DOSE=100"]]}, "DOSE has no level"),
+        ({"last_patterns": [["CONC"]], "first_patterns": [["CONC"]]}, "both last-only"),
     ],
 )
 def test_bad_declarations_are_named(rows: dict, message: str) -> None:
@@ -75,3 +82,8 @@ def test_a_table_that_breaks_the_rules_is_refused_before_training(tmp_path: Path
     rules = hg.Schema(rules.id, rules.time, rules.variables, RowRules(last=("died=1",)))
     with pytest.raises(ValueError, match="died=1 before a stay's last row in 1 rows"):
         check_rows(outcome, rules)
+    rules = hg.Schema(
+        rules.id, rules.time, rules.variables, RowRules(first_patterns=(("x", "died=0"),))
+    )
+    with pytest.raises(ValueError, match=r"exactly \['x', 'died=0'\] after a stay's first row"):
+        check_rows(outcome, rules)  # the second row of stay 1

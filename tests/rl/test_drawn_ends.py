@@ -135,7 +135,7 @@ def test_a_reward_on_outcomes_a_length_model_fixes_at_reset_warns(run, tmp_path)
 
     cohort = recorded_stays(400)  # enough stays for the rows block to name died=1
     assert "died=1" in cohort.schema.rows.last
-    hg.HealthGym(width=8, epochs=1).fit(cohort, tmp_path / "length", progress=False)
+    hg.HealthGym(width=8, epochs=1, end="length").fit(cohort, tmp_path / "length", progress=False)
     length_model = hg.load(tmp_path / "length")
     for reward in ("1 - died_next", "where(last, 1, 0)"):
         with pytest.warns(UserWarning, match="--preset simulator"):

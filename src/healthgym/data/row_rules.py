@@ -11,14 +11,23 @@ rows:
     - [survived=1, died=1]
   last: [survived=1, died=1]   # only on a stay's last row (an outcome row)
   first: []                    # only on a stay's first row
+  first_patterns:              # whole rows: exactly these items, every other variable empty
+    - [MechVent=0, Weight]     # (an admission row that only weighs the patient)
+  last_patterns: []
 ```
+
+A row's **pattern** is every item it holds: `NAME` for each real or categorical variable
+present, `NAME=LEVEL` for each binary one (`row_patterns`). A first-only (last-only) pattern is
+a kind of row that no single item marks, only the whole row (a Weight-only row where Weight
+is also measured later with the vitals).
 
 `infer_rules` finds them where the data show them clearly: a pair of items of different
 variables that no row holds together although independence would put at least
 `MIN_EXPECTED` rows there; an item that at least `MIN_STAYS` stays hold, only on their last
-(first) row. `healthgym schema` prints them for a person to check and edit; training checks
-the table against them (`check_rows`), and the evaluation reports how synthetic rows keep
-them (`evaluation.row_kinds`).
+(first) row; a pattern likewise, where no item rule already places it. `healthgym schema`
+prints them for a person to check and edit; training checks the table against them
+(`check_rows`), and the evaluation reports how synthetic rows keep them
+(`evaluation.row_kinds`).
 """
 
 from __future__ import annotations
@@ -53,51 +62,73 @@ class RowRules:
     exclusive: tuple[tuple[str, str], ...] = ()
     last: tuple[str, ...] = ()
     first: tuple[str, ...] = ()
+    #: whole rows (their items, in the schema's order) only a stay's last / first row holds
+    last_patterns: tuple[tuple[str, ...], ...] = ()
+    first_patterns: tuple[tuple[str, ...], ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.exclusive or self.last or self.first)
+        return any(getattr(self, k) for k in KEYS)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.exclusive:
             out["exclusive"] = [Pair(p) for p in self.exclusive]
-        if self.last:
-            out["last"] = list(self.last)
-        if self.first:
-            out["first"] = list(self.first)
+        for k in ("last", "first"):
+            if getattr(self, k):
+                out[k] = list(getattr(self, k))
+        for k in ("first_patterns", "last_patterns"):
+            if getattr(self, k):
+                out[k] = [Pair(p) for p in getattr(self, k)]
         return out
 
     @classmethod
     def from_dict(cls, d: Any) -> RowRules:
         if not isinstance(d, dict):
-            raise ValueError("rows must be a mapping with exclusive, last and first")
-        unknown = sorted(set(d) - {"exclusive", "last", "first"})
+            raise ValueError(f"rows must be a mapping with {', '.join(KEYS)}")
+        unknown = sorted(set(d) - set(KEYS))
         if unknown:
-            raise ValueError(f"rows: unknown keys {unknown}; known: exclusive, last, first")
+            raise ValueError(f"rows: unknown keys {unknown}; known: {', '.join(KEYS)}")
         pairs = d.get("exclusive") or []
         if not all(isinstance(p, list) and len(p) == 2 for p in pairs):
             raise ValueError(f"rows.exclusive must be a list of [item, item] pairs, got {pairs}")
-        lists = {k: d.get(k) or [] for k in ("last", "first")}
+        lists = {k: d.get(k) or [] for k in KEYS[1:]}
         for k, items in lists.items():
             if not isinstance(items, list):
-                raise ValueError(f"rows.{k} must be a list of items, got {items!r}")
+                raise ValueError(f"rows.{k} must be a list, got {items!r}")
+            if k.endswith("_patterns") and not all(isinstance(p, list) for p in items):
+                raise ValueError(f"rows.{k} must be a list of [item, ...] rows, got {items!r}")
+        rows = {k: tuple(tuple(map(str, p)) for p in lists[k]) for k in KEYS[3:]}
         return cls(
             tuple((str(a), str(b)) for a, b in pairs),
             tuple(map(str, lists["last"])),
             tuple(map(str, lists["first"])),
+            rows["last_patterns"],
+            rows["first_patterns"],
         )
 
     def check_declaration(self, schema: Schema) -> None:
         """Every item names a dynamic variable (and one of its levels); a pair joins two
-        different variables; an item is not both last-only and first-only."""
+        different variables; an item or pattern is not both last-only and first-only; a
+        pattern names a binary variable by its level and any other by its name."""
         for a, b in self.exclusive:
             if item_variable(schema, a) == item_variable(schema, b):
                 raise ValueError(f"rows.exclusive [{a}, {b}]: both items are of one variable")
         for item in (*self.last, *self.first):
             item_variable(schema, item)
-        both = sorted(set(self.last) & set(self.first))
-        if both:
-            raise ValueError(f"rows: {both} cannot be both last-only and first-only")
+        for pattern in (*self.last_patterns, *self.first_patterns):
+            for item in pattern:
+                v = schema[item_variable(schema, item)]
+                if (v.kind == "binary") != ("=" in item):
+                    how = "NAME=LEVEL" if v.kind == "binary" else "its name alone"
+                    raise ValueError(f"rows pattern {list(pattern)}: name {v.name} by {how}")
+        for a, b in (("last", "first"), ("last_patterns", "first_patterns")):
+            both = sorted(set(getattr(self, a)) & set(getattr(self, b)))
+            if both:
+                raise ValueError(f"rows: {both} cannot be both last-only and first-only")
+
+
+#: the rows block's keys, in the order the YAML shows them
+KEYS = ("exclusive", "last", "first", "last_patterns", "first_patterns")
 
 
 def item_variable(schema: Schema, item: str) -> str:
@@ -177,6 +208,42 @@ def holds(table: pd.DataFrame, schema: Schema, item: str) -> np.ndarray:
     return codes == [str(x) for x in v.levels].index(level)
 
 
+def row_patterns(table: pd.DataFrame, schema: Schema) -> list[tuple[str, ...]]:
+    """Each row's pattern: `NAME` for every real or categorical dynamic variable present,
+    `NAME=LEVEL` for every binary one, in the schema's order."""
+    parts = []
+    for v in schema.dynamic:
+        col = table[v.name]
+        present = col.notna().to_numpy()
+        if v.kind == "binary":
+            labels = np.array([f"{v.name}={level}" for level in v.levels] + [""], dtype=object)
+            parts.append(labels[np.where(present, level_codes(col, v.levels), len(v.levels))])
+        else:
+            parts.append(np.where(present, v.name, ""))
+    if not parts:
+        return [()] * len(table)
+    return [tuple(str(x) for x in row if x) for row in zip(*parts, strict=True)]
+
+
+def terminal_patterns(
+    table: pd.DataFrame, schema: Schema, pats: list[tuple[str, ...]] | None = None
+) -> dict[tuple[str, ...], str]:
+    """Patterns at least `MIN_STAYS` stays hold, only on their last ("last") or first row."""
+    pats = row_patterns(table, schema) if pats is None else pats
+    first, last = positions(table, schema)
+    frame = pd.DataFrame({"first": first, "last": last, "id": table[schema.id].to_numpy()})
+    frame["p"] = pd.Series(pats, dtype=object).to_numpy()
+    found = {}
+    for p, rows in frame.groupby("p", sort=False):
+        if rows["id"].nunique() < MIN_STAYS:
+            continue
+        if rows["last"].all() and not rows["first"].all():
+            found[p] = "last"
+        elif rows["first"].all() and not rows["last"].all():
+            found[p] = "first"
+    return found
+
+
 def positions(table: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
     """Per row: is it its stay's first row, its last row (rows contiguous, in step order)."""
     ids = table[schema.id].to_numpy()
@@ -201,7 +268,18 @@ def infer_rules(
             only["last"].append(item)
         elif first[rows].all() and not last[rows].all():
             only["first"].append(item)
-    return RowRules(pairs, tuple(only["last"]), tuple(only["first"]))
+    placed = {*only["last"], *only["first"]}
+    kinds: dict[str, list[tuple[str, ...]]] = {"last": [], "first": []}
+    for pattern, where in terminal_patterns(table, schema).items():
+        if not placed.intersection(pattern):  # no item rule already keeps it in place
+            kinds[where].append(pattern)
+    return RowRules(
+        pairs,
+        tuple(only["last"]),
+        tuple(only["first"]),
+        tuple(kinds["last"]),
+        tuple(kinds["first"]),
+    )
 
 
 def check_rows(table: pd.DataFrame, schema: Schema) -> None:
@@ -227,3 +305,11 @@ def check_rows(table: pd.DataFrame, schema: Schema) -> None:
         fail(holds(table, schema, item) & ~last, f"{item} before a stay's last row")
     for item in rules.first:
         fail(holds(table, schema, item) & ~first, f"{item} after a stay's first row")
+    if rules.last_patterns or rules.first_patterns:
+        pats = row_patterns(table, schema)
+        for p in rules.last_patterns:
+            of = np.array([q == p for q in pats])
+            fail(of & ~last, f"a row of exactly {list(p)} before a stay's last row")
+        for p in rules.first_patterns:
+            of = np.array([q == p for q in pats])
+            fail(of & ~first, f"a row of exactly {list(p)} after a stay's first row")

@@ -15,9 +15,10 @@ baseline: real patients the generator never saw, read against the same training 
   or no real row holds both although independence would put at least `MIN_EXPECTED` real
   rows there (`data.row_rules.exclusive_pairs`). `never_together_share`: the share of
   synthetic rows holding an exclusive pair.
-- Terminal kinds: a pattern that real stays (at least `MIN_STAYS`) have only as their last
-  row (or only as their first), e.g. an outcome row; `terminal_misplaced_share`: the share of
-  synthetic rows of such patterns that are not where the real table always has them.
+- Terminal kinds: a pattern that real stays (at least `data.row_rules.MIN_STAYS`) have only
+  as their last row (or only as their first), e.g. an outcome row;
+  `terminal_misplaced_share`: the share of synthetic rows of such patterns that are not where
+  the real table always has them.
 - Per-kind marginals: rows grouped by which variables they hold (kinds with at least
   `MIN_KIND_SHARE` of the real rows); per kind, 1 - KS of each real variable it holds, over
   that kind's rows only; `per_kind_ks_gap`: the pooled KS complement of the same variables
@@ -34,12 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
-from ..data.cohort import Cohort, level_codes
-from ..data.row_rules import exclusive_pairs, holds, positions
+from ..data import row_rules
+from ..data.cohort import Cohort
+from ..data.row_rules import exclusive_pairs, holds, positions, row_patterns
 from .figures import new_figure
 
 MIN_EXPECTED = 10.0
-MIN_STAYS = 20
 MIN_KIND_SHARE = 0.05
 #: Patterns shown in the figure, and named in the metrics.
 TOP_PATTERNS = 12
@@ -56,7 +57,7 @@ def row_kind_metrics(real: Cohort, synth: Cohort, holdout: Cohort | None = None)
                                 *real.schema.rows.exclusive]))  # fmt: skip
     out["exclusive_pairs"] = [f"{a} & {b}" for a, b in pairs]
     out["never_together_share"] = _together_share(synth, pairs)
-    terminal = terminal_patterns(real, r_pat)
+    terminal = terminal_patterns(real)
     out["terminal_patterns"] = {p: where for p, where in terminal.items()}
     out["terminal_misplaced_share"] = _misplaced(synth, s_pat, terminal)
     kinds = per_kind_ks(real, synth)
@@ -83,23 +84,9 @@ def row_kind_metrics(real: Cohort, synth: Cohort, holdout: Cohort | None = None)
 
 
 def patterns(cohort: Cohort) -> np.ndarray:
-    """Each row's pattern as text: `name` (present) or `name=level` (a binary's level) for
-    every dynamic variable the row holds, joined by `, ` (`-` for a row that holds none)."""
-    table = cohort.table
-    parts = []
-    for v in cohort.schema.dynamic:
-        col = table[v.name]
-        present = col.notna().to_numpy()
-        if v.kind == "binary":
-            codes = level_codes(col, v.levels)
-            labels = np.array([f"{v.name}={level}" for level in v.levels] + [""])
-            parts.append(labels[np.where(present, codes, len(v.levels))])
-        else:
-            parts.append(np.where(present, v.name, ""))
-    if not parts:
-        return np.full(len(table), "-")
-    rows = zip(*parts, strict=True)
-    return np.array([", ".join(x for x in row if x) or "-" for row in rows])
+    """Each row's pattern (`data.row_rules.row_patterns`) as text: its items joined by `, `
+    (`-` for a row that holds none)."""
+    return np.array([", ".join(p) or "-" for p in row_patterns(cohort.table, cohort.schema)])
 
 
 def _together_share(cohort: Cohort, pairs: list[tuple[str, str]]) -> float:
@@ -110,21 +97,11 @@ def _together_share(cohort: Cohort, pairs: list[tuple[str, str]]) -> float:
     return float(hit.mean())
 
 
-def terminal_patterns(real: Cohort, pats: np.ndarray) -> dict[str, str]:
-    """Patterns real stays (>= MIN_STAYS) have only as their last ("last") or first row."""
-    first, last = positions(real.table, real.schema)
-    frame = pd.DataFrame(
-        {"p": pats, "first": first, "last": last, "id": real.table[real.schema.id]}
-    )
-    found = {}
-    for p, rows in frame.groupby("p", sort=False):
-        if rows["id"].nunique() < MIN_STAYS:
-            continue
-        if rows["last"].all() and not rows["first"].all():
-            found[str(p)] = "last"
-        elif rows["first"].all() and not rows["last"].all():
-            found[str(p)] = "first"
-    return found
+def terminal_patterns(real: Cohort) -> dict[str, str]:
+    """Patterns real stays (>= `data.row_rules.MIN_STAYS`) have only as their last ("last") or
+    first row."""
+    found = row_rules.terminal_patterns(real.table, real.schema)
+    return {", ".join(p) or "-": where for p, where in found.items()}
 
 
 def _misplaced(cohort: Cohort, pats: np.ndarray, terminal: dict[str, str]) -> float:

@@ -70,8 +70,11 @@ class HealthGymConfig(ConfigBase):
     #: where a stay ends: "length", a static token drawn with the statics that every step
     #: reads (cohorts keep their lengths' distribution exactly); "drawn", each step draws
     #: whether the stay ends there given the history and the treatments, so death, discharge
-    #: and the stay's length respond to treatment in the simulator (issue 28)
-    end: str = "length"
+    #: and the stay's length respond to treatment in the simulator (issue 28); None: "drawn"
+    #: where the schema's rows block has last-only items or patterns (stays that end in an
+    #: outcome row: its rate is kept closer, `benchmarks.row_kinds`), else "length"; decided
+    #: by `fit`, model.json keeps it
+    end: str | None = None
     #: the previous step's treatments (`role: action`) reach every column of the next step
     #: (and its end) directly, not only through the recurrent state: a next state that
     #: follows the treatment as the data say (issue 28); False: as run folders before it
@@ -107,7 +110,7 @@ class HealthGymConfig(ConfigBase):
             raise ValueError(f"average must be in [0, 1), got {self.average}")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
-        if self.end not in ENDS:
+        if self.end is not None and self.end not in ENDS:
             raise ValueError(f"end must be one of {', '.join(ENDS)}, got {self.end!r}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")

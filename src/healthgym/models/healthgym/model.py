@@ -83,6 +83,10 @@ class HealthGym(ConditionableModel):
         if self.config.dropout is None:  # decided by the cohort's size, once; model.json keeps it
             small = len(cohort) < SMALL_BELOW and self.config.dp_epsilon is None
             self.config = replace(self.config, dropout=SMALL_DROPOUT if small else DROPOUT)
+        if self.config.end is None:  # decided by the schema's rows block, once
+            rows = cohort.schema.rows
+            ends = "drawn" if rows.last or rows.last_patterns else "length"
+            self.config = replace(self.config, end=ends)
         if self.config.dp_epsilon is None:
             return super()._fit(cohort, run_dir, resume, *args)
         if isinstance(cohort, ParquetShards):
@@ -95,7 +99,7 @@ class HealthGym(ConditionableModel):
     def from_meta(cls, path: Any, meta: dict[str, Any], **changes: Any) -> HealthGym:
         saved = meta.get("config")
         if isinstance(saved, dict):  # written before these settings: trained without them
-            older = {"last_value": False, "average": 0.0, "levels": False}
+            older = {"last_value": False, "average": 0.0, "levels": False, "end": "length"}
             changes = {k: v for k, v in older.items() if k not in saved} | changes
         model = super().from_meta(path, meta, **changes)
         block = meta.get("privacy")
