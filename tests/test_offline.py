@@ -169,3 +169,25 @@ def test_a_reward_reading_an_observed_static_warns_of_a_leak():
         warnings.simplefilter("error")
         transitions(cohort, "where(last, -age, 0)", ["vent"], hidden=["age"])
         transitions(cohort, "-hr_next", ["vent"])
+
+
+def test_a_static_marked_outcome_in_the_observations_warns_even_unrewarded(tmp_path):
+    """Issue 29: the schema marks outcomes (`outcome: true`, the demo's in_hospital_death);
+    observations that show one hand the policy the answer, whatever the reward reads."""
+    import warnings
+
+    table = make_table(10, seed=1)
+    table["died"] = (table["age"] > 50).astype(int)
+    cohort = hg.Cohort(table, id="pid", time="hour")
+    marked = cohort.schema.with_overrides(died={"outcome": True})
+    assert "outcome: true" in marked.to_yaml(tmp_path / "s.yaml")
+    assert hg.Schema.from_yaml(tmp_path / "s.yaml") == marked
+    cohort = hg.Cohort(table, marked)
+    with pytest.warns(UserWarning, match=r"show \['died'\], which the schema marks as outcomes"):
+        transitions(cohort, "-hr_next", ["vent"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        transitions(cohort, "where(last, -died, 0)", ["vent"], hidden=["died"])
+    assert hg.datasets.demo().schema["in_hospital_death"].outcome
+    with pytest.raises(ValueError, match="a treatment \\(role: action\\) cannot be an outcome"):
+        hg.Variable("vent", "binary", "action", levels=[0, 1], outcome=True)

@@ -44,6 +44,9 @@ class Variable:
     max: float | None = None  # reals
     start: Any = None  # the first step's value (dynamic)
     integer: bool = False  # a real whose values are whole numbers: written as integers
+    #: known only after the stay (death, discharge): the simulator and the RL export warn
+    #: where the observations or a reward show it (`rl.rewards.warn_of_leaks`)
+    outcome: bool = False
 
     def __post_init__(self) -> None:
         where = f"variable {self.name!r}"
@@ -51,6 +54,8 @@ class Variable:
             raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.role not in ROLES:
             raise ValueError(f"{where}: role must be one of {ROLES}, got {self.role!r}")
+        if self.outcome and self.role == "action":
+            raise ValueError(f"{where}: a treatment (role: action) cannot be an outcome")
         if self.missing not in MISSING:
             raise ValueError(f"{where}: missing must be one of {MISSING}, got {self.missing!r}")
         if self.bins is not None:
@@ -92,8 +97,9 @@ class Variable:
             d.pop("levels")  # derived from the edges
         if self.kind != "real":
             d.pop("transform")
-        if not self.integer:
-            d.pop("integer")
+        for flag in ("integer", "outcome"):
+            if not d[flag]:
+                d.pop(flag)
         return d
 
 

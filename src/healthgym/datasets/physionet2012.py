@@ -105,7 +105,7 @@ VARIABLES: dict[str, dict] = {
     "Gender": {"kind": "binary", "role": "static", "levels": list(GENDER_LEVELS.values())},
     "Height": {"kind": "real", "role": "static"},
     "ICUType": {"kind": "categorical", "role": "static", "levels": list(ICU_TYPES.values())},
-    OUTCOME: {"kind": "binary", "role": "static", "levels": [0, 1]},
+    OUTCOME: {"kind": "binary", "role": "static", "levels": [0, 1], "outcome": True},
     **{p: _spec(p) for p in AGGREGATION if p not in BP_PAIRS.values()},
 }
 

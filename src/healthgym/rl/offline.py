@@ -85,7 +85,7 @@ def transitions(
         if schema[name].is_static:
             raise ValueError(f"action {name!r} is static: a treatment must vary over the stay")
     rule = Reward(reward, schema.names)
-    warn_of_leaks(rule, [v.name for v in schema.static], hidden)
+    warn_of_leaks(rule, schema, hidden)
     ids = table[schema.id].to_numpy()
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     lengths = np.diff(np.r_[starts, len(ids)])

@@ -22,10 +22,13 @@ import ast
 import operator
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from ..data.schema import Schema
 
 NEXT = "_next"
 #: Functions an expression may call (numpy, elementwise).
@@ -113,10 +116,21 @@ class Reward:
             raise ValueError(f"reward {self.spec!r} failed: {e}") from None
 
 
-def warn_of_leaks(reward: Reward, statics: list[str], hidden: Sequence[str]) -> None:
-    """Warn where the reward reads a static variable that the observations show: an outcome
-    known only after the stay (death, say) would hand the policy the answer."""
-    seen = sorted({n.removesuffix(NEXT) for n in reward.used} & set(statics) - set(hidden))
+def warn_of_leaks(reward: Reward, schema: Schema, hidden: Sequence[str]) -> None:
+    """Warn where the observations show a static the schema marks as an outcome (known only
+    after the stay: a policy would see the answer), or the reward reads another observed
+    static (which might be one)."""
+    shown = [v.name for v in schema.static if v.name not in hidden]
+    marked = sorted(n for n in shown if schema[n].outcome)
+    if marked:
+        warnings.warn(
+            f"the observations show {marked}, which the schema marks as outcomes known only "
+            f"after the stay: a policy would see the answer; hide them (--hide "
+            f"{','.join(marked)} / hidden=[...])",
+            stacklevel=3,
+        )
+    read = {n.removesuffix(NEXT) for n in reward.used}
+    seen = sorted(read & set(shown) - set(marked))
     if seen:
         warnings.warn(
             f"the reward reads {seen}, which the observations also show: if one is an outcome "

@@ -82,7 +82,7 @@ class Simulator:
         if normalize:
             self.scaling = scaling_of_run(model, self.actions, self.hidden, previous)
         self.reward = Reward(reward, schema.names)
-        warn_of_leaks(self.reward, [v.name for v in schema.static], self.hidden)
+        warn_of_leaks(self.reward, schema, self.hidden)
         self.longest = tok.max_length
         # the model draws where each stay ends, given the treatments (`end="drawn"`), or the
         # stay's length is drawn with its statics at `begin`

@@ -191,6 +191,7 @@ def _schema(d: Definition, stats: dict[str, _Stats]) -> Schema:
     roles = {s.name: "static" for s in d.statics} | {it.name: it.role for it in d.items}
     fixed = {s.name: d.layout.statics[s.source].levels for s in d.statics}
     fixed |= {it.name: (0, 1) for it in d.items if it.agg == "any"}
+    outcomes = {s.name for s in d.statics if d.layout.statics[s.source].outcome}
     variables = []
     for name, st in stats.items():
         where = f"variable {name!r}"
@@ -214,7 +215,11 @@ def _schema(d: Definition, stats: dict[str, _Stats]) -> Schema:
         if len(levels) < 2:
             raise ValueError(f"{where} has the single value {levels[0]!r}: nothing to model")
         kind = "binary" if len(levels) == 2 else "categorical"
-        variables.append(Variable(name, kind, roles[name], levels=levels, missing=missing))
+        variables.append(
+            Variable(
+                name, kind, roles[name], levels=levels, missing=missing, outcome=name in outcomes
+            )
+        )
     return Schema(id=d.id, time=d.time, variables=variables)
 
 

@@ -50,6 +50,7 @@ class StaticFact:
     kind: str
     levels: tuple[object, ...] | None = None
     tables: tuple[str, ...] = ()  # the tables `sql` reads (checked to exist first)
+    outcome: bool = False  # known only after the stay (the schema marks it `outcome: true`)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ OMOP = Layout(
             "binary",
             (0, 1),
             tables=("death",),
+            outcome=True,
         ),
         "care_site": StaticFact(
             "(SELECT c.care_site_name FROM {care_site} c WHERE c.care_site_id = s.care_site_id)",
@@ -243,6 +245,7 @@ MIMIC_IV = Layout(
             "binary",
             (0, 1),
             tables=("admissions",),
+            outcome=True,
         ),
         "death_during_stay": StaticFact(
             "CASE WHEN EXISTS (SELECT 1 FROM {admissions} a WHERE a.hadm_id = s.admission_id "
@@ -250,6 +253,7 @@ MIMIC_IV = Layout(
             "binary",
             (0, 1),
             tables=("admissions",),
+            outcome=True,
         ),
         "care_unit": StaticFact("s.care_unit", "categorical"),
     },
