@@ -3,7 +3,7 @@ cohorts whose rows are of kinds that never mix, sampled as many patients as it t
 read by the report's row-kind section against the real holdout.
 
     python -m benchmarks.row_kinds [--minutes 8] [--cohorts pk,outcome,demo] [--preset NAME]
-        [--seeds 0 1 2] [--no-record]
+        [--seeds 0 1 2] [--set KEY=VALUE ...] [--no-record]
 
 Cohorts: `pk` (oral dosing records of the one-compartment PK model, `datasets.pk_oral`,
 1,000 patients, dose and sample rows), `outcome` (ICU stays of the known MDP ending in one
@@ -14,7 +14,7 @@ targets: rows of a pattern never in the real table (<= 1%), exclusive items toge
 (<= 0.1%), last-only (first-only) kinds misplaced (<= 1%), the outcome rate against the real
 one (within 0.02; stays ending with `died` = 1, where the cohort has it), and per-kind against
 pooled marginals (the gap minus the holdout's, <= 0.02). With several `--seeds`, one row per
-cohort and model seed.
+cohort and model seed; `--set average=0` changes a setting of the default model.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def run_one(name: str, train, holdout, args: argparse.Namespace, seed: int) -> d
 
     run = Path(tempfile.mkdtemp(prefix=f"hg-rowkinds-{name}-")) / "run"
     began = time.monotonic()
-    model = hg.HealthGym.from_options(preset=args.preset, seed=seed)
+    settings = {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in args.set)}
+    model = hg.HealthGym.from_options(preset=args.preset, seed=seed, **settings)
     model.fit(train, run, max_minutes=args.minutes, progress=False, budget_began=began)
     seconds = time.monotonic() - began
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--cohorts", default="pk,outcome,demo")
     p.add_argument("--preset", help="the default model's preset (e.g. simulator)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="model seeds")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="model settings")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args(argv)
     info = machine()

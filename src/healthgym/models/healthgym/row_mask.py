@@ -14,11 +14,9 @@ the model cannot keep), the column is drawn unmasked: sampling never stalls.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from .tokenizer import Tokenizer
+from .tokenizer import TokenColumn, Tokenizer
 
 
 class RowMask:
@@ -100,10 +98,9 @@ class RowMask:
         return held if holds is None else torch.maximum(held, holds[tokens])
 
 
-def _tokens_of(column: object, item: str | None) -> list[int]:
+def _tokens_of(c: TokenColumn, item: str | None) -> list[int]:
     """The first-column tokens of a tokenizer column that put `item` in the row (`NAME`: any
     value present; `NAME=LEVEL`: that level), or leave the variable empty (None)."""
-    c: Any = column
     n = c.n_tokens
     present = n - 1 if c.missing else n  # the missing token is last
     if item is None:
