@@ -305,6 +305,32 @@ def test_the_previous_treatment_is_observed_alike_in_export_and_simulator(run, t
         del os.environ["MINARI_DATASETS_PATH"]
 
 
+def test_training_keeps_the_observation_statistics_with_the_run(run, tmp_path):
+    """Issue 29: training writes each observation column's mean and scale with the run
+    (observations.json, from patients drawn from it); the simulator reads them, and they
+    equal a fresh draw's; a damaged file is named when the run loads."""
+    import json
+    import shutil
+
+    from healthgym.rl.transitions import scaling_of_run
+
+    stats = json.loads((run / "observations.json").read_text())
+    sim = simulator.make(run, normalize=True, previous=True).sim
+    names = sim.layout.names
+    assert any(n.startswith("vent__previous") for n in names)
+    np.testing.assert_array_equal(sim.scaling[0], [stats[n][0] for n in names])
+    np.testing.assert_array_equal(sim.scaling[1], [stats[n][1] for n in names])
+    model = hg.load(run)
+    model.observation_stats = None  # as a run folder written before it
+    mean, scale = scaling_of_run(model, sim.actions, [], True)
+    np.testing.assert_allclose(mean, sim.scaling[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scale, sim.scaling[1], rtol=1e-5, atol=1e-6)
+    copy = shutil.copytree(run, tmp_path / "copy")
+    (copy / "observations.json").write_text('{"hr": [90.0, 0.0]}')
+    with pytest.raises(ValueError, match=r"observations.json: expected \{column: \[mean, scale"):
+        hg.load(copy)
+
+
 def test_normalised_observations_are_scaled_alike_in_export_and_simulator(
     run, tmp_path, monkeypatch
 ):

@@ -36,7 +36,7 @@ from ..data.cohort import Cohort
 from ..evaluation.figures import new_figure
 from ..evaluation.report import Report
 from . import one_step
-from .offline import transitions
+from .transitions import transitions
 
 CAPTIONS = {
     "one_step": "One step ahead: KS distance between predicted and real next values per "

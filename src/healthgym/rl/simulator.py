@@ -24,8 +24,8 @@ from ..models.healthgym.model import HealthGym
 from ..models.healthgym.row_mask import RowMask
 from ..models.healthgym.sampler import StepDrawer, draw_statics
 from .observations import ObservationLayout
-from .offline import scaling_of_run
 from .rewards import Reward, warn_of_fixed_ends, warn_of_leaks
+from .transitions import scaling_of_run
 
 
 class Simulator:

@@ -28,6 +28,9 @@ WEIGHTS_FILE = "weights.pt"
 #: Weights files of healthgym 0.1.0 run folders, and the key holding the state dict.
 LEGACY_WEIGHTS = {"generator.pt": "generator", "model.pt": "model"}
 METRICS_FILE = "metrics.jsonl"
+#: The default model's observation statistics, where its schema names treatments: the mean
+#: and scale of every column its simulator and the RL export can show (`rl.transitions`).
+OBSERVATIONS_FILE = "observations.json"
 PLOT_FILE = "learning_dynamics.png"
 CHECKPOINTS = "checkpoints"
 #: model.json's format: 2 adds "format" and "healthgym" (the version that wrote it); the

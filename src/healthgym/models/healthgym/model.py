@@ -8,14 +8,17 @@ quality of the best peers (measured in `benchmarks/peers`, BENCHMARKS.md).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ...data.atomic import write_text_atomic
 from ...data.cohort import Cohort
 from ...data.parquet_shards import ParquetShards
 from ...training import distributed, run_folder
@@ -64,6 +67,10 @@ class HealthGym(ConditionableModel):
 
     #: model.json's "privacy" block of a differentially private run (`private.py`), else None
     privacy: dict[str, Any] | None = None
+    #: column -> [mean, scale] of the observations a simulator of this model can show, from
+    #: patients drawn from it after training (`rl.transitions.observation_statistics`); kept
+    #: with the run where the schema names treatments, else None
+    observation_stats: dict[str, list[float]] | None = None
     _private: Any = None  # the `private.PrivateRun` while a DP fit runs
     _draws: dict[str, int] | None = None  # a --stream fit: this process's tie streams' start
 
@@ -104,7 +111,26 @@ class HealthGym(ConditionableModel):
         model = super().from_meta(path, meta, **changes)
         block = meta.get("privacy")
         model.privacy = block if isinstance(block, dict) else None
+        model.observation_stats = _read_observation_stats(path / run_folder.OBSERVATIONS_FILE)
         return model
+
+    def _train(self, cohort: Any, encoding: Any, ctx: Any, run_dir: Any, *args: Any) -> None:
+        super()._train(cohort, encoding, ctx, run_dir, *args)
+        if ctx.main and encoding.schema.actions:  # what its simulator's observations scale by
+            from ...rl.transitions import observation_statistics
+
+            self.observation_stats = observation_statistics(self)
+            self._write_observation_stats(run_dir)
+
+    def save(self, path: Any) -> Any:
+        path = super().save(path)
+        self._write_observation_stats(path)
+        return path
+
+    def _write_observation_stats(self, folder: Any) -> None:
+        if self.observation_stats is not None:
+            text = json.dumps(self.observation_stats, indent=1)
+            write_text_atomic(Path(folder) / run_folder.OBSERVATIONS_FILE, text)
 
     def _metadata(self) -> dict[str, Any]:
         if self._private is not None:
@@ -214,3 +240,23 @@ class HealthGym(ConditionableModel):
     # ---- the run folder ----------------------------------------------------------------------
     def _build_network(self, encoding: Tokenizer, meta: dict[str, Any]) -> PatientModel:
         return build_model(encoding, self.config)
+
+
+def _read_observation_stats(path: Path) -> dict[str, list[float]] | None:
+    """A run's observation statistics (None where it has none); a ValueError naming the file
+    where it is not a mapping of column names to [mean, scale > 0]."""
+    if not path.is_file():
+        return None
+    try:
+        stats = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(stats, dict) or not all(
+        isinstance(v, list)
+        and len(v) == 2
+        and all(isinstance(x, int | float) and np.isfinite(x) for x in v)
+        and v[1] > 0
+        for v in stats.values()
+    ):
+        raise ValueError(f"{path}: expected {{column: [mean, scale > 0]}} for every column")
+    return stats
