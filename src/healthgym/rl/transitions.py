@@ -160,17 +160,8 @@ def observation_statistics(model: Any) -> dict[str, list[float]]:
     from `SCALING_PATIENTS` patients drawn from it: what training writes with the run
     (`observations.json`). A column's figures do not depend on the others, so any layout
     picks its own by name."""
-    schema = model.schema
-    actions = [v.name for v in schema.actions]
-    cohort = model.sample(SCALING_PATIENTS, seed=SCALING_SEED)
-    with warnings.catch_warnings():  # a leak warning concerns a policy, not these figures
-        warnings.simplefilter("ignore")
-        data = transitions(cohort, "0", actions, previous=True)
-    mean, scale = scaling(np.concatenate(data.observations))
-    return {
-        name: [float(m), float(s)]
-        for name, m, s in zip(data.observation_names, mean, scale, strict=True)
-    }
+    names, mean, scale = _drawn_scaling(model, [v.name for v in model.schema.actions], (), True)
+    return {n: [float(m), float(s)] for n, m, s in zip(names, mean, scale, strict=True)}
 
 
 def scaling_of_run(
@@ -187,6 +178,16 @@ def scaling_of_run(
         if all(n in saved for n in names):
             figures = np.array([saved[n] for n in names], dtype=np.float32).reshape(-1, 2)
             return figures[:, 0], figures[:, 1]
+    return _drawn_scaling(model, actions, hidden, previous)[1:]
+
+
+def _drawn_scaling(
+    model: Any, actions: Sequence[str], hidden: Sequence[str], previous: bool
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The observation names, means and scales of the run's seeded draw of patients."""
     cohort = model.sample(SCALING_PATIENTS, seed=SCALING_SEED)
-    data = transitions(cohort, "0", actions, hidden=hidden, previous=previous)
-    return scaling(np.concatenate(data.observations))
+    with warnings.catch_warnings():  # a leak warning concerns a policy, not these figures
+        warnings.simplefilter("ignore")
+        data = transitions(cohort, "0", actions, hidden=hidden, previous=previous)
+    mean, scale = scaling(np.concatenate(data.observations))
+    return data.observation_names, mean, scale
