@@ -3,7 +3,8 @@ patient-steps/s, the model's recurrent state carried from step to step, against 
 simulator's model calls, which re-ran the network over the whole history for each token
 column (measured here in the same run, on the same network).
 
-    python -m benchmarks.simulator_speed [--patients 1,64,512,4096] [--seconds 5] [--no-record]
+    python -m benchmarks.simulator_speed [--patients 1,64,512,4096] [--seconds 5] [--workers 2]
+        [--no-record]
 
 The default model is trained for one step on the demo cohort with mechanical ventilation as
 the treatment (speed does not depend on the weights). For each number of patients:
@@ -23,7 +24,9 @@ the treatment (speed does not depend on the weights). For each number of patient
 - bound: the machine's matmul GFLOP/s (at the threads used) over the network's FLOPs per
   patient-step, the rate no implementation can beat.
 
-Each is measured at 1 and 2 threads (``--threads``; the machines here have 2 cores).
+Each is measured at 1 and 2 threads (``--threads``; the machines here have 2 cores). Then, for
+every vector size, one process at one thread stepped without pause (auto-reset) against the
+same patients split among ``--workers`` processes of one thread each (`rl.workers`).
 """
 
 from __future__ import annotations
@@ -84,6 +87,19 @@ def new_rate(env: Any, n: int, seconds: float) -> tuple[float, float]:
     early = np.median([x for t, xs in by_step.items() if 1 <= t <= 4 for x in xs])
     late = [x for t, xs in by_step.items() if t >= 8 for x in xs]
     return done_steps / elapsed, float(np.median(late) / early) if late else float("nan")
+
+
+def stream_rate(env: Any, n: int, seconds: float) -> float:
+    """Patient-steps/s of a vector env stepped without pause for about `seconds` (finished
+    patients replaced by its auto-reset, as online RL steps it), after one reset."""
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    env.step(rng.integers(0, 2, size=n))  # a first step outside the clock
+    done_steps, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        env.step(rng.integers(0, env.single_action_space.n, size=n))
+        done_steps += n
+    return done_steps / (time.perf_counter() - began)
 
 
 def draw_state(sim: Any, static: torch.Tensor, prefix: torch.Tensor, rng: torch.Generator):
@@ -149,6 +165,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--patients", default="1,64,512,4096", help="patients stepped together")
     p.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     p.add_argument("--threads", default="1,2", help="torch threads, each measured")
+    p.add_argument("--workers", default="2", help="worker processes (`workers=`), each measured")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args(argv)
     from healthgym.rl import env as simulator
@@ -181,11 +198,33 @@ def main(argv: list[str] | None = None) -> str:
                 }
             )
             print(rows[-1], flush=True)
+    torch.set_num_threads(1)
+    split = []  # one process at one thread against `workers` processes of one thread each
+    for n in (int(x) for x in args.patients.split(",") if int(x) > 1):
+        reward = "-(MAP_next < 65)"
+        one = stream_rate(simulator.make(run, reward=reward, num_envs=n), n, args.seconds)
+        for workers in (int(x) for x in args.workers.split(",")):
+            envs = simulator.make(run, reward=reward, num_envs=n, workers=workers)
+            rate = stream_rate(envs, n, args.seconds)
+            envs.close()
+            split.append(
+                {
+                    "patients": n,
+                    "workers": workers,
+                    "one process patient-steps/s": one,
+                    "workers patient-steps/s": rate,
+                    "workers / one": rate / one,
+                }
+            )
+            print(split[-1], flush=True)
     matmul = ", ".join(f"{g:.1f} GFLOP/s at {t} thread(s)" for t, g in peaks.items())
     text = (
         header("Simulator speed", "benchmarks.simulator_speed", argv, info)
         + f"\nmatmul {matmul}; network {step_flops(env.sim) / 1e3:.0f} kFLOP per patient-step\n\n"
         + table(rows)
+        + "\n\nStepped without pause (auto-reset), one process against worker processes "
+        + "(`workers=`, one thread each):\n\n"
+        + table(split)
         + "\n"
     )
     return publish(text, args.no_record, SECTION)

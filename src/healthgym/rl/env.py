@@ -44,15 +44,23 @@ def make(
     num_envs: int | None = None,
     previous: bool = False,
     normalize: bool = False,
+    workers: int = 1,
 ) -> Any:
     """The simulator of the default model in `run_dir`: a `PatientEnv`, or with `num_envs`
-    a `VectorPatientEnv` stepping that many patients at once. `hidden` variables are left
+    a `VectorPatientEnv` stepping that many patients at once (with `workers` > 1, split
+    among that many processes: `workers.WorkerPatientEnv`). `hidden` variables are left
     out of the observations (as in the export), not out of the reward; `previous` adds the
     treatments of the step before to the observations (as the export's ``previous``);
     `normalize` scales each observation column by the mean and standard deviation of patients
     drawn from the run (`observations.scaling_of_run`, as the export's ``normalize``)."""
-    model = HealthGym.load(run_dir)
     kw = dict(reward=reward, actions=actions, hidden=hidden, previous=previous, normalize=normalize)
+    if workers != 1:
+        if num_envs is None:
+            raise ValueError("workers step a vector environment's patients: give num_envs too")
+        from .workers import WorkerPatientEnv
+
+        return WorkerPatientEnv(run_dir, num_envs, workers, **kw)
+    model = HealthGym.load(run_dir)
     if num_envs is None:
         return PatientEnv(model, **kw)
     return VectorPatientEnv(model, num_envs, **kw)

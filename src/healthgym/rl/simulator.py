@@ -68,7 +68,8 @@ class Simulator:
         for name in self.actions:
             if schema[name].kind == "real":
                 raise ValueError(f"action {name!r} is real: make it categorical (bins) to act")
-        self.levels = {c.name: c.values for c in tok.dynamic_columns if c.name in self.actions}
+        values = {c.name: c.values for c in tok.dynamic_columns}
+        self.levels = {name: values[name] for name in self.actions}  # in the actions' order
         self.action_codes = {}  # per treatment: where its tokens go, each level's, its levels
         for name in self.actions:
             column, at = tok.column_at(name)
@@ -97,29 +98,8 @@ class Simulator:
 
     # ---- actions -------------------------------------------------------------------------------
     def check_actions(self, actions: Any, n: int) -> np.ndarray:
-        """(n, A) level indices from what a policy gave, or a ValueError naming the treatment
-        and its levels (a float that is not whole, a level out of range, a wrong shape)."""
-        a = np.asarray(actions)
-        shape = (n, len(self.actions))
-        if a.size != n * len(self.actions):
-            raise ValueError(
-                f"actions must be {n} x {len(self.actions)} level indices "
-                f"({', '.join(self.actions)}), got shape {a.shape}"
-            )
-        a = a.reshape(shape)
-        if a.dtype.kind not in "iub" and not (
-            a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a))
-        ):
-            raise ValueError(f"actions must be whole level indices, got {actions!r}")
-        a = a.astype(np.int64)
-        for k, name in enumerate(self.actions):
-            bad = (a[:, k] < 0) | (a[:, k] >= len(self.levels[name]))
-            if bad.any():
-                raise ValueError(
-                    f"action for {name} must be a level index 0..{len(self.levels[name]) - 1} "
-                    f"(levels {self.levels[name]}), got {a[bad, k][0]}"
-                )
-        return a
+        """(n, A) level indices from what a policy gave (`check_actions`)."""
+        return check_actions(actions, n, self.levels)
 
     # ---- patients ------------------------------------------------------------------------------
     def begin(self, n: int, rng: torch.Generator, np_rng: np.random.Generator, static: Any) -> None:
@@ -324,6 +304,32 @@ class Simulator:
         schema, n = self.tok.schema, len(self.lengths)
         frame = pd.DataFrame({schema.id: np.arange(n), schema.time: self.tok.time_origin + t})
         return pd.concat([frame, pd.DataFrame(values)], axis=1)
+
+
+def check_actions(actions: Any, n: int, levels: dict[str, list]) -> np.ndarray:
+    """(n, A) level indices from what a policy gave for `n` patients and the treatments
+    `levels` (name -> its levels), or a ValueError naming the treatment and its levels (a
+    float that is not whole, a level out of range, a wrong shape)."""
+    a, names = np.asarray(actions), list(levels)
+    if a.size != n * len(names):
+        raise ValueError(
+            f"actions must be {n} x {len(names)} level indices ({', '.join(names)}), "
+            f"got shape {a.shape}"
+        )
+    a = a.reshape(n, len(names))
+    if a.dtype.kind not in "iub" and not (
+        a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a))
+    ):
+        raise ValueError(f"actions must be whole level indices, got {actions!r}")
+    a = a.astype(np.int64)
+    for k, name in enumerate(names):
+        bad = (a[:, k] < 0) | (a[:, k] >= len(levels[name]))
+        if bad.any():
+            raise ValueError(
+                f"action for {name} must be a level index 0..{len(levels[name]) - 1} "
+                f"(levels {levels[name]}), got {a[bad, k][0]}"
+            )
+    return a
 
 
 def _median(column: Any) -> float:
