@@ -37,15 +37,19 @@ def test_the_end_must_be_a_known_choice():
 
 
 @pytest.mark.parametrize("direct", [False, True])
-def test_the_step_drawer_draws_the_end_the_whole_history_would(direct):
+@pytest.mark.parametrize("skip", [False, True])
+def test_the_step_drawer_draws_the_end_the_whole_history_would(direct, skip):
     """From the same uniforms, the carried-state drawer draws the end and the columns that
     the network gives when re-run over the whole history (`logits`, `end_logits`), with the
-    treatments read through the recurrent state alone or also directly."""
+    treatments (and, with `skip`, the previous step's tokens) read through the recurrent
+    state alone or also directly."""
     cohort = treated_cohort(16, seed=4)
     tok = Tokenizer(cohort.schema, 8, 4).fit(cohort)
-    cfg = HealthGymConfig(end="drawn", width=16, direct_treatments=direct)
+    cfg = HealthGymConfig(end="drawn", width=16, direct_treatments=direct, skip=skip)
     seq = build_model(tok, cfg).sequence.eval()
-    assert (seq.treated is not None) == direct
+    assert (seq.treated is not None) == direct and (seq.skip is not None) == skip
+    for p in seq.skip.parameters() if skip else []:  # it starts at 0: as if trained
+        torch.nn.init.normal_(p)
     tokens = tok.transform(cohort)
     static, dynamic = torch.from_numpy(tokens.static), torch.from_numpy(tokens.dynamic)
     drawer = StepDrawer(seq, static, 1.0)
@@ -58,7 +62,7 @@ def test_the_step_drawer_draws_the_end_the_whole_history_would(direct):
             end = torch.zeros(16, t + 1, dtype=torch.long)
             _, s = seq.logits(static, dynamic[:, : t + 1], end, with_state=True)
             treated = seq.treatments(dynamic[:, : t + 1])
-            now = c + (treated[:, t] if direct else 0.0)
+            now = c + (treated[:, t] if direct or skip else 0.0)
             ends = pick(seq.end_logits(s[:, t], now), u[t, -1].double()).bool()
             if t == seq.max_length - 1:
                 ends[:] = True

@@ -79,6 +79,11 @@ class HealthGymConfig(ConfigBase):
     #: (and its end) directly, not only through the recurrent state: a next state that
     #: follows the treatment as the data say (issue 28); False: as run folders before it
     direct_treatments: bool = False
+    #: with `end="drawn"`, the previous step's tokens reach the step's end and its every
+    #: column directly, not only through the recurrent state: end hazards and outcome flags
+    #: that turn sharply on the last state (issue 33, `benchmarks.row_kinds`); False: as run
+    #: folders before it (their model.json has no such key)
+    skip: bool = True
     max_loss: float = 1e6  #: a loss that is NaN, inf or larger stops the run
     #: --stream (a `ParquetShards` cohort): the binned reals' quantiles are fitted on this
     #: many patients, a seeded sample (all of them when the cohort has no more: then the

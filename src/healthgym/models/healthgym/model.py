@@ -106,7 +106,10 @@ class HealthGym(ConditionableModel):
     def from_meta(cls, path: Any, meta: dict[str, Any], **changes: Any) -> HealthGym:
         saved = meta.get("config")
         if isinstance(saved, dict):  # written before these settings: trained without them
-            older = {"last_value": False, "average": 0.0, "levels": False, "end": "length"}
+            older = {
+                "last_value": False, "average": 0.0, "levels": False, "end": "length",
+                "skip": False,
+            }  # fmt: skip
             changes = {k: v for k, v in older.items() if k not in saved} | changes
         model = super().from_meta(path, meta, **changes)
         block = meta.get("privacy")

@@ -75,6 +75,7 @@ class SequenceModel(nn.Module):
         levels: list[bool] | None = None,
         ends: bool = False,
         actions: int = 0,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         self.vocab, self.max_length = [len(p) for p in positions], max_length
@@ -90,6 +91,13 @@ class SequenceModel(nn.Module):
             self.end_pos = nn.Parameter(torch.zeros(width))  # the end's place in the step
             self.end_head = nn.Linear(width, 2)  # does the stay end at this step?
             self.end_in = nn.Embedding(2, width)  # what the step's columns read of it
+        # with `skip` (and `ends`), the previous step's tokens reach the step's end and its
+        # columns directly, not only through the GRU's summary: hazards and outcome flags that
+        # turn sharply on the last state (issue 33)
+        self.skip = Embeddings(positions, width) if skip and ends else None
+        if self.skip is not None:  # starts as the model without it, and learns what it adds
+            for p in self.skip.parameters():
+                nn.init.zeros_(p)
         # same[j, i] = 1 where tokens i and j belong to one variable (a real's coarse + fine)
         g = torch.tensor(groups)
         self.register_buffer("same", (g[:, None] == g[None, :]).float(), persistent=False)
@@ -119,11 +127,13 @@ class SequenceModel(nn.Module):
 
     def treatments(self, dynamic: torch.Tensor) -> torch.Tensor | float:
         """(B, T, W): each step's previous step's treatments, embedded (0 at the first step;
-        0. without `actions`)."""
-        if self.treated is None:
-            return 0.0
-        a = self.treated(dynamic[..., len(self.vocab) - self.actions :])  # (B, T, W)
-        return torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], dim=1)
+        0. without `actions`) and, with `skip`, its tokens."""
+        out: torch.Tensor | float = 0.0
+        if self.treated is not None:
+            out = _shifted(self.treated(dynamic[..., len(self.vocab) - self.actions :]))
+        if self.skip is not None:
+            out = out + _shifted(self.skip(dynamic))
+        return out
 
     def end_logits(self, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """With `ends`: logits (..., 2) of 'the stay ends at this step' from the recurrent
@@ -195,7 +205,7 @@ class SequenceModel(nn.Module):
         z = earlier + before  # contiguous; in-place adds keep it so (the GRU's s is not, and
         z += s[:, :t, None]  # LayerNorm would copy a non-contiguous z in every pass)
         z += self.column_pos + c[:, None, None]
-        if self.treated is not None:
+        if self.treated is not None or self.skip is not None:
             z += self.treatments(dynamic)[:, :, None]
         if self.ends:  # the step's columns know whether it is the stay's last
             z += self.end_in.weight[0 if end is None else end][..., None, :]
@@ -219,7 +229,7 @@ class SequenceModel(nn.Module):
             history = tuple(h[:, -1] for h in self.last.history(dynamic))
             before = self.last.context(self.recall(history[0]), history)
         z = s[:, -1, None] + (e.cumsum(dim=1) - e) + before + self.column_pos + c[:, None]
-        if self.treated is not None:
+        if self.treated is not None or self.skip is not None:
             z = z + self.treatments(dynamic)[:, -1, None]
         if self.ends:
             z = z + self.end_in.weight[0 if end is None else end][..., None, :]
@@ -264,6 +274,7 @@ class PatientModel(nn.Module):
         levels: list[bool] | None = None,
         ends: bool = False,
         actions: int = 0,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         self.statics = StaticModel(static_positions, width, dropout)
@@ -278,7 +289,13 @@ class PatientModel(nn.Module):
             levels,
             ends,
             actions,
+            skip,
         )
+
+
+def _shifted(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, W) -> each step's previous step's (0 at the first step)."""
+    return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
 
 
 # ---- likelihood ---------------------------------------------------------------------------

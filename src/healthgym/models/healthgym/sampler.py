@@ -141,6 +141,17 @@ def draw_stays(
     return out * (torch.arange(longest, device=out.device) < drawn[:, None])[..., None], drawn
 
 
+def _direct(model: SequenceModel, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, W) what a step's tokens (B, D) give the next step directly: its treatments'
+    embedding (`model.treated`) and, with `model.skip`, its tokens'."""
+    parts = []
+    if model.treated is not None:
+        parts.append(model.treated(tokens[:, len(model.vocab) - model.actions :]))
+    if model.skip is not None:
+        parts.append(model.skip(tokens))
+    return torch.stack(parts).sum(0)
+
+
 class StepDrawer:
     """Patients' steps drawn one at a time, the recurrent state carried from step to step (a
     step costs the same whatever came before): `draw` the next step's token columns (all, or
@@ -178,7 +189,7 @@ class StepDrawer:
         self.first = model.same.argmax(1)  # (D,): the first token column of each variable
         self.tables = model.column_in.joined().split(model.vocab)  # column j's rows (views)
         self.x, self.h = torch.zeros_like(self.c), None
-        self.acted = torch.zeros_like(self.c)  # (B, W) the previous step's treatments
+        self.acted = torch.zeros_like(self.c)  # (B, W) what reaches the next step directly
         self.before = self.c.new_zeros(d, b, self.c.shape[1])  # (D, B, W): one step back
         self.none = torch.zeros(b, dtype=torch.long, device=dev)
         self.steps: StepKernel | None = None
@@ -305,8 +316,9 @@ class StepDrawer:
         """Step t's tokens (B, D), those drawn and those set: the state moves to step t + 1."""
         self.t += 1
         self.x = F.embedding(tokens + self.step_at, self.step_table).sum(1)
-        if self.model.treated is not None:
-            self.acted = self.model.treated(tokens[:, len(self.model.vocab) - self.model.actions :])
+        model = self.model
+        if model.treated is not None or model.skip is not None:  # what reaches the next step
+            self.acted = _direct(model, tokens)
         kernel = self.kernel
         if kernel is None:
             prev = F.embedding(tokens.T + self.previous_at[:, None], self.previous_table)

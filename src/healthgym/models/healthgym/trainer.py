@@ -77,6 +77,7 @@ def build_model(tokens: Tokenizer, cfg: HealthGymConfig) -> PatientModel:
             levels if cfg.last_value and cfg.levels and not private else None,
             ends,
             treatments if cfg.direct_treatments else 0,
+            cfg.skip,
         )
 
 
