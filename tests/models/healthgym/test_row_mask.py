@@ -4,6 +4,7 @@ mask breaks both, so the test can fail."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,11 @@ def test_sampled_rows_keep_the_rules(tmp_path: Path, monkeypatch: pytest.MonkeyP
     model = hg.HealthGym(width=8, epochs=1, seed=0).fit(train, tmp_path / "run")
     # stays that end in an outcome row: by default the steps draw where they end
     assert model.config.end == "drawn" and hg.load(tmp_path / "run").config.end == "drawn"
+    # ... and the previous step's tokens reach the step's end and columns directly (`skip`)
+    assert model._fitted()[0].sequence.skip is not None
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    del meta["config"]["skip"]  # as model.json files written before it
+    assert hg.HealthGym.from_meta(tmp_path / "run", meta).config.skip is False
     kept = model.sample(400, seed=1)
     assert broken(kept) == 0
     check_rows(kept.table, kept.schema)  # what training would accept
