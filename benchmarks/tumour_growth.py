@@ -6,7 +6,7 @@ treatment sequences other than the recorded ones; against the truth from the mod
 equations and each patient's own parameters.
 
     python -m benchmarks.tumour_growth [--gammas 0,2,4] [--patients 2000] [--minutes 3]
-        [--test 300] [--draws 20] [--no-baseline] [--no-record]
+        [--test 300] [--draws 20] [--no-baseline] [--set KEY=VALUE ...] [--no-record]
 
 Protocol: held-out patients resumed at days 10, 25 and 40 (those still in the stay 5 days
 later), each treated from then on by one of four sequences (none, chemo every day, radio
@@ -21,6 +21,7 @@ volume carried forward.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -98,8 +99,10 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--draws", type=int, default=20, help="simulated paths per prediction")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baseline", action="store_true", help="leave out the treatment-blind")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="model settings")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args(argv)
+    settings = {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in args.set)}
     import healthgym as hg
     from healthgym.datasets import tumour_growth as tg
     from healthgym.rl.simulator import Simulator
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> str:
                 data["treatment-blind"] = treatments_shuffled(train, args.seed)
             sims = {}
             for name, cohort in data.items():
-                model = hg.HealthGym.from_options(preset="simulator")
+                model = hg.HealthGym.from_options(preset="simulator", **settings)
                 t0 = time.perf_counter()
                 model.fit(cohort, Path(tmp) / f"{name}-{gamma}", max_minutes=args.minutes,
                           progress=False)  # fmt: skip

@@ -10,8 +10,11 @@ pytest.importorskip("gymnasium")
 def test_the_speed_benchmark_reports_each_figure():
     from benchmarks.simulator_speed import main
 
-    text = main(["--patients", "1,8", "--seconds", "0.2", "--threads", "1,2", "--no-record"])
+    text = main(["--patients", "1,8", "--seconds", "0.2", "--threads", "1,2", "--no-record",
+                 "--workers", "2"])  # fmt: skip
     for column in ("new patient-steps/s", "0.2.0 model calls/s", "sampler patient-steps/s",
-                   "network floor/s", "late / early step", "FLOP bound/s"):  # fmt: skip
+                   "network floor/s", "late / early step", "FLOP bound/s",
+                   "workers patient-steps/s", "workers / one"):  # fmt: skip
         assert column in text
-    assert text.count("\n| ") == 5  # the header and one row per threads and patients
+    # each table's header and one row per threads and patients, then per vector size
+    assert text.count("\n| ") == 5 + 2
