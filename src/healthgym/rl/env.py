@@ -19,6 +19,7 @@ step (gymnasium 1.x's next-step auto-reset).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def make(
             raise ValueError("workers step a vector environment's patients: give num_envs too")
         from .workers import WorkerPatientEnv
 
-        return WorkerPatientEnv(run_dir, num_envs, workers, **kw)
+        return WorkerPatientEnv(run_dir, num_envs, workers, serve_shard, **kw)
     model = HealthGym.load(run_dir)
     if num_envs is None:
         return PatientEnv(model, **kw)
@@ -144,6 +145,31 @@ class VectorPatientEnv(gym.vector.VectorEnv):
             lengths = self.sim.length_info()
             infos = lengths | {f"_{k}": restart.copy() for k in lengths}
         return obs, reward, terminated, truncated, infos
+
+
+def serve_shard(pipe: Any, run_dir: str, n: int, options: dict[str, Any]) -> None:
+    """A worker process of `workers.WorkerPatientEnv`: a `VectorPatientEnv` of `n` patients
+    at one thread, answering the parent's commands (its errors and warnings sent back)."""
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            env = make(run_dir, num_envs=n, **options)
+        spaces = (env.sim.levels, env.single_action_space, env.single_observation_space)
+        pipe.send(("ok", (spaces, [str(w.message) for w in caught])))
+    except Exception as error:  # noqa: BLE001 - the parent raises it
+        pipe.send(("error", (type(error).__name__, str(error))))
+        return
+    while True:
+        command, value = pipe.recv()
+        if command == "close":
+            return
+        try:
+            answer = env.reset(**value) if command == "reset" else env.step(value)
+        except Exception as error:  # noqa: BLE001 - the parent raises it
+            pipe.send(("error", (type(error).__name__, str(error))))
+            continue
+        pipe.send(("ok", answer))
 
 
 def _spaces(sim: Simulator) -> tuple[gym.Space, gym.Space]:

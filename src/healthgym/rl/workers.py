@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,19 @@ from .simulator import check_actions
 
 class WorkerPatientEnv(gym.vector.VectorEnv):
     """`num_envs` simulated patients of the run in `run_dir`, stepped in `workers` processes
-    (options as `env.make`'s)."""
+    (options as `env.make`'s), each running `serve(pipe, run_dir, patients, options)`
+    (`env.serve_shard`: a `VectorPatientEnv` answering this class's commands)."""
 
     metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": "next_step"}
 
-    def __init__(self, run_dir: str | Path, num_envs: int, workers: int, **options: Any) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        num_envs: int,
+        workers: int,
+        serve: Callable[..., None],
+        **options: Any,
+    ) -> None:
         self._pipes: list[Any] = []
         self._processes: list[Any] = []
         self.closed = True  # until the workers run: nothing to close
@@ -46,7 +55,7 @@ class WorkerPatientEnv(gym.vector.VectorEnv):
         for size in self.sizes:
             ours, theirs = context.Pipe()
             process = context.Process(
-                target=_serve, args=(theirs, str(run_dir), size, options), daemon=True
+                target=serve, args=(theirs, str(run_dir), size, options), daemon=True
             )
             process.start()
             theirs.close()
@@ -117,34 +126,3 @@ class WorkerPatientEnv(gym.vector.VectorEnv):
 
 def _joined(parts: list[Any]) -> np.ndarray:
     return np.concatenate(parts)
-
-
-def _serve(pipe: Any, run_dir: str, n: int, options: dict[str, Any]) -> None:
-    """A worker: one `VectorPatientEnv` of `n` patients, answering the parent's commands."""
-    import torch
-
-    from .env import make
-
-    torch.set_num_threads(1)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            env = make(run_dir, num_envs=n, **options)
-        spaces = (env.sim.levels, env.single_action_space, env.single_observation_space)
-        pipe.send(("ok", (spaces, [str(w.message) for w in caught])))
-    except Exception as error:  # noqa: BLE001 - the parent raises it
-        pipe.send(("error", (type(error).__name__, str(error))))
-        return
-    while True:
-        command, value = pipe.recv()
-        if command == "close":
-            return
-        try:
-            if command == "reset":
-                answer: Any = env.reset(**value)
-            else:
-                answer = env.step(value)
-        except Exception as error:  # noqa: BLE001 - the parent raises it
-            pipe.send(("error", (type(error).__name__, str(error))))
-            continue
-        pipe.send(("ok", answer))
