@@ -122,6 +122,13 @@ def treated_cohort(n: int = 120, seed: int = 0) -> hg.Cohort:
     return cohort
 
 
+def treated_run(folder):
+    """A small default model of `treated_cohort` trained into `folder`, the simulator tests'
+    run; returns the folder."""
+    hg.HealthGym(width=32, epochs=40, bins=8, fine=4).fit(treated_cohort(), folder, progress=False)
+    return folder
+
+
 def outcome_stays(n: int, seed: int) -> hg.Cohort:
     """Stays of 2 to 8 four-hour steps of HR and MAP, then one outcome row: the measurements
     empty and `survived` or `died` = 1 (a treatment `vaso` on measurement rows)."""

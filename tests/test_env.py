@@ -9,14 +9,12 @@ gym = pytest.importorskip("gymnasium")
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 from healthgym.rl import env as simulator  # noqa: E402
-from helpers import treated_cohort  # noqa: E402
+from helpers import treated_cohort, treated_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sim")
-    hg.HealthGym(width=32, epochs=40, bins=8, fine=4).fit(treated_cohort(), folder, progress=False)
-    return folder
+    return treated_run(tmp_path_factory.mktemp("sim"))
 
 
 def test_it_is_a_gymnasium_env_reproducible_by_seed(run):

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import healthgym as hg
-from helpers import treated_cohort
+from helpers import treated_cohort, treated_run
 
 pytest.importorskip("gymnasium")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "rl.md"
@@ -40,9 +39,7 @@ def run_example(name: str, run: Path, folder: Path, monkeypatch) -> dict:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("examples") / "run"
-    hg.HealthGym(width=32, epochs=40, bins=8, fine=4).fit(treated_cohort(), folder, progress=False)
-    return folder
+    return treated_run(tmp_path_factory.mktemp("examples") / "run")
 
 
 def observations(run: Path) -> np.ndarray:

@@ -4,8 +4,7 @@ spaces, checks, auto-reset and treatment response as one process's, reproducible
 import numpy as np
 import pytest
 
-import healthgym as hg
-from helpers import treated_cohort
+from helpers import treated_run
 
 gym = pytest.importorskip("gymnasium")
 from healthgym.rl import env as simulator  # noqa: E402
@@ -13,9 +12,7 @@ from healthgym.rl import env as simulator  # noqa: E402
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("workers")
-    hg.HealthGym(width=32, epochs=40, bins=8, fine=4).fit(treated_cohort(), folder, progress=False)
-    return folder
+    return treated_run(tmp_path_factory.mktemp("workers"))
 
 
 @pytest.fixture(scope="module")
