@@ -80,3 +80,9 @@ def test_refusals(run, envs):
     with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
         fresh.step(np.zeros(4))
     fresh.close()
+    fresh = simulator.make(run, num_envs=4, workers=2)
+    fresh._processes[1].kill()
+    fresh._processes[1].join()
+    with pytest.raises(RuntimeError, match="a worker process ended"):
+        fresh.reset(seed=0)
+    fresh.close()

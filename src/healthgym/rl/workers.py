@@ -16,7 +16,7 @@ import multiprocessing as mp
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import gymnasium as gym
 import numpy as np
@@ -75,23 +75,31 @@ class WorkerPatientEnv(gym.vector.VectorEnv):
         seeds: list[int | None] = [None] * len(self.sizes)
         if seed is not None:  # one stream per shard, all from the one seed
             seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(len(seeds))]
-        for pipe, s in zip(self._pipes, seeds, strict=True):
-            pipe.send(("reset", {"seed": s, "options": options}))
-        answers = self._gather()
-        return _joined([a[0] for a in answers]), self._infos([a[1] for a in answers])
+        answers = self._ask([("reset", {"seed": s, "options": options}) for s in seeds])
+        return _joined([x[0] for x in answers]), self._infos([x[1] for x in answers])
 
     def step(self, actions: Any):
         a = check_actions(actions, self.num_envs, self.levels)
         at = np.cumsum([0, *self.sizes])
-        for k, pipe in enumerate(self._pipes):
-            pipe.send(("step", a[at[k] : at[k + 1]]))
-        answers = self._gather()
-        obs, reward, terminated, truncated = (_joined([a[i] for a in answers]) for i in range(4))
-        return obs, reward, terminated, truncated, self._infos([a[4] for a in answers])
+        answers = self._ask([("step", a[at[k] : at[k + 1]]) for k in range(len(self.sizes))])
+        obs, reward, terminated, truncated = (_joined([x[i] for x in answers]) for i in range(4))
+        return obs, reward, terminated, truncated, self._infos([x[4] for x in answers])
+
+    def _ask(self, commands: list[tuple[str, Any]]) -> list[Any]:
+        """Each worker's command sent, then every answer gathered (`_gather`)."""
+        try:
+            for pipe, command in zip(self._pipes, commands, strict=True):
+                pipe.send(command)
+        except OSError:  # a broken pipe: the worker is gone
+            self._ended()
+        return self._gather()
 
     def _gather(self) -> list[Any]:
         """Every worker's answer, in order; a worker's error raised here, the same type."""
-        answers = [pipe.recv() for pipe in self._pipes]
+        try:
+            answers = [pipe.recv() for pipe in self._pipes]
+        except (EOFError, OSError):
+            self._ended()
         for kind, value in answers:
             if kind == "error":
                 error_type, message = value
@@ -111,6 +119,13 @@ class WorkerPatientEnv(gym.vector.VectorEnv):
                 masks.append(info[f"_{key}"] if key in info else np.zeros(n, bool))
             out[key], out[f"_{key}"] = np.concatenate(values), np.concatenate(masks)
         return out
+
+    def _ended(self) -> NoReturn:
+        """A worker is gone: one line saying so (its exit code), after the others stop."""
+        for process in self._processes:
+            process.join(timeout=1)
+        codes = [p.exitcode for p in self._processes]
+        raise RuntimeError(f"a worker process ended (exit codes {codes}): make the env again")
 
     def close_extras(self, **kwargs: Any) -> None:
         for pipe in self._pipes:
