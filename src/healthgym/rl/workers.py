@@ -76,14 +76,15 @@ class WorkerPatientEnv(gym.vector.VectorEnv):
         if seed is not None:  # one stream per shard, all from the one seed
             seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(len(seeds))]
         answers = self._ask([("reset", {"seed": s, "options": options}) for s in seeds])
-        return _joined([x[0] for x in answers]), self._infos([x[1] for x in answers])
+        return np.concatenate([x[0] for x in answers]), self._infos([x[1] for x in answers])
 
     def step(self, actions: Any):
         a = check_actions(actions, self.num_envs, self.levels)
         at = np.cumsum([0, *self.sizes])
         answers = self._ask([("step", a[at[k] : at[k + 1]]) for k in range(len(self.sizes))])
-        obs, reward, terminated, truncated = (_joined([x[i] for x in answers]) for i in range(4))
-        return obs, reward, terminated, truncated, self._infos([x[4] for x in answers])
+        obs, reward, terminated, truncated, infos = zip(*answers, strict=True)
+        joined = (np.concatenate(x) for x in (obs, reward, terminated, truncated))
+        return *joined, self._infos(list(infos))
 
     def _ask(self, commands: list[tuple[str, Any]]) -> list[Any]:
         """Each worker's command sent, then every answer gathered (`_gather`)."""
@@ -137,7 +138,3 @@ class WorkerPatientEnv(gym.vector.VectorEnv):
             process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
-
-
-def _joined(parts: list[Any]) -> np.ndarray:
-    return np.concatenate(parts)

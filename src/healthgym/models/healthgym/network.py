@@ -125,15 +125,29 @@ class SequenceModel(nn.Module):
             return self.position.weight.new_zeros(n, self.position.embedding_dim)
         return self.context(static[:, :-1] if self.ends else static)
 
-    def treatments(self, dynamic: torch.Tensor) -> torch.Tensor | float:
-        """(B, T, W): each step's previous step's treatments, embedded (0 at the first step;
-        0. without `actions`) and, with `skip`, its tokens."""
+    @property
+    def has_direct(self) -> bool:
+        """Whether a step's tokens also reach the next step directly (`direct`)."""
+        return self.treated is not None or self.skip is not None
+
+    def direct(self, tokens: torch.Tensor) -> torch.Tensor | float:
+        """(..., D) tokens of a step -> (..., W) what they give the next step directly: the
+        treatments' embedding (`actions`) and, with `skip`, the tokens'; 0. with neither."""
         out: torch.Tensor | float = 0.0
         if self.treated is not None:
-            out = _shifted(self.treated(dynamic[..., len(self.vocab) - self.actions :]))
+            out = self.treated(tokens[..., len(self.vocab) - self.actions :])
         if self.skip is not None:
-            out = out + _shifted(self.skip(dynamic))
+            out = out + self.skip(tokens)
         return out
+
+    def treatments(self, dynamic: torch.Tensor) -> torch.Tensor | float:
+        """(B, T, W): what each step's previous step gives it directly (`direct`; 0 at the
+        first step; 0. without a direct path)."""
+        if not self.has_direct:
+            return 0.0
+        x = self.direct(dynamic)
+        assert isinstance(x, torch.Tensor)
+        return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
 
     def end_logits(self, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """With `ends`: logits (..., 2) of 'the stay ends at this step' from the recurrent
@@ -205,7 +219,7 @@ class SequenceModel(nn.Module):
         z = earlier + before  # contiguous; in-place adds keep it so (the GRU's s is not, and
         z += s[:, :t, None]  # LayerNorm would copy a non-contiguous z in every pass)
         z += self.column_pos + c[:, None, None]
-        if self.treated is not None or self.skip is not None:
+        if self.has_direct:
             z += self.treatments(dynamic)[:, :, None]
         if self.ends:  # the step's columns know whether it is the stay's last
             z += self.end_in.weight[0 if end is None else end][..., None, :]
@@ -229,7 +243,7 @@ class SequenceModel(nn.Module):
             history = tuple(h[:, -1] for h in self.last.history(dynamic))
             before = self.last.context(self.recall(history[0]), history)
         z = s[:, -1, None] + (e.cumsum(dim=1) - e) + before + self.column_pos + c[:, None]
-        if self.treated is not None or self.skip is not None:
+        if self.has_direct:
             z = z + self.treatments(dynamic)[:, -1, None]
         if self.ends:
             z = z + self.end_in.weight[0 if end is None else end][..., None, :]
@@ -291,11 +305,6 @@ class PatientModel(nn.Module):
             actions,
             skip,
         )
-
-
-def _shifted(x: torch.Tensor) -> torch.Tensor:
-    """(B, T, W) -> each step's previous step's (0 at the first step)."""
-    return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
 
 
 # ---- likelihood ---------------------------------------------------------------------------

@@ -141,17 +141,6 @@ def draw_stays(
     return out * (torch.arange(longest, device=out.device) < drawn[:, None])[..., None], drawn
 
 
-def _direct(model: SequenceModel, tokens: torch.Tensor) -> torch.Tensor:
-    """(B, W) what a step's tokens (B, D) give the next step directly: its treatments'
-    embedding (`model.treated`) and, with `model.skip`, its tokens'."""
-    parts = []
-    if model.treated is not None:
-        parts.append(model.treated(tokens[:, len(model.vocab) - model.actions :]))
-    if model.skip is not None:
-        parts.append(model.skip(tokens))
-    return torch.stack(parts).sum(0)
-
-
 class StepDrawer:
     """Patients' steps drawn one at a time, the recurrent state carried from step to step (a
     step costs the same whatever came before): `draw` the next step's token columns (all, or
@@ -316,9 +305,8 @@ class StepDrawer:
         """Step t's tokens (B, D), those drawn and those set: the state moves to step t + 1."""
         self.t += 1
         self.x = F.embedding(tokens + self.step_at, self.step_table).sum(1)
-        model = self.model
-        if model.treated is not None or model.skip is not None:  # what reaches the next step
-            self.acted = _direct(model, tokens)
+        if self.model.has_direct:  # what reaches the next step directly
+            self.acted = self.model.direct(tokens)
         kernel = self.kernel
         if kernel is None:
             prev = F.embedding(tokens.T + self.previous_at[:, None], self.previous_table)
